@@ -1,0 +1,279 @@
+"""A Flax NNX decoder of the Llama family (Llama 2/3, Qwen2/2.5, Mistral, SmolLM2).
+
+Layer weights are stacked along a leading layer axis and the forward pass runs the layers
+with `jax.lax.scan`, so compile time does not grow with depth. Weights are stored as
+`x @ W` kernels ([in, out]), transposed from the HF [out, in] layout at load time.
+
+Positions count real tokens only (cumulative sum of the attention mask), so left padding
+shifts nothing. The KV cache is a plain pytree passed in and returned, which is what a
+`jax.lax.while_loop` decode wants; cache slots are written in place by dynamic updates.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from sparta_jax.models import rope as rope_lib
+from sparta_jax.models.config import ModelConfig
+from sparta_jax.models.lora import NO_ADAPTER, LoraConfig, LoraParam, LoraScaling, lora_delta, row_scales
+
+# Masked attention logits get a large finite value rather than -inf, so a query that sees no
+# key at all (a left-padding position) yields a uniform softmax instead of NaN.
+_MASKED = -1e30
+
+
+@struct.dataclass
+class KVCache:
+    """Keys and values of every layer, plus what is needed to place the next tokens.
+
+    k, v: [layers, batch, max_length, kv_heads, head_dim]; key_mask [batch, max_length] marks
+    slots holding real tokens; next_position [batch] is the RoPE position of each row's next
+    real token; index is the next free slot (shared by all rows: rows are left padded).
+    """
+
+    k: jax.Array
+    v: jax.Array
+    key_mask: jax.Array
+    next_position: jax.Array
+    index: jax.Array
+
+    @property
+    def max_length(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(config: ModelConfig, batch: int, max_length: int, dtype=jnp.bfloat16) -> KVCache:
+    shape = (config.num_layers, batch, max_length, config.num_kv_heads, config.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        key_mask=jnp.zeros((batch, max_length), jnp.bool_),
+        next_position=jnp.zeros((batch,), jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def _normal(rngs: nnx.Rngs, shape, dtype, std=0.02):
+    return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+
+
+class DecoderLayers(nnx.Module):
+    """All decoder layers' weights, each stacked on a leading [num_layers] axis."""
+
+    def __init__(self, config: ModelConfig, *, param_dtype, rngs: nnx.Rngs):
+        c = config
+        stack = (c.num_layers,)
+        self.attn_norm = nnx.Param(jnp.ones(stack + (c.hidden_size,), param_dtype))
+        self.q_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.q_size), param_dtype))
+        self.k_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.kv_size), param_dtype))
+        self.v_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.kv_size), param_dtype))
+        self.o_proj = nnx.Param(_normal(rngs, stack + (c.q_size, c.hidden_size), param_dtype))
+        if c.qkv_bias:
+            self.q_bias = nnx.Param(_normal(rngs, stack + (c.q_size,), param_dtype))
+            self.k_bias = nnx.Param(_normal(rngs, stack + (c.kv_size,), param_dtype))
+            self.v_bias = nnx.Param(_normal(rngs, stack + (c.kv_size,), param_dtype))
+        if c.o_bias:
+            self.o_bias = nnx.Param(_normal(rngs, stack + (c.hidden_size,), param_dtype))
+        self.mlp_norm = nnx.Param(jnp.ones(stack + (c.hidden_size,), param_dtype))
+        self.gate_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.intermediate_size), param_dtype))
+        self.up_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.intermediate_size), param_dtype))
+        self.down_proj = nnx.Param(_normal(rngs, stack + (c.intermediate_size, c.hidden_size), param_dtype))
+
+    def arrays(self) -> dict[str, jax.Array]:
+        return {name: var[...] for name, var in vars(self).items() if isinstance(var, nnx.Param)}
+
+
+class LoraStack(nnx.Module):
+    """A and B of every adapter for every targeted projection: [layers, M, in, r] / [layers, M, r, out]."""
+
+    def __init__(self, lora: LoraConfig, config: ModelConfig, *, param_dtype, rngs: nnx.Rngs):
+        self.config = lora
+        dims = projection_dims(config)
+        m, r = lora.num_adapters, lora.rank
+        for t in lora.targets:
+            fan_in, fan_out = dims[t]
+            # PEFT's default init: A random, B zero, so a fresh adapter leaves the model unchanged.
+            a = jax.random.uniform(rngs.params(), (config.num_layers, m, fan_in, r), jnp.float32,
+                                   -1.0 / fan_in**0.5, 1.0 / fan_in**0.5)
+            setattr(self, f"{t}_a", LoraParam(a.astype(param_dtype)))
+            setattr(self, f"{t}_b", LoraParam(jnp.zeros((config.num_layers, m, r, fan_out), param_dtype)))
+        self.scaling = LoraScaling(jnp.asarray([a.scaling for a in lora.adapters], jnp.float32))
+
+    def arrays(self) -> dict[str, jax.Array]:
+        return {name: var[...] for name, var in vars(self).items() if isinstance(var, LoraParam)}
+
+
+def projection_dims(config: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in, out) of every linear projection of a layer, by HF name."""
+    d, i = config.hidden_size, config.intermediate_size
+    return {
+        "q_proj": (d, config.q_size), "k_proj": (d, config.kv_size), "v_proj": (d, config.kv_size),
+        "o_proj": (config.q_size, d), "gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d),
+    }
+
+
+def _rms_norm(x, weight, eps):
+    # As HF: normalise in float32, cast back, then scale.
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight.astype(x.dtype) * x32.astype(x.dtype)
+
+
+class LlamaForCausalLM(nnx.Module):
+    """Decoder with optional LoRA stack. `dtype` is the compute dtype, `param_dtype` the storage."""
+
+    def __init__(self, config: ModelConfig, *, lora: LoraConfig | None = None, dtype=jnp.float32,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        c = config
+        self.embed = nnx.Param(_normal(rngs, (c.vocab_size, c.hidden_size), param_dtype))
+        self.layers = DecoderLayers(c, param_dtype=param_dtype, rngs=rngs)
+        self.final_norm = nnx.Param(jnp.ones((c.hidden_size,), param_dtype))
+        if not c.tie_word_embeddings:
+            self.lm_head = nnx.Param(_normal(rngs, (c.hidden_size, c.vocab_size), param_dtype))
+        self.lora = LoraStack(lora, c, param_dtype=param_dtype, rngs=rngs) if lora else None
+
+    @property
+    def lora_config(self) -> LoraConfig | None:
+        return self.lora.config if self.lora is not None else None
+
+    # ----------------------------------------------------------------------------- public API
+    def __call__(self, input_ids, attention_mask=None, *, adapter_ids=None) -> jax.Array:
+        """Logits [batch, length, vocab] in float32 for a (left-padded) batch."""
+        hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None)
+        return self.logits_from_hidden(hidden)
+
+    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None) -> jax.Array:
+        """Final-normed hidden states [batch, length, hidden]; unembed only what you need."""
+        hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None)
+        return hidden
+
+    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None):
+        """Run new tokens through the model against a KV cache: (logits, updated cache)."""
+        hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache)
+        return self.logits_from_hidden(hidden), cache
+
+    def unembedding(self) -> jax.Array:
+        """The [hidden, vocab] output projection (the embedding transposed when tied)."""
+        if self.config.tie_word_embeddings:
+            return self.embed[...].T
+        return self.lm_head[...]
+
+    def logits_from_hidden(self, hidden) -> jax.Array:
+        w = self.unembedding().astype(self.dtype)
+        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+
+    # ----------------------------------------------------------------------------- internals
+    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None):
+        c = self.config
+        batch, length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((batch, length), jnp.bool_)
+        attention_mask = attention_mask.astype(jnp.bool_)
+        if adapter_ids is None:
+            adapter_ids = jnp.full((batch,), NO_ADAPTER, jnp.int32)
+
+        real_so_far = jnp.cumsum(attention_mask.astype(jnp.int32), axis=1)
+        if cache is None:
+            positions = jnp.maximum(real_so_far - 1, 0)
+            query_slots = jnp.arange(length)
+            key_slots = jnp.arange(length)
+            key_mask = attention_mask
+        else:
+            positions = jnp.maximum(cache.next_position[:, None] + real_so_far - 1, 0)
+            query_slots = cache.index + jnp.arange(length)
+            key_slots = jnp.arange(cache.max_length)
+            key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, cache.index))
+
+        visible = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])
+        if c.sliding_window is not None:
+            visible &= (query_slots[None, :, None] - key_slots[None, None, :]) < c.sliding_window
+        inv_freq = rope_lib.inverse_frequencies(c.rope, c.head_dim)  # a trace-time constant
+        cos, sin = rope_lib.rotary_tables(positions, inv_freq)
+
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        weights = self.layers.arrays()
+        if self.lora is not None:
+            lora_weights = self.lora.arrays()
+            scales = row_scales(adapter_ids, self.lora.scaling[...])
+        else:
+            lora_weights, scales = {}, None
+
+        def project(name, h, w, lw):
+            y = jnp.einsum("bti,io->bto", h, w[name].astype(self.dtype))
+            if f"{name}_a" in lw:
+                y = y + lora_delta(h, lw[f"{name}_a"], lw[f"{name}_b"], scales)
+            return y
+
+        def layer(x, w, lw, kv):
+            h = _rms_norm(x, w["attn_norm"], c.rms_norm_eps)
+            q = project("q_proj", h, w, lw)
+            k = project("k_proj", h, w, lw)
+            v = project("v_proj", h, w, lw)
+            if c.qkv_bias:
+                q = q + w["q_bias"].astype(self.dtype)
+                k = k + w["k_bias"].astype(self.dtype)
+                v = v + w["v_bias"].astype(self.dtype)
+            q = q.reshape(batch, length, c.num_heads, c.head_dim)
+            k = k.reshape(batch, length, c.num_kv_heads, c.head_dim)
+            v = v.reshape(batch, length, c.num_kv_heads, c.head_dim)
+            q = rope_lib.apply_rotary(q, cos, sin)
+            k = rope_lib.apply_rotary(k, cos, sin)
+            keys, values = kv(k, v)
+            attn = _attention(q, keys, values, visible, c)
+            o = project("o_proj", attn, w, lw)
+            if c.o_bias:
+                o = o + w["o_bias"].astype(self.dtype)
+            x = x + o
+            h = _rms_norm(x, w["mlp_norm"], c.rms_norm_eps)
+            gate = jax.nn.silu(project("gate_proj", h, w, lw))
+            up = project("up_proj", h, w, lw)
+            return x + project("down_proj", gate * up, w, lw)
+
+        if cache is None:
+            def body(x, layer_weights):
+                w, lw = layer_weights
+                return layer(x, w, lw, lambda k, v: (k, v)), None
+
+            x, _ = jax.lax.scan(body, x, (weights, lora_weights))
+            new_cache = None
+        else:
+            def body(carry, layer_weights):
+                x, k_all, v_all, i = carry
+                w, lw = layer_weights
+                slot = (i, 0, cache.index, 0, 0)
+
+                def kv(k, v):
+                    nonlocal k_all, v_all
+                    # Write the new tokens in place, then read the layer's whole cache.
+                    k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), slot)
+                    v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), slot)
+                    return (jax.lax.dynamic_index_in_dim(k_all, i, keepdims=False).astype(self.dtype),
+                            jax.lax.dynamic_index_in_dim(v_all, i, keepdims=False).astype(self.dtype))
+
+                x = layer(x, w, lw, kv)
+                return (x, k_all, v_all, i + 1), None
+
+            init = (x, cache.k, cache.v, jnp.zeros((), jnp.int32))
+            (x, k_all, v_all, _), _ = jax.lax.scan(body, init, (weights, lora_weights))
+            new_cache = KVCache(
+                k=k_all, v=v_all, key_mask=key_mask,
+                next_position=cache.next_position + attention_mask.sum(axis=1, dtype=jnp.int32),
+                index=cache.index + length,
+            )
+        return _rms_norm(x, self.final_norm[...], c.rms_norm_eps), new_cache
+
+
+def _attention(q, k, v, visible, c: ModelConfig):
+    """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d]; visible [b, t, s]."""
+    batch, length = q.shape[:2]
+    groups = c.num_heads // c.num_kv_heads
+    q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (c.head_dim**-0.5)
+    scores = jnp.where(visible[:, None, None, :, :], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(batch, length, c.num_heads * c.head_dim)

@@ -1,0 +1,57 @@
+"""Tiny random Hugging Face models (PyTorch) written to disk, the references for parity tests."""
+from __future__ import annotations
+
+import torch
+import transformers
+
+TINY = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+
+FAMILIES = {
+    # name: (config class, model class, extra config)
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {}),
+    "llama3_rope": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 64})),
+    "llama_tied_bias": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
+                        dict(tie_word_embeddings=True, attention_bias=True)),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(tie_word_embeddings=False)),
+    "qwen2_tied": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(tie_word_embeddings=True)),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, dict(sliding_window=None)),
+    "mistral_window": (transformers.MistralConfig, transformers.MistralForCausalLM, dict(sliding_window=5)),
+}
+
+
+def make_hf_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    config_cls, model_cls, extra = FAMILIES[family]
+    config = config_cls(**{**TINY, **extra, **overrides})
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    # HF initialises norms to 1 and biases to 0; randomise everything so every weight matters.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.05 * torch.randn_like(p))
+    return model
+
+
+def save_hf_model(family: str, folder, seed: int = 0, **overrides) -> torch.nn.Module:
+    model = make_hf_model(family, seed, **overrides)
+    model.save_pretrained(str(folder))
+    return model
+
+
+def left_padded_batch(vocab_size: int, lengths, seed: int = 0):
+    """(input_ids, attention_mask) as int64 torch tensors, each row left padded to max(lengths)."""
+    g = torch.Generator().manual_seed(seed)
+    total = max(lengths)
+    ids = torch.randint(1, vocab_size, (len(lengths), total), generator=g)
+    mask = torch.zeros(len(lengths), total, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, total - n:] = 1
+        ids[row, : total - n] = 0
+    return ids, mask
