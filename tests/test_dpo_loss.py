@@ -1,0 +1,208 @@
+"""dpo_loss / dpo_metrics against TRL 1.16's own DPOTrainer code.
+
+TRL 1.16 has no standalone loss function: the loss is inlined in
+``DPOTrainer._compute_loss(self, model, inputs, return_outputs)``. We call that unbound
+method with a stand-in ``self`` (only the attributes it reads) and a stub model whose
+output ``log_probs`` holds the per-token log-probs we choose. With precomputed reference
+log-probs in ``inputs`` it never touches a real model, so this runs TRL's real loss code.
+It returns only the batch-mean loss and logs batch-mean metrics, so per-example values
+come from batch-size-1 calls.
+"""
+
+import collections
+import math
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from sparta_jax.dpo_loss import dpo_loss, dpo_metrics
+
+DPOTrainer = pytest.importorskip("trl").DPOTrainer
+
+TOL = dict(rtol=1e-6, atol=1e-6)
+
+
+def _trl_self(beta, loss_type, label_smoothing):
+    """The attributes of DPOTrainer that _compute_loss reads, for plain DPO."""
+    identity = lambda x: x  # single process: gather is a no-op
+    return types.SimpleNamespace(
+        model=types.SimpleNamespace(training=True),
+        accelerator=types.SimpleNamespace(device=torch.device("cpu"), gather=identity, gather_for_metrics=identity),
+        aux_loss_enabled=False,
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        f_alpha_divergence_coef=0.5,
+        loss_types=[loss_type],
+        loss_weights=[1.0],
+        beta=beta,
+        label_smoothing=label_smoothing,
+        use_weighting=False,
+        args=types.SimpleNamespace(discopop_tau=0.05),
+        _metrics={"train": collections.defaultdict(list), "eval": collections.defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
+
+
+class _StubModel:
+    """Returns fixed per-token log-probs; TRL sums them into sequence log-probs."""
+
+    def __init__(self, log_probs):
+        self.log_probs = log_probs
+
+    def __call__(self, **kwargs):
+        n = self.log_probs.shape
+        return types.SimpleNamespace(
+            log_probs=self.log_probs,
+            entropy=torch.zeros(n),
+            mean_logits=torch.zeros(n),
+            is_top1=torch.zeros(n, dtype=torch.bool),
+        )
+
+
+def trl_dpo(token_logps, ref_chosen, ref_rejected, beta, loss_type, label_smoothing=0.0):
+    """Run TRL's _compute_loss.
+
+    token_logps: float32 torch tensor [2B, T], chosen rows first (TRL's batch layout),
+    the policy's per-token log-probs over a T-token completion. Returns (loss, metrics).
+    """
+    rows, t = token_logps.shape
+    completion_mask = torch.ones(rows, t + 1, dtype=torch.long)
+    completion_mask[:, 0] = 0  # one prompt token, then T completion tokens
+    inputs = {
+        "input_ids": torch.zeros(rows, t + 1, dtype=torch.long),
+        "attention_mask": torch.ones(rows, t + 1, dtype=torch.long),
+        "completion_mask": completion_mask,
+        "ref_chosen_logps": ref_chosen,
+        "ref_rejected_logps": ref_rejected,
+    }
+    self = _trl_self(beta, loss_type, label_smoothing)
+    loss = DPOTrainer._compute_loss(self, _StubModel(token_logps), inputs, return_outputs=False)
+    metrics = {k: v[-1] for k, v in self._metrics["train"].items()}
+    return loss, metrics
+
+
+def _random_logps(seed, b):
+    rng = np.random.default_rng(seed)
+    # Sequence log-probs of a few dozen tokens, policy near the reference.
+    ref = -rng.uniform(5.0, 60.0, size=(2, b))
+    pol = ref + rng.normal(0.0, 5.0, size=(2, b))
+    # Snap to a 2**-10 grid: float32 then adds and subtracts these exactly, so results
+    # cannot depend on the order in which an implementation combines the four inputs.
+    return tuple(np.round(x * 1024) / 1024 for x in (pol[0], pol[1], ref[0], ref[1]))  # float64
+
+
+CASES = [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0), ("hinge", 0.0)]
+BETAS = [0.1, 0.5]
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("loss_type,label_smoothing", CASES)
+def test_matches_trl_per_example(loss_type, label_smoothing, beta):
+    b = 8
+    pc, pr, rc, rr = _random_logps(seed=CASES.index((loss_type, label_smoothing)) * 10 + BETAS.index(beta), b=b)
+    # TRL 1.16's "sigmoid" ignores label_smoothing (see test_trl_sigmoid_ignores_label_smoothing).
+    # Its only cDPO-form code in DPOTrainer is "aot": at batch size 1 its sort is the
+    # identity and it is -(1-ε)·logσ(βΔ) - ε·logσ(-βΔ), with Δ grouped as
+    # (πc - πr) - (rc - rr); exact on our grid.
+    trl_loss_type = "aot" if label_smoothing else loss_type
+    # IPO: TRL divides summed log-ratios by the completion length, so give it T tokens
+    # and give dpo_loss the per-token averages (the documented caller contract).
+    t = 4 if loss_type == "ipo" else 1
+    f32 = lambda x: np.asarray(x, np.float32)
+    ours_in = [f32(x / t) for x in (pc, pr, rc, rr)]
+    losses, cr, rj = dpo_loss(*map(jnp.asarray, ours_in), beta=beta, loss_type=loss_type,
+                              label_smoothing=label_smoothing)
+    for i in range(b):
+        # Each of the T tokens carries logp/T (the same float32 value dpo_loss gets),
+        # so TRL's sum over tokens divided by T recovers dpo_loss's input.
+        tok = torch.tensor(np.stack([np.full(t, ours_in[0][i]), np.full(t, ours_in[1][i])]))
+        ref_c = torch.tensor(ours_in[2][i : i + 1] * np.float32(t))
+        ref_r = torch.tensor(ours_in[3][i : i + 1] * np.float32(t))
+        loss, m = trl_dpo(tok, ref_c, ref_r, beta, trl_loss_type, label_smoothing)
+        np.testing.assert_allclose(float(losses[i]), loss.item(), **TOL)
+        # TRL's rewards come from summed log-probs; ours from what we were given.
+        np.testing.assert_allclose(float(cr[i]) * t, m["rewards/chosen"], rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(float(rj[i]) * t, m["rewards/rejected"], rtol=1e-6, atol=1e-5)
+
+
+def test_trl_sigmoid_ignores_label_smoothing():
+    """Documents why label-smoothed sigmoid is checked against TRL's "aot" above."""
+    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in _random_logps(seed=5, b=8))
+    tok = torch.tensor(np.concatenate([pc, pr])[:, None])
+    smoothed, _ = trl_dpo(tok, torch.tensor(rc), torch.tensor(rr), 0.1, "sigmoid", label_smoothing=0.1)
+    plain, _ = trl_dpo(tok, torch.tensor(rc), torch.tensor(rr), 0.1, "sigmoid", label_smoothing=0.0)
+    assert smoothed.item() == plain.item()
+
+
+def test_cdpo_formula():
+    """Label-smoothed sigmoid = conservative DPO, checked in float64 against the closed form."""
+    pc, pr, rc, rr = _random_logps(seed=3, b=16)
+    beta, eps = 0.2, 0.1
+    losses, _, _ = dpo_loss(*map(jnp.asarray, (pc, pr, rc, rr)), beta=beta, label_smoothing=eps)
+    z = torch.tensor(beta * ((pc - rc) - (pr - rr)))
+    ref = -(1 - eps) * torch.nn.functional.logsigmoid(z) - eps * torch.nn.functional.logsigmoid(-z)
+    np.testing.assert_allclose(np.asarray(losses), ref.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+def test_metrics_match_trl(loss_type):
+    b, beta = 16, 0.1
+    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in _random_logps(seed=7, b=b))
+    losses, cr, rj = jax.jit(dpo_loss, static_argnames="loss_type")(pc, pr, rc, rr, beta=beta, loss_type=loss_type)
+    ours = dpo_metrics(losses, cr, rj, pc, pr)
+    tok = torch.tensor(np.concatenate([pc, pr])[:, None])  # one token per completion
+    loss, theirs = trl_dpo(tok, torch.tensor(rc), torch.tensor(rr), beta, loss_type)
+    np.testing.assert_allclose(float(ours["loss"]), loss.item(), **TOL)
+    for name in ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                 "logps/chosen", "logps/rejected"]:
+        np.testing.assert_allclose(float(ours[name]), theirs[name], rtol=1e-6, atol=1e-5, err_msg=name)
+    assert 0.0 < float(ours["rewards/accuracies"]) < 1.0  # the data exercise both outcomes
+
+
+def test_policy_equals_reference():
+    rng = np.random.default_rng(0)
+    c, r = (jnp.asarray(-rng.uniform(5, 60, 10), jnp.float32) for _ in range(2))
+    losses, cr, rj = dpo_loss(c, r, c, r, beta=0.1)
+    np.testing.assert_allclose(np.asarray(losses), math.log(2), rtol=0, atol=1e-7)
+    assert not np.any(np.asarray(cr)) and not np.any(np.asarray(rj))
+    m = dpo_metrics(losses, cr, rj, c, r)
+    assert float(m["rewards/accuracies"]) == 0.0  # ties are not counted as correct
+    assert float(m["rewards/margins"]) == 0.0
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_grad_matches_trl_autograd(beta):
+    b = 8
+    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in _random_logps(seed=11, b=b))
+
+    def mean_loss(pc, pr):
+        return jnp.mean(dpo_loss(pc, pr, rc, rr, beta=beta)[0])
+
+    g_c, g_r = jax.grad(mean_loss, argnums=(0, 1))(jnp.asarray(pc), jnp.asarray(pr))
+
+    tok = torch.tensor(np.concatenate([pc, pr])[:, None], requires_grad=True)
+    loss, _ = trl_dpo(tok, torch.tensor(rc), torch.tensor(rr), beta, "sigmoid")
+    loss.backward()
+    g = tok.grad[:, 0].numpy()
+    np.testing.assert_allclose(np.asarray(g_c), g[:b], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(g_r), g[b:], rtol=1e-6, atol=1e-7)
+
+
+def test_rewards_carry_no_gradient():
+    def total_reward(pc):
+        _, cr, rj = dpo_loss(pc, pc, jnp.zeros(3), jnp.zeros(3))
+        return jnp.sum(cr + rj)
+
+    assert not np.any(np.asarray(jax.grad(total_reward)(jnp.ones(3))))
+
+
+def test_unknown_loss_type():
+    x = jnp.zeros(2)
+    with pytest.raises(ValueError, match="Unknown loss_type"):
+        dpo_loss(x, x, x, x, loss_type="dpo")
