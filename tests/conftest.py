@@ -10,3 +10,13 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402  (after the XLA flags above)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """The embedded SmolLM2-135M-Instruct as a HF folder, built once per test session."""
+    from sparta_jax.models.embedded import materialize_smollm2
+
+    return materialize_smollm2(str(tmp_path_factory.mktemp("sparta_cache")))

@@ -81,7 +81,9 @@ def _resolve_targets(target_modules, path) -> tuple[str, ...]:
         hits = tuple(t for t in ALL_TARGETS
                      if re.fullmatch(target_modules, f"model.layers.0.{names.MODULE_PARENT[t]}.{t}"))
     else:
-        wanted = set(target_modules or ())
+        # PEFT matches an entry against a module name or its dotted suffix; saved configs may
+        # list full names ("model.layers.0.mlp.up_proj"). Layers without tensors stay zero.
+        wanted = {str(t).split(".")[-1] for t in target_modules or ()}
         unknown = wanted - set(ALL_TARGETS)
         if unknown:
             raise CheckpointError(f"{path}: LoRA on {sorted(unknown)} is not supported (only {ALL_TARGETS})")
