@@ -1,8 +1,7 @@
 """Writing a model back out: a merged HF folder (base or one member) or a PEFT adapter folder.
 
-Only process 0 should call these on a multi-host run; arrays are gathered to the host with
-`jax.experimental.multihost_utils.process_allgather`, which works whether or not every shard
-is addressable here.
+On a multi-host run every process calls these (gathering a sharded array is a collective,
+`multihost_utils.process_allgather`) and only process 0 writes the folder.
 """
 from __future__ import annotations
 
@@ -103,6 +102,8 @@ def merged_tensors(model: LlamaForCausalLM, member=None) -> dict[str, np.ndarray
 def _write_folder(out_dir: str, write) -> str:
     """Build the folder next to its destination and move it into place: never half-written."""
     out_dir = os.path.abspath(out_dir)
+    if jax.process_index() != 0:
+        return out_dir
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
