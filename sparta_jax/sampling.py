@@ -1,0 +1,244 @@
+"""Jitted batched generation over the KV cache, and continuation scoring for judges.
+
+One call generates for a whole batch whose rows may belong to different tribe members
+(adapter ids), with per-row temperature, top-k, top-p, max new tokens and stop tokens, all
+traced: changing them never recompiles. Shapes are bucketed (prompt length, new-token budget,
+batch) so that a Sparta iteration compiles a handful of programs once. Weights are an
+argument of the compiled program, so new weights after a DPO step need no rebuild.
+
+Shape of a call: prefill the left-padded prompts into a fresh cache, then one
+`jax.lax.while_loop` that samples a token per row and feeds it back until every row has hit
+a stop token or its budget. Tokens after a row's end are `pad_id`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sparta_jax import sharding as sharding_lib
+from sparta_jax.models.llama import LlamaForCausalLM, init_cache
+from sparta_jax.models.lora import NO_ADAPTER
+from sparta_jax.sampling_filters import sample_tokens
+
+
+class PromptTooLongError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Static shape choices. Values inside a bucket share one compiled program."""
+
+    prompt_buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+    new_token_buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
+    max_stop_ids: int = 4  # stop-token slots per row
+    candidates: int | None = 64  # sampling considers the best `candidates` logits (>= top_k)
+    cache_dtype: str = "bfloat16"
+
+
+@dataclasses.dataclass
+class Generation:
+    tokens: np.ndarray  # [batch, n] generated ids, pad after each row's end
+    lengths: np.ndarray  # [batch] tokens generated, the stop token included
+    finish_reasons: list[str]  # "stop" (a stop token was sampled) or "length"
+    texts: list[str] | None = None  # decoded without the stop token
+
+
+def bucket(value: int, buckets: Sequence[int], what: str) -> int:
+    for b in buckets:
+        if value <= b:
+            return b
+    raise PromptTooLongError(f"{what} {value} exceeds the largest bucket {max(buckets)}")
+
+
+def left_pad(token_lists: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.full((len(token_lists), length), pad_id, np.int32)
+    mask = np.zeros((len(token_lists), length), np.bool_)
+    for row, tokens in enumerate(token_lists):
+        if len(tokens) > length:
+            raise PromptTooLongError(f"prompt {row} has {len(tokens)} tokens, more than {length}")
+        if len(tokens):
+            ids[row, length - len(tokens):] = tokens
+            mask[row, length - len(tokens):] = True
+    return ids, mask
+
+
+def _per_row(value, batch: int, dtype) -> np.ndarray:
+    arr = np.asarray(value, dtype)
+    return np.broadcast_to(arr, (batch,)).copy() if arr.ndim == 0 else arr
+
+
+class Sampler:
+    """Generation and scoring for one model family (a base plus its adapter stack)."""
+
+    def __init__(self, model: LlamaForCausalLM, tokenizer=None, *, config: SamplerConfig = SamplerConfig(),
+                 mesh=None, pad_id: int | None = None):
+        self.graphdef, _ = nnx.split(model)
+        self.model_config = model.config
+        self.tokenizer = tokenizer
+        self.config = config
+        self.mesh = mesh
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "pad_token_id", None)
+            pad_id = pad_id if pad_id is not None else getattr(tokenizer, "eos_token_id", None)
+        self.pad_id = int(pad_id or 0)
+        self.trace_count = 0  # how many programs were traced (each trace is a compilation)
+        self._generate = jax.jit(self._generate_impl, static_argnames=("max_new",))
+        self._score = jax.jit(self._score_impl)
+
+    # ------------------------------------------------------------------------------ inputs
+    def encode_chat(self, prompts: Sequence[str], system_prompt: str | None = None) -> list[list[int]]:
+        """Token ids of each prompt as one user turn through the model's own chat template."""
+        out = []
+        for text in prompts:
+            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+            messages.append({"role": "user", "content": text})
+            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            out.append(self.tokenizer.encode(rendered, add_special_tokens=False))
+        return out
+
+    def _batch_rows(self, n: int) -> int:
+        multiple = 1
+        if self.mesh is not None:
+            multiple = int(np.prod([self.mesh.shape[a] for a in sharding_lib.BATCH_AXES if a in self.mesh.shape]))
+        return -(-n // multiple) * multiple
+
+    def _place(self, *arrays):
+        if self.mesh is None:
+            return tuple(jnp.asarray(a) for a in arrays)
+        return tuple(jax.device_put(a, sharding_lib.batch_sharding(self.mesh, a.ndim)) for a in arrays)
+
+    # -------------------------------------------------------------------------- generation
+    def generate(self, model: LlamaForCausalLM, prompts: Sequence[Sequence[int]], *, rng, adapter_ids=None,
+                 temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=64, stop_ids=None,
+                 decode: bool = True) -> Generation:
+        """Generate for token-id prompts. Per-row settings may be scalars or length-batch lists."""
+        n = len(prompts)
+        if n == 0:
+            return Generation(np.zeros((0, 0), np.int32), np.zeros((0,), np.int32), [], [] if decode else None)
+        rows = self._batch_rows(n)
+        longest = max(len(p) for p in prompts)
+        prompt_len = bucket(longest, self.config.prompt_buckets, "prompt length")
+        max_new_rows = _per_row(max_new_tokens, n, np.int32)
+        max_new = bucket(int(max_new_rows.max()), self.config.new_token_buckets, "max_new_tokens")
+        if prompt_len + max_new > self.model_config.max_position_embeddings:
+            raise PromptTooLongError(
+                f"prompt bucket {prompt_len} + {max_new} new tokens exceeds the model's context of "
+                f"{self.model_config.max_position_embeddings} tokens")
+
+        padded = list(prompts) + [[self.pad_id]] * (rows - n)  # filler rows, generating nothing
+        ids, mask = left_pad(padded, prompt_len, self.pad_id)
+        if stop_ids is None:
+            eos = getattr(self.tokenizer, "eos_token_id", None)
+            stop_ids = [] if eos is None else [eos]
+        stops = np.full((rows, self.config.max_stop_ids), -1, np.int32)
+        stop_rows = stop_ids if (len(stop_ids) and isinstance(stop_ids[0], (list, tuple))) else [stop_ids] * n
+        for r, s in enumerate(stop_rows):
+            if len(s) > self.config.max_stop_ids:
+                raise ValueError(f"row {r}: {len(s)} stop ids, at most {self.config.max_stop_ids}")
+            stops[r, : len(s)] = s
+
+        def fill(values, dtype, filler):
+            return np.concatenate([_per_row(values, n, dtype), np.full((rows - n,), filler, dtype)])
+
+        row_params = dict(
+            adapter_ids=fill(NO_ADAPTER if adapter_ids is None else adapter_ids, np.int32, NO_ADAPTER),
+            temperature=fill(temperature, np.float32, 0.0),
+            top_k=fill(top_k, np.int32, 0),
+            top_p=fill(top_p, np.float32, 1.0),
+            max_new_tokens=fill(max_new_rows, np.int32, 0),
+            stop_ids=stops,
+        )
+        if self.config.candidates is not None and int(row_params["top_k"].max()) > self.config.candidates:
+            raise ValueError(f"top_k {int(row_params['top_k'].max())} exceeds SamplerConfig.candidates "
+                             f"{self.config.candidates}")
+        ids, mask = self._place(ids, mask)
+        placed = dict(zip(row_params, self._place(*row_params.values())))
+        _, state = nnx.split(model)
+        tokens, lengths, stopped = self._generate(state, ids, mask, placed, rng, max_new=max_new)
+        tokens, lengths, stopped = (np.asarray(jax.device_get(x))[:n] for x in (tokens, lengths, stopped))
+        tokens = tokens[:, : int(max_new_rows.max())]  # the budget bucket's extra columns are all pad
+        reasons = ["stop" if s else "length" for s in stopped]
+        texts = None
+        if decode:
+            texts = [self.tokenizer.decode(tokens[r, : lengths[r] - int(stopped[r])]) for r in range(n)]
+        return Generation(tokens, lengths, reasons, texts)
+
+    def _generate_impl(self, state, ids, mask, p, rng, *, max_new: int):
+        self.trace_count += 1
+        model = nnx.merge(self.graphdef, state)
+        batch, prompt_len = ids.shape
+        cache = init_cache(model.config, batch, prompt_len + max_new, jnp.dtype(self.config.cache_dtype))
+        logits, cache = model.extend(ids, mask, cache, adapter_ids=p["adapter_ids"])
+
+        def sample(step, last_logits):
+            key = jax.random.fold_in(rng, step)
+            return sample_tokens(key, last_logits, p["temperature"], p["top_k"], p["top_p"], self.config.candidates)
+
+        def cond(carry):
+            step, _, _, _, done, _, _ = carry
+            return (step < max_new) & ~jnp.all(done)
+
+        def body(carry):
+            step, last_logits, cache, tokens, done, lengths, stopped = carry
+            token = jnp.where(done, self.pad_id, sample(step, last_logits))
+            tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
+            live = ~done
+            hit_stop = live & jnp.any(token[:, None] == p["stop_ids"], axis=-1)
+            lengths = lengths + live.astype(jnp.int32)
+            stopped = stopped | hit_stop
+            done = done | hit_stop | (lengths >= p["max_new_tokens"])
+            logits, cache = model.extend(token[:, None], live[:, None], cache, adapter_ids=p["adapter_ids"])
+            return step + 1, logits[:, -1], cache, tokens, done, lengths, stopped
+
+        init = (
+            jnp.zeros((), jnp.int32), logits[:, -1], cache,
+            jnp.full((batch, max_new), self.pad_id, jnp.int32),
+            p["max_new_tokens"] <= 0, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.bool_),
+        )
+        _, _, _, tokens, _, lengths, stopped = jax.lax.while_loop(cond, body, init)
+        return tokens, lengths, stopped
+
+    # ----------------------------------------------------------------------------- scoring
+    def score_continuations(self, model: LlamaForCausalLM, prompts: Sequence[Sequence[int]],
+                            continuations: Sequence[Sequence[int]], *, adapter_ids=None) -> np.ndarray:
+        """log p(continuation | prompt) summed over its tokens, per row, in one forward pass.
+
+        Row r scores continuations[r] after prompts[r]; to score several candidates after one
+        prompt, repeat the prompt. Returns float32 [rows].
+        """
+        n = len(prompts)
+        if n != len(continuations):
+            raise ValueError("one continuation per prompt")
+        rows = self._batch_rows(n)
+        prompt_len = bucket(max(len(p) for p in prompts), self.config.prompt_buckets, "prompt length")
+        cont_len = bucket(max(len(c) for c in continuations), self.config.new_token_buckets, "continuation length")
+        pids, pmask = left_pad(list(prompts) + [[self.pad_id]] * (rows - n), prompt_len, self.pad_id)
+        cids = np.full((rows, cont_len), self.pad_id, np.int32)
+        cmask = np.zeros((rows, cont_len), np.bool_)
+        for r, c in enumerate(continuations):
+            cids[r, : len(c)] = c
+            cmask[r, : len(c)] = True
+        adapters = np.concatenate([_per_row(NO_ADAPTER if adapter_ids is None else adapter_ids, n, np.int32),
+                                   np.full((rows - n,), NO_ADAPTER, np.int32)])
+        placed = self._place(np.concatenate([pids, cids], 1), np.concatenate([pmask, cmask], 1), cmask, adapters)
+        _, state = nnx.split(model)
+        return np.asarray(jax.device_get(self._score(state, *placed)))[:n]
+
+    def _score_impl(self, state, ids, mask, target_mask, adapter_ids):
+        self.trace_count += 1
+        model = nnx.merge(self.graphdef, state)
+        cont_len = target_mask.shape[1]
+        hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids)
+        # The continuation's tokens are predicted by the slot before each of them; with the
+        # prompt left padded its last slot is real, and the continuation follows contiguously.
+        predictors = hidden[:, -cont_len - 1: -1]
+        logp = jax.nn.log_softmax(model.logits_from_hidden(predictors), axis=-1)
+        targets = ids[:, -cont_len:]
+        token_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        return jnp.sum(jnp.where(target_mask, token_logp, 0.0), axis=-1)

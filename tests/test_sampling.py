@@ -1,0 +1,239 @@
+"""The sampler against transformers: greedy tokens, filtered distributions, compile counts."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                    TopPLogitsWarper)
+
+from sparta_jax import sharding
+from sparta_jax.models import NO_ADAPTER
+from sparta_jax.models.loading import from_pretrained
+from sparta_jax.sampling import PromptTooLongError, Sampler, SamplerConfig
+from sparta_jax.sampling_filters import filtered_logits, sample_tokens
+from tiny_models import TINY, save_hf_model
+
+ONE = None  # set in fixture
+
+
+@pytest.fixture(scope="module")
+def mesh1():
+    return sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+
+
+def random_prompts(n, vocab, seed, lo=3, hi=20):
+    rng = np.random.default_rng(seed)
+    return [list(rng.integers(1, vocab, size=int(rng.integers(lo, hi)))) for _ in range(n)]
+
+
+def hf_greedy(model, prompts, max_new, pad_id=0):
+    """transformers' generate, greedy, on a left-padded batch; new tokens per row."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, length - len(p):] = torch.tensor(p)
+        mask[r, length - len(p):] = 1
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new,
+                             min_new_tokens=max_new, pad_token_id=pad_id, eos_token_id=None)
+    return out[:, length:].numpy()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_greedy_equals_transformers_generate(family, tmp_path, mesh1):
+    hf = save_hf_model(family, tmp_path)
+    model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
+    sampler = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32"))
+    prompts = random_prompts(4, TINY["vocab_size"], seed=1)
+    ours = sampler.generate(model, prompts, rng=jax.random.key(0), max_new_tokens=16, stop_ids=[], decode=False)
+    np.testing.assert_array_equal(ours.tokens, hf_greedy(hf, prompts, 16))
+    assert list(ours.lengths) == [16] * 4 and ours.finish_reasons == ["length"] * 4
+
+
+def test_smollm2_greedy_equals_transformers(smollm2_dir, mesh1):
+    model, tokenizer = from_pretrained(smollm2_dir, dtype=jnp.float32, mesh=mesh1)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    sampler = Sampler(model, tokenizer, config=SamplerConfig(cache_dtype="float32"))
+    questions = ["What is the capital of France?", "What is 12 + 7?", "Name a primary colour.",
+                 "Say hello in Spanish."]
+    prompts = sampler.encode_chat(questions)
+    ours = sampler.generate(model, prompts, rng=jax.random.key(0), max_new_tokens=24, stop_ids=[])
+    ref = hf_greedy(hf, prompts, 24, pad_id=tokenizer.pad_token_id)
+    np.testing.assert_array_equal(ours.tokens, ref)
+    stopped = sampler.generate(model, prompts, rng=jax.random.key(0), max_new_tokens=24)
+    assert "Paris" in stopped.texts[0]
+    assert stopped.finish_reasons[0] == "stop"
+    n = stopped.lengths[0]
+    assert stopped.tokens[0, n - 1] == tokenizer.eos_token_id  # the stop token is counted ...
+    assert (stopped.tokens[0, n:] == sampler.pad_id).all()  # ... and what follows is masked
+    assert "<|im_end|>" not in stopped.texts[0]
+
+
+# ------------------------------------------------------------------------------- filters
+def hf_filtered(logits, temperature, top_k, top_p):
+    scores = torch.tensor(logits)[None]
+    for proc in (TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k) if top_k else None,
+                 TopPLogitsWarper(top_p) if top_p < 1 else None):
+        if proc is not None:
+            scores = proc(None, scores)
+    return scores[0].numpy()
+
+
+SETTINGS = [(0.7, 50, 0.95), (1.0, 5, 1.0), (1.3, 0, 0.8), (0.5, 200, 0.5), (1.0, 1, 0.9), (0.9, 0, 1.0)]
+
+
+@pytest.mark.parametrize("candidates", [None, 256])
+def test_filters_equal_transformers_processors(candidates):
+    rng = np.random.default_rng(0)
+    vocab = 1000
+    logits = (rng.standard_normal((len(SETTINGS), vocab)) * 3).astype(np.float32)
+    logits[3, :10] = 8.0  # ties at the top
+    t, k, p = (np.asarray(col) for col in zip(*SETTINGS))
+    if candidates is not None:  # top_k 0 means "all candidates" there: compare only bounded rows
+        keep = (k > 0) & (k <= candidates)
+        logits, t, k, p = logits[keep], t[keep], k[keep], p[keep]
+    ours = np.asarray(filtered_logits(jnp.asarray(logits), jnp.asarray(t, jnp.float32), jnp.asarray(k, jnp.int32),
+                                      jnp.asarray(p, jnp.float32), candidates))
+    for r in range(len(logits)):
+        ref = hf_filtered(logits[r], float(t[r]), int(k[r]), float(p[r]))
+        np.testing.assert_array_equal(np.isfinite(ours[r]), np.isfinite(ref), err_msg=f"row {r}")
+        kept = np.isfinite(ref)
+        np.testing.assert_allclose(ours[r][kept], ref[kept], rtol=1e-6)
+        assert 0 < kept.sum() < vocab or (k[r] == 0 and p[r] == 1.0)
+
+
+def test_sampled_frequencies_match_filtered_distribution():
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.standard_normal((1, 40)).astype(np.float32) * 2)
+    t, k, p = jnp.asarray([0.8]), jnp.asarray([10], jnp.int32), jnp.asarray([0.9])
+    expected = np.asarray(jax.nn.softmax(filtered_logits(logits, t, k, p)))[0]
+    draws = 20000
+    keys = jax.random.split(jax.random.key(7), draws)
+    tokens = jax.vmap(lambda key: sample_tokens(key, logits, t, k, p, candidates=16))(keys)[:, 0]
+    freq = np.bincount(np.asarray(tokens), minlength=40) / draws
+    assert set(np.nonzero(freq)[0]) <= set(np.nonzero(expected)[0])  # nothing filtered is ever drawn
+    sigma = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(freq - expected) <= 5 * sigma + 1e-9)
+    # Greedy rows take the argmax whatever the key.
+    greedy = sample_tokens(jax.random.key(0), logits, jnp.asarray([0.0]), k, p)
+    assert int(greedy[0]) == int(jnp.argmax(logits[0]))
+
+
+# ------------------------------------------------------------------------------- batches
+@pytest.fixture(scope="module")
+def lora_model(tmp_path_factory, mesh1):
+    from sparta_jax.models.lora import uniform_lora_config
+
+    folder = tmp_path_factory.mktemp("base")
+    save_hf_model("qwen2", folder)
+    model, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False,
+                               lora=uniform_lora_config(3, rank=4, alpha=8.0))
+    # Fresh adapters have B = 0; give them weights so each member is a different model.
+    for i, (name, var) in enumerate(sorted(model.lora.arrays().items())):
+        key = jax.random.key(i)
+        getattr(model.lora, name).set_value(0.3 * jax.random.normal(key, var.shape, var.dtype))
+    return folder, model
+
+
+def test_mixed_adapter_batch_equals_one_call_per_adapter(lora_model):
+    _, model = lora_model
+    sampler = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32"))
+    prompts = random_prompts(6, TINY["vocab_size"], seed=2)
+    adapters = [0, 1, 2, NO_ADAPTER, 1, 0]
+    mixed = sampler.generate(model, prompts, adapter_ids=adapters, rng=jax.random.key(0), max_new_tokens=12,
+                             stop_ids=[], decode=False)
+    for a in sorted(set(adapters)):
+        rows = [r for r, x in enumerate(adapters) if x == a]
+        alone = sampler.generate(model, [prompts[r] for r in rows], adapter_ids=a, rng=jax.random.key(0),
+                                 max_new_tokens=12, stop_ids=[], decode=False)
+        np.testing.assert_array_equal(mixed.tokens[rows], alone.tokens)
+    assert len({tuple(mixed.tokens[r]) for r in (0, 1, 2, 3)}) == 4  # members really differ
+
+
+def test_changing_settings_inside_buckets_compiles_nothing(lora_model):
+    _, model = lora_model
+    sampler = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32"))
+    prompts = random_prompts(4, TINY["vocab_size"], seed=3, lo=5, hi=30)  # prompt bucket 32
+    rng = jax.random.key(0)
+    sampler.generate(model, prompts, rng=rng, max_new_tokens=10, temperature=0.7, top_k=50, top_p=0.95,
+                     stop_ids=[5], decode=False)
+    assert sampler.trace_count == 1
+    variants = [
+        dict(temperature=0.0), dict(temperature=[0.1, 0.5, 1.0, 2.0]), dict(top_k=3), dict(top_k=[1, 2, 0, 40]),
+        dict(top_p=0.5), dict(max_new_tokens=16), dict(max_new_tokens=[9, 3, 12, 16]),
+        dict(stop_ids=[7, 8]), dict(stop_ids=[]), dict(adapter_ids=[0, 1, 2, NO_ADAPTER]),
+    ]
+    for change in variants:
+        kw = dict(rng=rng, max_new_tokens=10, temperature=0.7, top_k=50, top_p=0.95, stop_ids=[5], decode=False)
+        kw.update(change)
+        sampler.generate(model, prompts, **kw)
+    sampler.generate(model, [p[:4] for p in prompts], rng=rng, max_new_tokens=10, decode=False)  # shorter prompts
+    new_weights = jax.tree.map(lambda x: x * 1.01, model)  # DPO changed the weights
+    sampler.generate(new_weights, prompts, rng=rng, max_new_tokens=10, decode=False)
+    assert sampler.trace_count == 1
+    sampler.generate(model, prompts, rng=rng, max_new_tokens=40, decode=False)  # a bigger budget bucket
+    assert sampler.trace_count == 2
+
+
+def test_per_row_budgets_and_stops(lora_model):
+    _, model = lora_model
+    sampler = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32"))
+    prompts = random_prompts(3, TINY["vocab_size"], seed=4)
+    free = sampler.generate(model, prompts, rng=jax.random.key(0), max_new_tokens=[5, 9, 0], stop_ids=[],
+                            decode=False)
+    assert list(free.lengths) == [5, 9, 0]
+    assert (free.tokens[0, 5:] == 0).all() and (free.tokens[2] == 0).all()
+    # Stop on the 3rd token row 1 produced freely: it ends there, with reason "stop".
+    stop_token = int(free.tokens[1, 2])
+    first = int(np.argmax(free.tokens[1] == stop_token))
+    stopped = sampler.generate(model, prompts, rng=jax.random.key(0), max_new_tokens=[5, 9, 0],
+                               stop_ids=[stop_token], decode=False)
+    assert stopped.lengths[1] == first + 1 and stopped.finish_reasons[1] == "stop"
+    np.testing.assert_array_equal(stopped.tokens[1, : first + 1], free.tokens[1, : first + 1])
+
+
+def test_sharded_generation_equals_one_device(lora_model):
+    folder, model1 = lora_model
+    mesh8 = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    model8, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=mesh8, load_tokenizer=False,
+                                lora=model1.lora_config)
+    for name, var in model1.lora.arrays().items():  # same adapter weights, resharded
+        target = getattr(model8.lora, name)
+        target.set_value(jax.device_put(var, target[...].sharding))
+    prompts = random_prompts(6, TINY["vocab_size"], seed=5)
+    kw = dict(adapter_ids=[0, 1, 2, NO_ADAPTER, 0, 1], rng=jax.random.key(3), max_new_tokens=10, stop_ids=[],
+              decode=False)
+    one = Sampler(model1, pad_id=0, config=SamplerConfig(cache_dtype="float32")).generate(model1, prompts, **kw)
+    eight = Sampler(model8, pad_id=0, mesh=mesh8, config=SamplerConfig(cache_dtype="float32")).generate(
+        model8, prompts, **kw)
+    np.testing.assert_array_equal(one.tokens, eight.tokens)
+
+
+def test_prompt_longer_than_context_is_refused(lora_model):
+    _, model = lora_model
+    sampler = Sampler(model, pad_id=0)
+    with pytest.raises(PromptTooLongError, match="largest bucket"):
+        sampler.generate(model, [[1] * 5000], rng=jax.random.key(0), max_new_tokens=4)
+    with pytest.raises(PromptTooLongError, match="context of 256"):
+        sampler.generate(model, [[1] * 200], rng=jax.random.key(0), max_new_tokens=100)
+
+
+# ------------------------------------------------------------------------------- scoring
+def test_continuation_scores_equal_transformers_logprobs(tmp_path, mesh1):
+    hf = save_hf_model("llama", tmp_path)
+    model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
+    sampler = Sampler(model, pad_id=0)
+    prompts = random_prompts(4, TINY["vocab_size"], seed=6)
+    conts = [[5], [7, 9], [11, 12, 13], [2]]
+    ours = sampler.score_continuations(model, prompts, conts)
+    for r, (p, c) in enumerate(zip(prompts, conts)):
+        with torch.no_grad():
+            logits = hf(input_ids=torch.tensor([p + c])).logits[0]
+        logp = torch.log_softmax(logits, -1)
+        expected = sum(float(logp[len(p) - 1 + j, tok]) for j, tok in enumerate(c))
+        assert abs(ours[r] - expected) < 1e-4, (r, ours[r], expected)
