@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     print(table)
     if args.append:
         with open(args.append, "a", encoding="utf-8") as f:
-            f.write(f"\n### Reputation updates (benchmarks/reputation.py)\n\n{table}\n")
+            command = "python benchmarks/reputation.py " + " ".join(sys.argv[1:])
+            f.write(f"\n### Reputation updates\n\nCommand: `{command.strip()}`\n\n{table}\n")
     return 0
 
 

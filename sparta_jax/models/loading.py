@@ -108,7 +108,7 @@ def _adapter_tensors(path: str) -> dict[tuple[int, str, str], np.ndarray]:
 
 
 # ------------------------------------------------------------------------------ host layouts
-def _host_arrays(config: ModelConfig, shards: CheckpointShards | None, adapter_dirs: Sequence[str],
+def checkpoint_host_arrays(config: ModelConfig, shards: CheckpointShards | None, adapter_dirs: Sequence[str],
                  lora: LoraConfig | None):
     """path -> zero-argument function returning the full host array in our layout."""
     c = config
@@ -203,7 +203,7 @@ def from_pretrained(path: str, *, dtype=jnp.bfloat16, param_dtype=None, mesh=Non
         if len(adapter_names) != len(adapter_dirs):
             raise ValueError("adapter_names must name every adapter folder")
         lora = LoraConfig(tuple(read_adapter_spec(d, n) for d, n in zip(adapter_dirs, adapter_names)))
-    model = build_model(config, _host_arrays(config, shards, adapter_dirs, lora if adapter_dirs else None),
+    model = build_model(config, checkpoint_host_arrays(config, shards, adapter_dirs, lora if adapter_dirs else None),
                         lora=lora, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
     model.source_path = os.path.abspath(path)
     tokenizer = load_tokenizer_from(path) if load_tokenizer else None
