@@ -1,0 +1,311 @@
+"""DPO training of a whole tribe in one jitted step (SPEC 2.6).
+
+Every member trains on the same preference pairs. Two tribe shapes:
+- `lora`: one frozen base plus a stack of M adapters. The batch is every pair once per member;
+  each row carries its member's adapter index, so one forward serves all members.
+- `full`: M full parameter sets stacked on a leading member axis; the loss is vmapped.
+
+Members are independent: the loss is the sum of the members' mean losses, so each member's
+gradient is exactly what a single-member step would give, and gradient clipping is applied
+per member (a global clip over the stack would couple them).
+
+Log-probabilities are taken from the final hidden states chunk by chunk over the sequence,
+with the chunk recomputed in the backward pass, so [rows, length, vocab] is never held in
+float32 at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from sparta_jax.dpo_loss import dpo_loss, dpo_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOConfig:
+    """SPEC 2.6 defaults (the released settings)."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    learning_rate: float = 1e-6
+    lr_schedule: str = "cosine"  # "cosine" or "constant", both after a linear warmup
+    warmup_ratio: float = 0.1
+    weight_decay: float = 1e-5
+    max_grad_norm: float = 1.0  # transformers' Trainer default; <= 0 disables
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    pairs_per_step: int = 1  # the released batch size
+    grad_accum: int = 1
+    epochs: int = 1
+    max_length: int = 512
+    max_prompt_length: int = 256
+    logps_chunk: int = 128
+
+
+class PairBatch(NamedTuple):
+    """Preference pairs as token rows: [pairs, 2 (chosen, rejected), length], right padded.
+
+    `mask` marks real tokens, `response_mask` the response tokens whose log-probs count.
+    """
+
+    ids: jax.Array
+    mask: jax.Array
+    response_mask: jax.Array
+
+
+# ------------------------------------------------------------------------------- schedule
+def warmup_steps(cfg: DPOConfig, total_steps: int) -> int:
+    return math.ceil(total_steps * cfg.warmup_ratio)
+
+
+def learning_rate_schedule(cfg: DPOConfig, total_steps: int) -> Callable:
+    """transformers' linear warmup then cosine (or constant) decay, as a function of the step."""
+    warm = warmup_steps(cfg, total_steps)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        ramp = step / max(1, warm)
+        progress = (step - warm) / max(1, total_steps - warm)
+        decay = 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) if cfg.lr_schedule == "cosine" else 1.0
+        return cfg.learning_rate * jnp.where(step < warm, ramp, decay)
+
+    if cfg.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
+    return schedule
+
+
+def clip_per_member(max_norm: float, member_axis: Callable[[str], int]) -> optax.GradientTransformation:
+    """Scale each member's gradient to norm <= max_norm, as torch's clip_grad_norm_ does.
+
+    `member_axis(path)` gives the member axis of each leaf.
+    """
+
+    def update(updates, state, params=None):
+        del params
+        paths_leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
+        sq = None
+        for path, g in paths_leaves:
+            axis = member_axis(_path_str(path))
+            other = tuple(a for a in range(g.ndim) if a != axis)
+            s = jnp.sum(jnp.square(g.astype(jnp.float32)), axis=other)
+            sq = s if sq is None else sq + s
+        norm = jnp.sqrt(sq)
+        scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+
+        def apply(path, g):
+            axis = member_axis(_path_str(path))
+            shape = [1] * g.ndim
+            shape[axis] = -1
+            return (g * scale.reshape(shape)).astype(g.dtype)
+
+        return jax.tree_util.tree_map_with_path(apply, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _path_str(path) -> str:
+    from sparta_jax.sharding import path_name
+
+    return path_name(path)
+
+
+def lora_member_axis(path: str) -> int:
+    return 1  # LoRA leaves are [layers, members, ...]
+
+
+def full_member_axis(path: str) -> int:
+    return 0  # stacked full parameter sets are [members, ...]
+
+
+def decay_mask(params):
+    """transformers' Trainer rule: no weight decay on biases and norm weights."""
+    def keep(path, _):
+        name = _path_str(path)
+        return not (name.endswith("_bias") or name.endswith("norm"))
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(cfg: DPOConfig, total_steps: int, member_axis: Callable[[str], int]) -> optax.GradientTransformation:
+    parts = []
+    if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+        parts.append(clip_per_member(cfg.max_grad_norm, member_axis))
+    parts.append(optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.adam_b1, b2=cfg.adam_b2,
+                             eps=cfg.adam_eps, weight_decay=cfg.weight_decay, mask=decay_mask))
+    return optax.chain(*parts)
+
+
+# ------------------------------------------------------------------------------- log-probs
+def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: int = 128) -> jax.Array:
+    """Sum of log p(token | prefix) over the response tokens of each row: [rows] float32."""
+    rows, length = ids.shape
+    hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids)[:, :-1]  # position t predicts t + 1
+    targets = ids[:, 1:]
+    weights = response_mask[:, 1:].astype(jnp.float32)
+    n = length - 1
+    chunk = min(chunk, n)
+    pad = -n % chunk
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+        weights = jnp.pad(weights, ((0, 0), (0, pad)))
+    n_chunks = (n + pad) // chunk
+    split = lambda x: jnp.moveaxis(x.reshape(rows, n_chunks, chunk, *x.shape[2:]), 1, 0)  # noqa: E731
+    unembed = model.unembedding().astype(model.dtype)
+
+    @jax.checkpoint
+    def chunk_logps(h, t, w):
+        logits = jnp.einsum("rcd,dv->rcv", h, unembed, preferred_element_type=jnp.float32)
+        picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
+        return jnp.sum((picked - jax.nn.logsumexp(logits, axis=-1)) * w, axis=-1)
+
+    def body(total, xs):
+        return total + chunk_logps(*xs), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((rows,), jnp.float32), (split(hidden), split(targets), split(weights)))
+    return total
+
+
+def _lora_rows(batch: PairBatch, num_members: int):
+    """Every pair once per member: rows [members * pairs * 2, length] and their adapter ids."""
+    pairs, two, length = batch.ids.shape
+    tile = lambda x: jnp.broadcast_to(x[None], (num_members,) + x.shape).reshape(-1, length)  # noqa: E731
+    adapter_ids = jnp.repeat(jnp.arange(num_members, dtype=jnp.int32), pairs * two)
+    return tile(batch.ids), tile(batch.mask), tile(batch.response_mask), adapter_ids
+
+
+def lora_tribe_logps(model, batch: PairBatch, chunk: int) -> jax.Array:
+    """[members, pairs, 2] log-probs of every pair under every member's adapter."""
+    m = model.lora_config.num_adapters
+    ids, mask, response_mask, adapter_ids = _lora_rows(batch, m)
+    logps = sequence_logps(model, ids, mask, response_mask, adapter_ids=adapter_ids, chunk=chunk)
+    return logps.reshape(m, batch.ids.shape[0], 2)
+
+
+def full_tribe_logps(graphdef, stacked_state, batch: PairBatch, chunk: int) -> jax.Array:
+    """[members, pairs, 2] for a stack of full parameter sets (vmapped over members)."""
+    pairs, two, length = batch.ids.shape
+
+    def one(state):
+        model = nnx.merge(graphdef, state)
+        flat = lambda x: x.reshape(pairs * two, length)  # noqa: E731
+        return sequence_logps(model, flat(batch.ids), flat(batch.mask), flat(batch.response_mask),
+                              chunk=chunk).reshape(pairs, two)
+
+    return jax.vmap(one)(stacked_state)
+
+
+# --------------------------------------------------------------------------------- losses
+def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig):
+    """Sum over members of each member's mean DPO loss, and per-member metrics [members]."""
+    pc, pr = policy_logps[..., 0], policy_logps[..., 1]
+    rc, rr = ref_logps[..., 0], ref_logps[..., 1]
+    losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, loss_type=cfg.loss_type,
+                                                         label_smoothing=cfg.label_smoothing)
+    metrics = jax.vmap(dpo_metrics)(losses, chosen_rewards, rejected_rewards, pc, pr)
+    return jnp.sum(jnp.mean(losses, axis=-1)), metrics
+
+
+# ----------------------------------------------------------------------------- train step
+class TrainState(NamedTuple):
+    params: nnx.State  # what is trained: the LoRA stack, or the stacked full parameter sets
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: int):
+    """Mean of the micro-batches' gradients (transformers divides each micro-loss by grad_accum)."""
+    if grad_accum == 1:
+        (loss, metrics), grads = loss_and_grad(params, batch, ref_logps)
+        return grads, metrics
+    pairs = batch.ids.shape[0]
+    if pairs % grad_accum:
+        raise ValueError(f"{pairs} pairs do not split into {grad_accum} micro-batches")
+    micro = lambda x: x.reshape(grad_accum, pairs // grad_accum, *x.shape[1:])  # noqa: E731
+    micro_batches = PairBatch(*(micro(x) for x in batch))
+    micro_refs = jnp.moveaxis(ref_logps.reshape(ref_logps.shape[0], grad_accum, -1, 2), 1, 0)
+
+    def body(acc, xs):
+        b, r = xs
+        (_, metrics), grads = loss_and_grad(params, PairBatch(*b), r)
+        return jax.tree.map(jnp.add, acc, grads), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, metrics = jax.lax.scan(body, zeros, (tuple(micro_batches), micro_refs))
+    grads = jax.tree.map(lambda g: g / grad_accum, grads)
+    return grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+
+def make_lora_train_step(graphdef, frozen_state, cfg: DPOConfig, optimizer: optax.GradientTransformation):
+    """step(train_state, batch, ref_logps [members, pairs, 2]) -> (train_state, metrics [members]).
+
+    graphdef and frozen_state come from `split_lora(model)`; train_state.params is its LoRA state.
+    """
+
+    def loss_and_grad(params, batch, ref_logps):
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p, frozen_state)
+            return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk), ref_logps, cfg)
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    return _make_step(loss_and_grad, cfg, optimizer)
+
+
+def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTransformation):
+    """The same for a stack of full parameter sets ([members, ...] leaves)."""
+
+    def loss_and_grad(params, batch, ref_logps):
+        def loss_fn(p):
+            return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk), ref_logps, cfg)
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    return _make_step(loss_and_grad, cfg, optimizer)
+
+
+def _make_step(loss_and_grad, cfg, optimizer):
+    def step(state: TrainState, batch: PairBatch, ref_logps):
+        grads, metrics = _accumulate(loss_and_grad, state.params, batch, ref_logps, cfg.grad_accum)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), metrics
+
+    return jax.jit(step, donate_argnums=(0,))
+
+
+def init_train_state(params, optimizer) -> TrainState:
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+# --------------------------------------------------------------------------- conveniences
+def split_lora(model):
+    """(graphdef, trainable LoRA state, frozen rest) for `make_lora_train_step`."""
+    from sparta_jax.models.lora import LoraParam
+
+    graphdef, trainable, frozen = nnx.split(model, LoraParam, ...)
+    return graphdef, trainable, frozen
+
+
+def merge_lora(graphdef, trainable, frozen):
+    return nnx.merge(graphdef, trainable, frozen)
+
+
+def make_lora_reference_logps(graphdef, cfg: DPOConfig):
+    """jitted fn(trainable, frozen, batch) -> [members, pairs, 2]: the start-of-iteration policy."""
+    @jax.jit
+    def reference(trainable, frozen, batch: PairBatch):
+        return lora_tribe_logps(nnx.merge(graphdef, trainable, frozen), batch, cfg.logps_chunk)
+    return reference
+
+
+def make_full_reference_logps(graphdef, cfg: DPOConfig):
+    @jax.jit
+    def reference(stacked, batch: PairBatch):
+        return full_tribe_logps(graphdef, stacked, batch, cfg.logps_chunk)
+    return reference

@@ -1,0 +1,184 @@
+"""The tribe DPO step: log-probs, step-0 values, member independence, accumulation, learning."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from sparta_jax import dpo, sharding
+from sparta_jax.models.loading import from_pretrained
+from sparta_jax.models.lora import AdapterSpec, LoraConfig, uniform_lora_config
+from assertions import assert_update_close
+from tiny_models import TINY, save_hf_model
+
+PAIRS, LENGTH, PROMPT = 4, 20, 8
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("base")
+    save_hf_model("qwen2", folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def mesh1():
+    return sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+
+
+def make_batch(seed=0, pairs=PAIRS):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, TINY["vocab_size"], (pairs, 2, LENGTH)).astype(np.int32)
+    ids[:, 1, :PROMPT] = ids[:, 0, :PROMPT]  # chosen and rejected share the prompt
+    mask = np.ones((pairs, 2, LENGTH), bool)
+    mask[:, 1, LENGTH - 5:] = False  # rejected responses are shorter (right padding)
+    response = mask.copy()
+    response[:, :, :PROMPT] = False
+    ids[~mask] = 0
+    return dpo.PairBatch(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(response))
+
+
+def lora_model(base_dir, mesh, members=3, seed=0):
+    model, _ = from_pretrained(base_dir, dtype=jnp.float32, mesh=mesh, load_tokenizer=False,
+                               lora=uniform_lora_config(members, rank=4, alpha=8.0, targets=("q_proj", "v_proj", "down_proj")))
+    for i, (name, value) in enumerate(sorted(model.lora.arrays().items())):
+        getattr(model.lora, name).set_value(0.1 * jax.random.normal(jax.random.key(seed * 100 + i), value.shape))
+    return model
+
+
+def test_sequence_logps_equal_transformers(base_dir, mesh1):
+    import transformers
+
+    model, _ = from_pretrained(base_dir, dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    batch = make_batch()
+    ids, mask, resp = (np.asarray(x).reshape(-1, LENGTH) for x in batch)
+    ours = np.asarray(jax.jit(lambda *a: dpo.sequence_logps(model, *a, chunk=6))(ids, mask, resp))
+    with torch.no_grad():
+        logits = hf(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)).logits
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, torch.tensor(ids[:, 1:], dtype=torch.long)[..., None])[..., 0]
+    expected = (logp * torch.tensor(resp[:, 1:])).sum(-1).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
+    cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant", max_grad_norm=0.05,
+                        weight_decay=0.01)
+    batch = make_batch()
+    tribe = lora_model(base_dir, mesh1, members=3)
+    initial = {name: np.asarray(v) for name, v in tribe.lora.arrays().items()}  # the step donates its input
+    graphdef, trainable, frozen = dpo.split_lora(tribe)
+    ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
+    opt = dpo.make_optimizer(cfg, 10, dpo.lora_member_axis)
+    step = dpo.make_lora_train_step(graphdef, frozen, cfg, opt)
+    state, metrics = step(dpo.init_train_state(trainable, opt), batch, ref)
+    np.testing.assert_allclose(np.asarray(metrics["loss"]), np.log(2.0), rtol=1e-6)
+    # Rewards are beta * (policy - reference): zero up to float noise between the two programs
+    # (so rewards/accuracies, a strict comparison of noise, is not asserted here).
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+        np.testing.assert_allclose(np.asarray(metrics[key]), 0.0, atol=1e-6)
+    state, metrics2 = step(state, batch, ref)
+    tribe_after = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}
+
+    # Each member trained alone (a stack of one) must land on the same weights and metrics.
+    for m in range(3):
+        single = lora_model(base_dir, mesh1, members=1)
+        for name, value in initial.items():
+            getattr(single.lora, name).set_value(jnp.asarray(value[:, m: m + 1]))
+        g1, t1, f1 = dpo.split_lora(single)
+        ref1 = dpo.make_lora_reference_logps(g1, cfg)(t1, f1, batch)
+        np.testing.assert_allclose(np.asarray(ref1[0]), np.asarray(ref[m]), rtol=1e-6)
+        opt1 = dpo.make_optimizer(cfg, 10, dpo.lora_member_axis)
+        step1 = dpo.make_lora_train_step(g1, f1, cfg, opt1)
+        s1, _ = step1(dpo.init_train_state(t1, opt1), batch, ref1)
+        s1, m1 = step1(s1, batch, ref1)
+        for path, var in nnx.to_flat_state(s1.params):
+            np.testing.assert_allclose(np.asarray(var[...])[:, 0], tribe_after[path][:, m], rtol=1e-5, atol=1e-7)
+        for key in m1:
+            np.testing.assert_allclose(np.asarray(m1[key])[0], np.asarray(metrics2[key])[m], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
+    batch = make_batch(seed=1)
+    results = []
+    for accum in (1, 2):
+        cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, grad_accum=accum, max_grad_norm=0.0)
+        tribe = lora_model(base_dir, mesh1, members=2, seed=3)
+        graphdef, trainable, frozen = dpo.split_lora(tribe)
+        ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
+        ref = ref + jnp.asarray(np.random.default_rng(0).normal(0, 1, ref.shape), jnp.float32)  # policy != ref
+        opt = dpo.make_optimizer(cfg, 5, dpo.lora_member_axis)
+        state, metrics = dpo.make_lora_train_step(graphdef, frozen, cfg, opt)(dpo.init_train_state(trainable, opt),
+                                                                              batch, ref)
+        results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
+    (p1, m1), (p2, m2) = results
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(m1["loss"]), np.asarray(m2["loss"]), rtol=1e-6)
+
+
+def test_training_lowers_the_loss_and_grows_margins(base_dir, mesh1):
+    cfg = dpo.DPOConfig(learning_rate=5e-3, warmup_ratio=0.1, weight_decay=1e-5)
+    batch = make_batch(seed=2)
+    tribe = lora_model(base_dir, mesh1, members=2)
+    graphdef, trainable, frozen = dpo.split_lora(tribe)
+    ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
+    opt = dpo.make_optimizer(cfg, 30, dpo.lora_member_axis)
+    step = dpo.make_lora_train_step(graphdef, frozen, cfg, opt)
+    state = dpo.init_train_state(trainable, opt)
+    history = []
+    for _ in range(30):
+        state, metrics = step(state, batch, ref)
+        history.append({k: np.asarray(v) for k, v in metrics.items()})
+    assert np.all(history[-1]["loss"] < 0.5 * np.log(2))
+    assert np.all(history[-1]["rewards/margins"] > 0.5)
+    assert np.all(history[-1]["rewards/accuracies"] == 1.0)
+    assert int(state.step) == 30
+
+
+def test_full_parameter_tribe_step(base_dir, mesh1):
+    """Two full parameter sets stacked: each equals its own single-model step."""
+    cfg = dpo.DPOConfig(learning_rate=1e-3, warmup_ratio=0.0, max_grad_norm=0.5, weight_decay=0.1)
+    batch = make_batch(seed=4)
+    members = []
+    for seed in (0, 1):
+        model, _ = from_pretrained(base_dir, dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
+        state = nnx.state(model)
+        noise = jax.tree.map(lambda x: 0.02 * jax.random.normal(jax.random.key(seed), x.shape), state)
+        members.append(jax.tree.map(jnp.add, state, noise))
+    graphdef = nnx.split(model)[0]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+    ref = dpo.make_full_reference_logps(graphdef, cfg)(stacked, batch) - 0.3  # policy != reference
+    mask = dpo.decay_mask(stacked)
+    singles = [jax.tree.map(lambda x: jnp.array(x[m: m + 1]), stacked) for m in range(2)]  # the step donates
+    before = [{sharding.path_name(p): np.asarray(v[...])[0] for p, v in nnx.to_flat_state(s)} for s in singles]
+    opt = dpo.make_optimizer(cfg, 4, dpo.full_member_axis)
+    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt), batch, ref)
+    for m, single in enumerate(singles):
+        opt1 = dpo.make_optimizer(cfg, 4, dpo.full_member_axis)
+        out1, m1 = dpo.make_full_train_step(graphdef, cfg, opt1)(dpo.init_train_state(single, opt1), batch,
+                                                                  ref[m: m + 1])
+        for (path, a), (_, b) in zip(nnx.to_flat_state(out1.params), nnx.to_flat_state(out.params)):
+            name = sharding.path_name(path)
+            assert_update_close(name, np.asarray(b[...])[m], np.asarray(a[...])[0], before[m][name])
+        np.testing.assert_allclose(np.asarray(m1["loss"])[0], np.asarray(metrics["loss"])[m], rtol=1e-6)
+    # Norms and biases are not decayed (transformers' rule).
+    flat = {sharding.path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    assert flat["layers/q_bias"] is False and flat["layers/attn_norm"] is False and flat["layers/q_proj"] is True
+
+
+def test_learning_rate_schedule_matches_transformers():
+    from transformers import get_cosine_schedule_with_warmup
+
+    cfg = dpo.DPOConfig(learning_rate=2e-3, warmup_ratio=0.1)
+    total = 37
+    sched = dpo.learning_rate_schedule(cfg, total)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    ref = get_cosine_schedule_with_warmup(opt, num_warmup_steps=dpo.warmup_steps(cfg, total), num_training_steps=total)
+    for step in range(total):
+        assert abs(float(sched(step)) - ref.get_last_lr()[0]) < 1e-9 + 1e-6 * cfg.learning_rate
+        opt.step()
+        ref.step()
