@@ -243,15 +243,17 @@ def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: 
     return grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
-def make_lora_train_step(graphdef, frozen_state, cfg: DPOConfig, optimizer: optax.GradientTransformation):
-    """step(train_state, batch, ref_logps [members, pairs, 2]) -> (train_state, metrics [members]).
+def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTransformation):
+    """step(train_state, frozen, batch, ref_logps [members, pairs, 2]) -> (train_state, metrics [members]).
 
-    graphdef and frozen_state come from `split_lora(model)`; train_state.params is its LoRA state.
+    graphdef and frozen come from `split_lora(model)`; train_state.params is its LoRA state. The
+    frozen base is an argument, not a closure: a closed-over array would be baked into the
+    program as a constant (and cannot be, on a multi-host mesh).
     """
 
-    def loss_and_grad(params, batch, ref_logps):
+    def loss_and_grad(params, frozen, batch, ref_logps):
         def loss_fn(p):
-            model = nnx.merge(graphdef, p, frozen_state)
+            model = nnx.merge(graphdef, p, frozen)
             return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk), ref_logps, cfg)
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -259,9 +261,11 @@ def make_lora_train_step(graphdef, frozen_state, cfg: DPOConfig, optimizer: opta
 
 
 def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTransformation):
-    """The same for a stack of full parameter sets ([members, ...] leaves)."""
+    """The same for a stack of full parameter sets ([members, ...] leaves); `frozen` is None."""
 
-    def loss_and_grad(params, batch, ref_logps):
+    def loss_and_grad(params, frozen, batch, ref_logps):
+        del frozen
+
         def loss_fn(p):
             return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk), ref_logps, cfg)
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -270,8 +274,9 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
 
 
 def _make_step(loss_and_grad, cfg, optimizer):
-    def step(state: TrainState, batch: PairBatch, ref_logps):
-        grads, metrics = _accumulate(loss_and_grad, state.params, batch, ref_logps, cfg.grad_accum)
+    def step(state: TrainState, frozen, batch: PairBatch, ref_logps):
+        grads, metrics = _accumulate(lambda p, b, r: loss_and_grad(p, frozen, b, r), state.params, batch,
+                                     ref_logps, cfg.grad_accum)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, state.step + 1), metrics

@@ -73,14 +73,14 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
     graphdef, trainable, frozen = dpo.split_lora(tribe)
     ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
     opt = dpo.make_optimizer(cfg, 10, dpo.lora_member_axis)
-    step = dpo.make_lora_train_step(graphdef, frozen, cfg, opt)
-    state, metrics = step(dpo.init_train_state(trainable, opt), batch, ref)
+    step = dpo.make_lora_train_step(graphdef, cfg, opt)
+    state, metrics = step(dpo.init_train_state(trainable, opt), frozen, batch, ref)
     np.testing.assert_allclose(np.asarray(metrics["loss"]), np.log(2.0), rtol=1e-6)
     # Rewards are beta * (policy - reference): zero up to float noise between the two programs
     # (so rewards/accuracies, a strict comparison of noise, is not asserted here).
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
         np.testing.assert_allclose(np.asarray(metrics[key]), 0.0, atol=1e-6)
-    state, metrics2 = step(state, batch, ref)
+    state, metrics2 = step(state, frozen, batch, ref)
     tribe_after = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}
 
     # Each member trained alone (a stack of one) must land on the same weights and metrics.
@@ -92,9 +92,9 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
         ref1 = dpo.make_lora_reference_logps(g1, cfg)(t1, f1, batch)
         np.testing.assert_allclose(np.asarray(ref1[0]), np.asarray(ref[m]), rtol=1e-6)
         opt1 = dpo.make_optimizer(cfg, 10, dpo.lora_member_axis)
-        step1 = dpo.make_lora_train_step(g1, f1, cfg, opt1)
-        s1, _ = step1(dpo.init_train_state(t1, opt1), batch, ref1)
-        s1, m1 = step1(s1, batch, ref1)
+        step1 = dpo.make_lora_train_step(g1, cfg, opt1)
+        s1, _ = step1(dpo.init_train_state(t1, opt1), f1, batch, ref1)
+        s1, m1 = step1(s1, f1, batch, ref1)
         for path, var in nnx.to_flat_state(s1.params):
             np.testing.assert_allclose(np.asarray(var[...])[:, 0], tribe_after[path][:, m], rtol=1e-5, atol=1e-7)
         for key in m1:
@@ -111,8 +111,8 @@ def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
         ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
         ref = ref + jnp.asarray(np.random.default_rng(0).normal(0, 1, ref.shape), jnp.float32)  # policy != ref
         opt = dpo.make_optimizer(cfg, 5, dpo.lora_member_axis)
-        state, metrics = dpo.make_lora_train_step(graphdef, frozen, cfg, opt)(dpo.init_train_state(trainable, opt),
-                                                                              batch, ref)
+        state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt),
+                                                                              frozen, batch, ref)
         results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
     (p1, m1), (p2, m2) = results
     for k in p1:
@@ -127,11 +127,11 @@ def test_training_lowers_the_loss_and_grows_margins(base_dir, mesh1):
     graphdef, trainable, frozen = dpo.split_lora(tribe)
     ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
     opt = dpo.make_optimizer(cfg, 30, dpo.lora_member_axis)
-    step = dpo.make_lora_train_step(graphdef, frozen, cfg, opt)
+    step = dpo.make_lora_train_step(graphdef, cfg, opt)
     state = dpo.init_train_state(trainable, opt)
     history = []
     for _ in range(30):
-        state, metrics = step(state, batch, ref)
+        state, metrics = step(state, frozen, batch, ref)
         history.append({k: np.asarray(v) for k, v in metrics.items()})
     assert np.all(history[-1]["loss"] < 0.5 * np.log(2))
     assert np.all(history[-1]["rewards/margins"] > 0.5)
@@ -156,10 +156,10 @@ def test_full_parameter_tribe_step(base_dir, mesh1):
     singles = [jax.tree.map(lambda x: jnp.array(x[m: m + 1]), stacked) for m in range(2)]  # the step donates
     before = [{sharding.path_name(p): np.asarray(v[...])[0] for p, v in nnx.to_flat_state(s)} for s in singles]
     opt = dpo.make_optimizer(cfg, 4, dpo.full_member_axis)
-    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt), batch, ref)
+    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt), None, batch, ref)
     for m, single in enumerate(singles):
         opt1 = dpo.make_optimizer(cfg, 4, dpo.full_member_axis)
-        out1, m1 = dpo.make_full_train_step(graphdef, cfg, opt1)(dpo.init_train_state(single, opt1), batch,
+        out1, m1 = dpo.make_full_train_step(graphdef, cfg, opt1)(dpo.init_train_state(single, opt1), None, batch,
                                                                   ref[m: m + 1])
         for (path, a), (_, b) in zip(nnx.to_flat_state(out1.params), nnx.to_flat_state(out.params)):
             name = sharding.path_name(path)
