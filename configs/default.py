@@ -1,0 +1,51 @@
+"""The embedded default: a tribe of SmolLM2-135M-Instruct LoRA members on a laptop CPU.
+
+    python -m sparta_jax.main --config=configs/default.py --workdir=/tmp/sparta
+
+Sized to finish 2 iterations in under 10 minutes on a 2-core CPU. Judges use the `logits`
+mode: sampled judging at this model size almost never yields a parseable score (DESIGN.md).
+Every value can be overridden on the command line, e.g. --config.tribe.members=6.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.mode = "faithful"  # "faithful" reproduces the released code, "fixed" repairs its defects (SPEC)
+    c.iterations = 2
+    c.instructions_per_iteration = 12
+
+    c.tribe = ml_collections.ConfigDict(dict(
+        base="embedded",  # a HF-format folder, or "embedded" for the bundled SmolLM2-135M-Instruct
+        adapters=(),  # PEFT folders, one per member; empty: fresh adapters (B = 0, PEFT's init)
+        names=(),  # member names; default member_0 .. member_{M-1} (or the adapter folder names)
+        members=4,  # used when no adapter folders are given
+        lora_rank=8,
+        lora_alpha=16.0,
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+        system_prompt="You are a helpful AI assistant.",
+        dtype="float32",  # compute dtype
+        param_dtype="float32",  # storage / master weights
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    c.data = ml_collections.ConfigDict(dict(kind="bundled", task="arithmetic", train=200, dev=50, test=100, seed=0))
+    c.matchmaking = ml_collections.ConfigDict(dict(alpha=0.6, k=5))
+    c.generation = ml_collections.ConfigDict(dict(
+        temperature=0.7, top_k=50, top_p=0.95, max_new_tokens=48, max_prompt_tokens=512, batch_size=32))
+    c.judge = ml_collections.ConfigDict(dict(
+        mode="logits",  # "logits" (expected score over "1".."10") or "sampled" (the paper's)
+        temperature=0.7, top_k=50, top_p=0.95, max_new_tokens=256, max_prompt_tokens=512, batch_size=32,
+        keep_raw=True))
+    c.reputation = ml_collections.ConfigDict(dict(scheme="static"))
+    c.dpo = ml_collections.ConfigDict(dict(
+        beta=0.1, loss_type="sigmoid", label_smoothing=0.0, learning_rate=1e-4, lr_schedule="cosine",
+        warmup_ratio=0.1, weight_decay=1e-5, max_grad_norm=1.0, pairs_per_step=4, grad_accum=1, epochs=1,
+        max_length=160, max_prompt_length=128, logps_chunk=64))
+    c.sampler = ml_collections.ConfigDict(dict(
+        prompt_buckets=(64, 128, 256, 512, 1024), new_token_buckets=(16, 32, 64, 128, 256, 512),
+        candidates=64, cache_dtype="float32"))
+    c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
+    c.distributed = ml_collections.ConfigDict(dict(
+        initialize=False, coordinator_address="", num_processes=0, process_id=-1))
+    return c

@@ -1,0 +1,53 @@
+"""The paper's setup on a Cloud TPU v4-32 pod slice: ten Qwen2.5-7B-Instruct LoRA experts.
+
+    python -m sparta_jax.main --config=configs/tpu_v4.py --workdir=gs://BUCKET/run \
+        --config.tribe.base=/path/Qwen2.5-7B-Instruct --config.tribe.adapters=/experts/a,/experts/b,...
+
+Paper settings (SPEC): 8 iterations x 1000 duels, alpha 0.6, k 5, sampling T .7 / top-k 50 /
+top-p .95, 512 new tokens (answers) and 256 (judges), prompts cut at 512 tokens, DPO beta 0.1,
+lr 1e-6 cosine with 10% warmup, weight decay 1e-5, batch 1, max length 512 / prompt 256.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _sibling(name):
+    """Load configs/<name>.py by path, so this file works wherever the repo sits."""
+    spec = importlib.util.spec_from_file_location(f"sparta_config_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config():
+    c = _sibling("default").get_config()
+    c.iterations = 8
+    c.instructions_per_iteration = 1000
+    c.tribe.base = "/data/models/Qwen2.5-7B-Instruct"
+    c.tribe.adapters = ()  # ten PEFT expert folders (code_alpaca, cot, flan_v2, ...)
+    c.tribe.members = 10
+    c.tribe.lora_rank = 64
+    c.tribe.lora_alpha = 128.0
+    c.tribe.dtype = "bfloat16"
+    c.tribe.param_dtype = "bfloat16"
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 4  # 16 chips: fsdp 4 x tensor 4
+    c.data = ml_collections.ConfigDict(dict(
+        kind="hf", name="openai/gsm8k", config="main", split={"train": "train", "test": "test"},
+        instruction_field="question", answer_field="answer", dev=200, seed=0))
+    c.generation.max_new_tokens = 512
+    c.generation.batch_size = 256
+    c.judge.mode = "sampled"
+    c.judge.max_new_tokens = 256
+    c.judge.batch_size = 512
+    c.dpo.learning_rate = 1e-6
+    c.dpo.pairs_per_step = 16
+    c.dpo.max_length = 512
+    c.dpo.max_prompt_length = 256
+    c.dpo.logps_chunk = 128
+    c.sampler.cache_dtype = "bfloat16"
+    c.sampler.candidates = 64
+    c.checkpoint.max_to_keep = 3
+    c.distributed.initialize = True  # TPU pods discover their peers
+    return c
