@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "ml_collections>=1.0",
     "numpy>=1.26",
     "gguf>=0.17",
+    "tensorboardX>=2.6",
 ]
 
 EXTRAS = {

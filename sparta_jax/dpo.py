@@ -203,14 +203,29 @@ def full_tribe_logps(graphdef, stacked_state, batch: PairBatch, chunk: int) -> j
 
 
 # --------------------------------------------------------------------------------- losses
-def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig):
-    """Sum over members of each member's mean DPO loss, and per-member metrics [members]."""
+def pair_validity(batch: PairBatch) -> jax.Array:
+    """[pairs] True for real pairs; filler pairs (no response tokens) pad a batch to its size."""
+    return jnp.any(batch.response_mask[:, 0], axis=-1)
+
+
+def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig, valid=None):
+    """Sum over members of each member's mean DPO loss over real pairs, and metrics [members]."""
     pc, pr = policy_logps[..., 0], policy_logps[..., 1]
     rc, rr = ref_logps[..., 0], ref_logps[..., 1]
     losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, loss_type=cfg.loss_type,
                                                          label_smoothing=cfg.label_smoothing)
-    metrics = jax.vmap(dpo_metrics)(losses, chosen_rewards, rejected_rewards, pc, pr)
-    return jnp.sum(jnp.mean(losses, axis=-1)), metrics
+    if valid is None:
+        metrics = jax.vmap(dpo_metrics)(losses, chosen_rewards, rejected_rewards, pc, pr)
+        return jnp.sum(jnp.mean(losses, axis=-1)), metrics
+    w = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)  # a masked mean over pairs
+    mean = lambda x: jnp.sum(x * w, axis=-1)  # noqa: E731
+    metrics = {
+        "loss": mean(losses), "rewards/chosen": mean(chosen_rewards), "rewards/rejected": mean(rejected_rewards),
+        "rewards/margins": mean(chosen_rewards - rejected_rewards),
+        "rewards/accuracies": mean((chosen_rewards > rejected_rewards).astype(jnp.float32)),
+        "logps/chosen": mean(pc), "logps/rejected": mean(pr),
+    }
+    return jnp.sum(metrics["loss"]), metrics
 
 
 # ----------------------------------------------------------------------------- train step
@@ -254,7 +269,7 @@ def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
     def loss_and_grad(params, frozen, batch, ref_logps):
         def loss_fn(p):
             model = nnx.merge(graphdef, p, frozen)
-            return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk), ref_logps, cfg)
+            return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk), ref_logps, cfg, pair_validity(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     return _make_step(loss_and_grad, cfg, optimizer)
@@ -267,7 +282,8 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
         del frozen
 
         def loss_fn(p):
-            return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk), ref_logps, cfg)
+            return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk), ref_logps, cfg,
+                              pair_validity(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     return _make_step(loss_and_grad, cfg, optimizer)

@@ -68,6 +68,15 @@ def left_pad(token_lists: Sequence[Sequence[int]], length: int, pad_id: int) -> 
     return ids, mask
 
 
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-host sharded) array as numpy on every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def _per_row(value, batch: int, dtype) -> np.ndarray:
     arr = np.asarray(value, dtype)
     return np.broadcast_to(arr, (batch,)).copy() if arr.ndim == 0 else arr
@@ -90,6 +99,7 @@ class Sampler:
         self.trace_count = 0  # how many programs were traced (each trace is a compilation)
         self._generate = jax.jit(self._generate_impl, static_argnames=("max_new",))
         self._score = jax.jit(self._score_impl)
+        self._table = jax.jit(self._table_impl, static_argnames=("path_len",))
 
     # ------------------------------------------------------------------------------ inputs
     def encode_chat(self, prompts: Sequence[str], system_prompt: str | None = None) -> list[list[int]]:
@@ -161,7 +171,7 @@ class Sampler:
         placed = dict(zip(row_params, self._place(*row_params.values())))
         _, state = nnx.split(model)
         tokens, lengths, stopped = self._generate(state, ids, mask, placed, rng, max_new=max_new)
-        tokens, lengths, stopped = (np.asarray(jax.device_get(x))[:n] for x in (tokens, lengths, stopped))
+        tokens, lengths, stopped = (to_host(x)[:n] for x in (tokens, lengths, stopped))
         tokens = tokens[:, : int(max_new_rows.max())]  # the budget bucket's extra columns are all pad
         reasons = ["stop" if s else "length" for s in stopped]
         texts = None
@@ -228,7 +238,7 @@ class Sampler:
                                    np.full((rows - n,), NO_ADAPTER, np.int32)])
         placed = self._place(np.concatenate([pids, cids], 1), np.concatenate([pmask, cmask], 1), cmask, adapters)
         _, state = nnx.split(model)
-        return np.asarray(jax.device_get(self._score(state, *placed)))[:n]
+        return to_host(self._score(state, *placed))[:n]
 
     def _score_impl(self, state, ids, mask, target_mask, adapter_ids):
         self.trace_count += 1
@@ -242,3 +252,44 @@ class Sampler:
         targets = ids[:, -cont_len:]
         token_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         return jnp.sum(jnp.where(target_mask, token_logp, 0.0), axis=-1)
+
+    def candidate_logprobs(self, model: LlamaForCausalLM, prompts: Sequence[Sequence[int]],
+                           candidates: Sequence[Sequence[int]], *, adapter_ids=None) -> np.ndarray:
+        """log p(candidate | prompt) for every candidate after every prompt: [rows, candidates].
+
+        The candidates must lie on one path: each, but for its last token, is a prefix of the
+        longest one (true of the judges' "1".."10" under digit-splitting tokenizers, where "10"
+        is "1" then "0", and trivially of single-token candidates). Then one row per prompt,
+        prompt + the longest candidate, scores all of them in a single forward pass.
+        """
+        path = list(max(candidates, key=len))
+        for c in candidates:
+            if not c or list(c[:-1]) != path[: len(c) - 1]:
+                raise ValueError(f"candidate {list(c)} does not lie on the path {path}")
+        query = sorted({t for c in candidates for t in c})
+        column = {t: i for i, t in enumerate(query)}
+        n = len(prompts)
+        rows = self._batch_rows(n)
+        prompt_len = bucket(max(len(p) for p in prompts), self.config.prompt_buckets, "prompt length")
+        ids, mask = left_pad(list(prompts) + [[self.pad_id]] * (rows - n), prompt_len, self.pad_id)
+        ids = np.concatenate([ids, np.tile(np.asarray(path, np.int32), (rows, 1))], axis=1)
+        mask = np.concatenate([mask, np.ones((rows, len(path)), np.bool_)], axis=1)
+        adapters = np.concatenate([_per_row(NO_ADAPTER if adapter_ids is None else adapter_ids, n, np.int32),
+                                   np.full((rows - n,), NO_ADAPTER, np.int32)])
+        placed = self._place(ids, mask, adapters)
+        _, state = nnx.split(model)
+        table = to_host(self._table(state, *placed, np.asarray(query, np.int32), path_len=len(path)))[:n]
+        out = np.zeros((n, len(candidates)), np.float64)
+        for j, c in enumerate(candidates):
+            steps = [table[:, i, column[t]] for i, t in enumerate(c)]  # token i is predicted at step i
+            out[:, j] = np.sum(steps, axis=0)
+        return out
+
+    def _table_impl(self, state, ids, mask, adapter_ids, query_ids, *, path_len: int):
+        """[rows, path_len, queries]: log p(query token) at each step of the appended path."""
+        self.trace_count += 1
+        model = nnx.merge(self.graphdef, state)
+        hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids)
+        predictors = hidden[:, -path_len - 1: -1]  # the last prompt slot predicts the path's first token
+        logp = jax.nn.log_softmax(model.logits_from_hidden(predictors), axis=-1)
+        return jnp.take(logp, query_ids, axis=-1)

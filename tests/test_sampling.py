@@ -237,3 +237,21 @@ def test_continuation_scores_equal_transformers_logprobs(tmp_path, mesh1):
         logp = torch.log_softmax(logits, -1)
         expected = sum(float(logp[len(p) - 1 + j, tok]) for j, tok in enumerate(c))
         assert abs(ours[r] - expected) < 1e-4, (r, ours[r], expected)
+
+
+def test_candidate_logprobs_equal_one_row_per_candidate(smollm2_dir, mesh1):
+    """The judges' "1".."10" scored from one row per prompt == scoring each candidate alone."""
+    from sparta_jax.sparta import LOGIT_ASSISTANT_PREFIX, logit_candidate_ids
+
+    model, tokenizer = from_pretrained(smollm2_dir, dtype=jnp.float32, mesh=mesh1)
+    sampler = Sampler(model, tokenizer)
+    candidates = logit_candidate_ids(tokenizer)
+    assert len(candidates) == 10 and len(candidates[9]) == 2  # digit splitting: "10" is "1", "0"
+    prompts = [p + tokenizer.encode(LOGIT_ASSISTANT_PREFIX, add_special_tokens=False)
+               for p in sampler.encode_chat(["Rate 2+2=4.", "Rate the sky is green."])]
+    table = sampler.candidate_logprobs(model, prompts, candidates, adapter_ids=[-1, -1])
+    for j, cand in enumerate(candidates):
+        alone = sampler.score_continuations(model, prompts, [list(cand)] * 2)
+        np.testing.assert_allclose(table[:, j], alone, atol=2e-4)
+    with pytest.raises(ValueError, match="does not lie on the path"):
+        sampler.candidate_logprobs(model, prompts, [[5], [6, 7], [8, 9]])

@@ -1,0 +1,125 @@
+"""Duels and judgments of one iteration (SPEC 2.2, 2.3), batched whole.
+
+All answers of an iteration go through the sampler in fixed-size batches, rows of every
+member mixed; then all judge prompts do. Nothing here waits on a reputation update.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from sparta_jax.sampling import PromptTooLongError
+from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_judge_prompt,
+                               logit_candidate_ids, logit_expected_score)
+from sparta_jax.tribe import Tribe
+
+
+def chat_ids(tribe: Tribe, user_text: str) -> list[int]:
+    messages = [{"role": "system", "content": tribe.system_prompt}] if tribe.system_prompt else []
+    messages.append({"role": "user", "content": user_text})
+    text = tribe.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tribe.tokenizer.encode(text, add_special_tokens=False)
+
+
+def _in_batches(n: int, batch_size: int, order: Sequence[int]):
+    for start in range(0, n, batch_size):
+        yield list(order[start: start + batch_size])
+
+
+def generate_texts(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, gen_cfg, rng, batch_size: int,
+                   progress: Callable[[int], None] = lambda n: None) -> list[str]:
+    """(member index, prompt ids) -> generated text, in fixed-size batches sorted by prompt length."""
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]))
+    out: list[str] = [""] * len(jobs)
+    for b, rows in enumerate(_in_batches(len(jobs), batch_size, order)):
+        result = tribe.sampler.generate(
+            tribe.model, [jobs[i][1] for i in rows], rng=jax.random.fold_in(rng, b),
+            adapter_ids=[jobs[i][0] for i in rows], temperature=gen_cfg.temperature, top_k=gen_cfg.top_k,
+            top_p=gen_cfg.top_p, max_new_tokens=gen_cfg.max_new_tokens)
+        for i, text in zip(rows, result.texts):
+            out[i] = text
+        progress(len(rows))
+    return out
+
+
+def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequence[str], *, gen_cfg, rng,
+                 progress=lambda n: None) -> list[tuple[str, str]]:
+    """Both duelists' answers to each instruction; a (member, instruction) pair answers once."""
+    jobs, where = [], {}
+    for m, text in zip(matchups, instructions):
+        for name in m.models:
+            key = (name, text)
+            if key not in where:
+                ids = chat_ids(tribe, text)
+                if len(ids) > gen_cfg.max_prompt_tokens:
+                    # SPEC 2.2: prompts are cut to max_prompt_tokens (keeping the start, as the
+                    # released tokenizer call does); the chat template's tail is lost with it.
+                    ids = ids[: gen_cfg.max_prompt_tokens]
+                where[key] = len(jobs)
+                jobs.append((tribe.index(name), ids))
+    texts = generate_texts(tribe, jobs, gen_cfg=gen_cfg, rng=rng, batch_size=gen_cfg.batch_size, progress=progress)
+    return [tuple(texts[where[(name, text)]] for name in m.models) for m, text in zip(matchups, instructions)]
+
+
+def judge_jobs(tribe: Tribe, matchups, instructions, responses, *, judge_cfg, mode: str):
+    """Every (judge, duel, side) with its fitted judge prompt ids. Judges: all but the duelists."""
+    wrap = lambda user: tribe.tokenizer.apply_chat_template(  # noqa: E731
+        ([{"role": "system", "content": tribe.system_prompt}] if tribe.system_prompt else [])
+        + [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    jobs = []
+    for d, (m, text, pair) in enumerate(zip(matchups, instructions, responses)):
+        for j, judge in enumerate(tribe.names):
+            if judge in m.models:
+                continue
+            for side in (0, 1):
+                fitted = fit_judge_prompt(text, pair[side], tribe.tokenizer, max_tokens=judge_cfg.max_prompt_tokens,
+                                          mode=mode, wrap=wrap)
+                jobs.append((d, judge, side, j, list(fitted.ids)))
+    return jobs
+
+
+def judge_duels(tribe: Tribe, iteration: int, matchups, instructions, responses, *, judge_cfg, mode: str, rng,
+                progress=lambda n: None) -> list[DuelRecord]:
+    """Judge every duel with every non-duelist, in the configured mode, into duel-log records."""
+    jobs = judge_jobs(tribe, matchups, instructions, responses, judge_cfg=judge_cfg, mode=mode)
+    verdicts: dict[tuple[int, str], list] = {}
+    if judge_cfg.mode == "sampled":
+        raw = generate_texts(tribe, [(j, ids) for _, _, _, j, ids in jobs], gen_cfg=judge_cfg, rng=rng,
+                             batch_size=judge_cfg.batch_size, progress=progress)
+        for (d, judge, side, _, _), text in zip(jobs, raw):
+            verdicts.setdefault((d, judge), [None, None])[side] = text
+        judges_of = lambda d, judge: JudgeRecord.from_raw(*verdicts[(d, judge)], keep_raw=judge_cfg.keep_raw)  # noqa: E731
+    elif judge_cfg.mode == "logits":
+        scores = logit_scores(tribe, [(j, ids) for _, _, _, j, ids in jobs], batch_size=judge_cfg.batch_size,
+                              progress=progress)
+        for (d, judge, side, _, _), score in zip(jobs, scores):
+            verdicts.setdefault((d, judge), [None, None])[side] = float(score)
+        judges_of = lambda d, judge: JudgeRecord(tuple(verdicts[(d, judge)]), None)  # noqa: E731
+    else:
+        raise ValueError(f"judge.mode must be 'sampled' or 'logits', got {judge_cfg.mode!r}")
+    records = []
+    for d, (m, text, pair) in enumerate(zip(matchups, instructions, responses)):
+        judges = {judge: judges_of(d, judge) for judge in tribe.names if judge not in m.models}
+        records.append(DuelRecord(iteration, m.index, text, tuple(m.models), tuple(pair), judges))
+    return records
+
+
+def logit_scores(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, batch_size: int,
+                 progress=lambda n: None) -> np.ndarray:
+    """The `logits` judge (SPEC 2.3): expected score over "1".."10" after `{"score": `, per job."""
+    prefix = tribe.tokenizer.encode(LOGIT_ASSISTANT_PREFIX, add_special_tokens=False)
+    candidates = logit_candidate_ids(tribe.tokenizer)
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]))
+    out = np.zeros(len(jobs))
+    for rows in _in_batches(len(jobs), batch_size, order):
+        logliks = tribe.sampler.candidate_logprobs(tribe.model, [jobs[i][1] + prefix for i in rows], candidates,
+                                                   adapter_ids=[jobs[i][0] for i in rows])
+        _, expected = logit_expected_score(logliks)
+        out[rows] = expected
+        progress(len(rows))
+    return out
+
+
+__all__ = ["answer_duels", "judge_duels", "chat_ids", "PromptTooLongError"]

@@ -1,0 +1,73 @@
+"""Checks a run config before anything heavy starts; errors name the offending key."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
+            raise ConfigError(f"config key {dotted!r} is missing") from None
+    return node
+
+
+def _check(config, key: str, ok, expectation: str):
+    value = _get(config, key)
+    try:
+        good = ok(value)
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"config.{key} = {value!r}: {expectation}")
+
+
+def validate_config(config) -> None:
+    positive = lambda v: v > 0  # noqa: E731
+    prob = lambda v: 0.0 <= v <= 1.0  # noqa: E731
+    _check(config, "mode", lambda v: v in ("faithful", "fixed"), "must be 'faithful' or 'fixed'")
+    _check(config, "iterations", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    _check(config, "instructions_per_iteration", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    _check(config, "seed", lambda v: isinstance(v, int), "must be an integer")
+    _check(config, "tribe.base", lambda v: isinstance(v, str) and v, "must name a model folder or 'embedded'")
+    _check(config, "tribe.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "must be float32, bfloat16 or float16")
+    _check(config, "tribe.param_dtype", lambda v: v in ("float32", "bfloat16", "float16"),
+           "must be float32, bfloat16 or float16")
+    _check(config, "tribe.lora_rank", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    _check(config, "matchmaking.alpha", prob, "must lie in [0, 1]")
+    _check(config, "matchmaking.k", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    for section in ("generation", "judge"):
+        _check(config, f"{section}.temperature", lambda v: v >= 0, "must be >= 0 (0 is greedy)")
+        _check(config, f"{section}.top_k", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0")
+        _check(config, f"{section}.top_p", lambda v: 0.0 < v <= 1.0, "must lie in (0, 1]")
+        _check(config, f"{section}.max_new_tokens", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+        _check(config, f"{section}.max_prompt_tokens", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+        _check(config, f"{section}.batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+        _check(config, f"{section}.top_k", lambda v: config.sampler.candidates is None or v <= config.sampler.candidates,
+               f"must not exceed sampler.candidates ({config.sampler.candidates})")
+        _check(config, f"{section}.max_new_tokens", lambda v: v <= max(config.sampler.new_token_buckets),
+               f"must fit the largest sampler.new_token_buckets entry ({max(config.sampler.new_token_buckets)})")
+        _check(config, f"{section}.max_prompt_tokens", lambda v: v <= max(config.sampler.prompt_buckets),
+               f"must fit the largest sampler.prompt_buckets entry ({max(config.sampler.prompt_buckets)})")
+    _check(config, "judge.mode", lambda v: v in ("sampled", "logits"), "must be 'sampled' or 'logits'")
+    _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic"),
+           "must be 'normal', 'static' or 'dynamic'")
+    _check(config, "dpo.beta", positive, "must be > 0")
+    _check(config, "dpo.loss_type", lambda v: v in ("sigmoid", "ipo", "hinge"), "must be sigmoid, ipo or hinge")
+    _check(config, "dpo.learning_rate", positive, "must be > 0")
+    _check(config, "dpo.lr_schedule", lambda v: v in ("cosine", "constant"), "must be 'cosine' or 'constant'")
+    _check(config, "dpo.warmup_ratio", prob, "must lie in [0, 1]")
+    _check(config, "dpo.pairs_per_step", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    _check(config, "dpo.grad_accum", lambda v: isinstance(v, int) and v >= 1 and config.dpo.pairs_per_step % v == 0,
+           "must be an integer >= 1 dividing dpo.pairs_per_step")
+    _check(config, "dpo.epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    _check(config, "dpo.max_length", lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2")
+    _check(config, "dpo.max_prompt_length", lambda v: isinstance(v, int) and 0 <= v < config.dpo.max_length,
+           "must be an integer in [0, dpo.max_length)")
+    _check(config, "mesh", lambda v: all(isinstance(s, int) and (s >= 1 or s == -1) for s in dict(v).values()),
+           "axis sizes must be positive integers or -1")
+    _check(config, "checkpoint.max_to_keep", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")

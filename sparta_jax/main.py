@@ -1,0 +1,37 @@
+"""Sparta Alignment end to end.
+
+    python -m sparta_jax.main --config=configs/default.py --workdir=/tmp/sparta [--config.KEY=VALUE ...]
+
+Re-running the same command after a kill resumes from the last completed phase.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config (a file with get_config()).")
+_WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where outputs, checkpoints and metrics go.")
+
+
+def main(argv):
+    del argv
+    from sparta_jax.config_check import ConfigError
+    from sparta_jax.data import DataError
+    from sparta_jax.models.config import UnsupportedModelError
+    from sparta_jax.models.loading import CheckpointError
+    from sparta_jax.sampling import PromptTooLongError
+    from sparta_jax.train import run
+
+    try:
+        run(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, DataError, FileNotFoundError, CheckpointError, UnsupportedModelError,
+            PromptTooLongError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,300 @@
+"""The Sparta loop (SPEC 2): instructions -> match-making -> answers -> judgments -> reputations
+-> preferences -> reference log-probs -> DPO for all members -> checkpoint -> metrics.
+
+Resumable at any point: each phase of an iteration leaves one file in the iteration's folder,
+written atomically, and the end of training leaves an Orbax checkpoint. A restarted run
+restores the last checkpoint and redoes only what has no file yet. Every random draw comes
+from (seed, iteration, phase), so a resumed run computes exactly what an uninterrupted one
+would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparta_jax import checkpoints, combat, data as data_lib, dpo, preference_batches, sharding
+from sparta_jax.config_check import validate_config
+from sparta_jax.metrics import MetricsWriter, Progress
+from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
+                               duel_to_json, make_matchups, write_text_atomic)
+from sparta_jax.tribe import Tribe, build_tribe
+
+PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3}
+
+
+def iteration_dir(workdir: str, t: int) -> str:
+    return os.path.join(workdir, f"iteration_{t:03d}")
+
+
+def write_json(path: str, obj) -> None:
+    if jax.process_index() == 0:
+        write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+    _sync(f"write {os.path.basename(path)}")
+
+
+def write_jsonl(path: str, rows) -> None:
+    if jax.process_index() == 0:
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    _sync(f"write {os.path.basename(path)}")
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def read_jsonl(path: str) -> list:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def phase_key(seed: int, t: int, phase: str):
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), t), PHASE_KEYS[phase])
+
+
+@dataclasses.dataclass
+class RunState:
+    """What carries from one iteration to the next."""
+
+    rater: TribeRater
+    trainable: object  # the LoRA stack's nnx.State
+    next_iteration: int
+
+
+def reputation_constants(cfg) -> ReputationConstants:
+    fields = {f.name for f in dataclasses.fields(ReputationConstants)}
+    return ReputationConstants(**{k: v for k, v in cfg.reputation.items() if k in fields})
+
+
+def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, optimizer) -> RunState:
+    graphdef, trainable, frozen = dpo.split_lora(tribe.model)
+    step = ckpt.latest_step()
+    constants = reputation_constants(config)
+    if step is None:
+        rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode, constants=constants)
+        return RunState(rater, trainable, 1)
+    restored, _, host = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
+                                     opt_state_target=checkpoints.targets_like(optimizer.init(trainable)))
+    if tuple(host["names"]) != tribe.names:
+        raise ValueError(f"the checkpoint in {ckpt.directory} was written for members {host['names']}, "
+                         f"this config has {list(tribe.names)}")
+    start = TribeReputation.from_dict(host["reputations"], tribe.names)
+    ends = {int(t): r for t, r in host["end_reputations"].items()}
+    rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode, constants=constants,
+                       start=start, first_iteration=step + 1, end_reputations=ends)
+    log(f"resumed from the checkpoint after iteration {step}")
+    return RunState(rater, restored, step + 1)
+
+
+def log(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ phases
+def duel_phase(config, tribe: Tribe, t: int, instructions, rater: TribeRater, folder: str) -> list[dict]:
+    """Match-making with the frozen start-of-iteration reputations, then both answers per duel."""
+    path = os.path.join(folder, "answers.jsonl")
+    if os.path.exists(path):
+        return read_jsonl(path)
+    frozen = rater.state.reputations()
+    matchups = make_matchups(list(tribe.names), len(instructions), [frozen[n] for n in tribe.names],
+                             alpha=config.matchmaking.alpha, k=config.matchmaking.k,
+                             seed=[config.seed, t])
+    texts = [r["instruction"] for r in instructions]
+    progress = Progress(f"iteration {t} answers", 2 * len(texts), "answers")
+    answers = combat.answer_duels(tribe, matchups, texts, gen_cfg=config.generation,
+                                  rng=phase_key(config.seed, t, "answers"), progress=progress)
+    rows = [{"index": m.index, "instruction": text, "id": r.get("id"), "models": list(m.models),
+             "responses": list(pair)} for m, text, r, pair in zip(matchups, texts, instructions, answers)]
+    write_jsonl(path, rows)
+    return rows
+
+
+def judge_phase(config, tribe: Tribe, t: int, duels: list[dict], folder: str) -> list[DuelRecord]:
+    path = os.path.join(folder, "duels.jsonl")
+    if os.path.exists(path):
+        return [duel_from_json(r, tribe.names) for r in read_jsonl(path)]
+    from sparta_jax.sparta import Matchup
+
+    matchups = [Matchup(d["index"], *d["models"]) for d in duels]
+    jobs = len(duels) * (len(tribe.names) - 2) * 2
+    progress = Progress(f"iteration {t} judging", jobs, "verdicts")
+    records = combat.judge_duels(tribe, t, matchups, [d["instruction"] for d in duels],
+                                 [tuple(d["responses"]) for d in duels], judge_cfg=config.judge, mode=config.mode,
+                                 rng=phase_key(config.seed, t, "judges"), progress=progress)
+    write_jsonl(path, [duel_to_json(r) for r in records])
+    return records
+
+
+def rate_phase(rater: TribeRater, t: int, records, folder: str):
+    result = rater.rate(records, iteration=t)
+    write_json(os.path.join(folder, "reputations.json"), {
+        "iteration": t, "weights": result.weights, "c": result.c, "start": result.start.to_dict(),
+        "end": result.end.to_dict(), "history": result.history})
+    write_jsonl(os.path.join(folder, "preferences.jsonl"), [p.to_json() for p in result.preferences])
+    return result
+
+
+class TribeTrainer:
+    """The jitted DPO programs of a run, built once: an iteration with the same number of steps
+    as an earlier one reuses its compiled step (the schedule's length is baked into the step)."""
+
+    def __init__(self, tribe: Tribe, dpo_cfg: dpo.DPOConfig):
+        self.graphdef, _, self.frozen = dpo.split_lora(tribe.model)
+        self.cfg = dpo_cfg
+        self.reference = dpo.make_lora_reference_logps(self.graphdef, dpo_cfg)
+        self._steps = {}
+
+    def optimizer_and_step(self, total_steps: int):
+        if total_steps not in self._steps:
+            optimizer = dpo.make_optimizer(self.cfg, total_steps, dpo.lora_member_axis)
+            self._steps[total_steps] = (optimizer, dpo.make_lora_train_step(self.graphdef, self.cfg, optimizer))
+        return self._steps[total_steps]
+
+
+def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: TribeTrainer):
+    """DPO for every member on the iteration's pairs; the reference is the start-of-iteration tribe."""
+    dpo_cfg, frozen = trainer.cfg, trainer.frozen
+    records = [p.to_json() for p in preferences]
+    triples, dropped = preference_batches.encode_preferences(
+        tribe.tokenizer, records, mode=config.mode, system_prompt=tribe.system_prompt,
+        max_prompt_length=dpo_cfg.max_prompt_length, max_length=dpo_cfg.max_length)
+    if not triples:
+        return trainable, {"pairs_trained": 0, "pairs_dropped_too_long": len(dropped)}
+    rng = np.random.default_rng([config.seed, t, 7])
+    per_step = dpo_cfg.pairs_per_step
+    order = np.concatenate([rng.permutation(len(triples)) for _ in range(dpo_cfg.epochs)])
+    steps = math.ceil(len(order) / per_step)
+    pad_id = tribe.sampler.pad_id
+    filler = ([pad_id], [], [])  # no response tokens: contributes nothing (dpo.pair_validity)
+    batches = []
+    for s in range(steps):
+        chunk = [triples[i] for i in order[s * per_step: (s + 1) * per_step]]
+        chunk += [filler] * (per_step - len(chunk))
+        batches.append(_pairs_batch(chunk, dpo_cfg.max_length, pad_id))
+    refs = [trainer.reference(trainable, frozen, b) for b in batches]
+    optimizer, step_fn = trainer.optimizer_and_step(steps)
+    state = dpo.init_train_state(trainable, optimizer)
+    progress = Progress(f"iteration {t} DPO", steps, "steps")
+    history = []
+    for batch, ref in zip(batches, refs):
+        state, metrics = step_fn(state, frozen, batch, ref)
+        history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
+        progress(1)
+    per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
+    return state.params, {"pairs_trained": len(triples), "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
+                          "dpo_per_member": per_member, "dpo_history": history}
+
+
+def _pairs_batch(triples, length, pad_id) -> dpo.PairBatch:
+    real = [x for x in triples if x[1]]
+    batch = preference_batches.pairs_to_batch(real, length, pad_id)
+    n_fill = len(triples) - len(real)
+    fill = lambda x, v: np.concatenate([x, np.full((n_fill,) + x.shape[1:], v, x.dtype)])  # noqa: E731
+    return dpo.PairBatch(jnp.asarray(fill(batch.ids, pad_id)), jnp.asarray(fill(batch.mask, False)),
+                         jnp.asarray(fill(batch.response_mask, False)))
+
+
+def check_context(config, context: int) -> None:
+    """Prompts are cut at max_prompt_tokens (SPEC 2.2); prompt plus answer must fit the model."""
+    from sparta_jax.config_check import ConfigError
+
+    for section in ("generation", "judge"):
+        cfg = config[section]
+        total = cfg.max_prompt_tokens + cfg.max_new_tokens
+        if total > context:
+            raise ConfigError(f"{section}.max_prompt_tokens + {section}.max_new_tokens = {total} exceeds the "
+                              f"model's context of {context} tokens")
+
+
+def dpo_config(config) -> dpo.DPOConfig:
+    fields = {f.name for f in dataclasses.fields(dpo.DPOConfig)}
+    return dpo.DPOConfig(**{k: v for k, v in config.dpo.items() if k in fields})
+
+
+# ------------------------------------------------------------------------------------- loop
+def run(config, workdir: str) -> dict:
+    """Runs (or resumes) the configured iterations; returns the final reputations."""
+    validate_config(config)
+    if config.distributed.initialize:
+        sharding.initialize_distributed(config.distributed.coordinator_address or None,
+                                        config.distributed.num_processes or None,
+                                        None if config.distributed.process_id < 0 else config.distributed.process_id)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    data = data_lib.load_instructions(config.data)
+    train_split = data.get("train") or []
+    if not train_split:
+        raise data_lib.DataError("the data source has no 'train' instructions")
+    tribe = build_tribe(config.tribe, config.sampler, mesh)
+    check_context(config, tribe.model.config.max_position_embeddings)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    dpo_cfg = dpo_config(config)
+    with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"),
+                                     max_to_keep=config.checkpoint.max_to_keep,
+                                     async_save=config.checkpoint.async_save) as ckpt:
+        probe_opt = dpo.make_optimizer(dpo_cfg, 1, dpo.lora_member_axis)
+        state = restore_or_start(config, tribe, ckpt, probe_opt)
+        trainer = TribeTrainer(tribe, dpo_cfg)
+        metrics = MetricsWriter(workdir, first_step=state.next_iteration)
+        graphdef, frozen = trainer.graphdef, trainer.frozen
+        for t in range(state.next_iteration, config.iterations + 1):
+            started = time.perf_counter()
+            folder = iteration_dir(workdir, t)
+            os.makedirs(folder, exist_ok=True)
+            tribe.model = dpo.merge_lora(graphdef, state.trainable, frozen)  # this iteration's members
+            instructions = data_lib.sample_instructions(train_split, config.instructions_per_iteration,
+                                                        iteration=t, seed=config.seed, mode=config.mode)
+            duels = duel_phase(config, tribe, t, instructions, state.rater, folder)
+            records = judge_phase(config, tribe, t, duels, folder)
+            rated = rate_phase(state.rater, t, records, folder)
+            trainable, train_info = train_phase(config, tribe, t, rated.preferences, state.trainable, trainer)
+            host = {"iteration": t, "phase": "trained", "names": list(tribe.names),
+                    "reputations": state.rater.state.to_dict(),
+                    "end_reputations": {str(k): v for k, v in state.rater.end_reputations.items()},
+                    "seed": config.seed}
+            ckpt.save(t, trainable=trainable, opt_state=probe_opt.init(trainable), host_state=host)
+            state = RunState(state.rater, trainable, t + 1)
+            summary = iteration_summary(t, records, rated, train_info, time.perf_counter() - started)
+            metrics.write(t, "iteration", {k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
+            write_json(os.path.join(folder, "summary.json"), {**summary, "train": train_info})
+            log(one_line(summary))
+        ckpt.wait()
+        metrics.close()
+    return state.rater.state.to_dict()
+
+
+def iteration_summary(t, records, rated, train_info, seconds) -> dict:
+    judged = [j for r in records for j in r.judges.values()]
+    unparseable = sum(1 for j in judged for s in (j.scores or (None, None)) if s is None)
+    R = [v["R"] for v in rated.end.to_dict().values()]
+    per_member = train_info.get("dpo_per_member", {})
+    return {
+        "iteration": t, "duels": len(records), "pairs": len(rated.preferences),
+        "ties_dropped": len(records) - len(rated.preferences), "judge_scores": 2 * len(judged),
+        "unparseable_scores": unparseable, "reputation_spread": max(R) - min(R),
+        "reputation_min": min(R), "reputation_max": max(R),
+        "dpo_loss": float(np.mean(per_member["loss"])) if per_member else None,
+        "dpo_margin": float(np.mean(per_member["rewards/margins"])) if per_member else None,
+        "pairs_trained": train_info["pairs_trained"], "seconds": seconds,
+    }
+
+
+def one_line(s: dict) -> str:
+    dpo_part = (f"DPO loss {s['dpo_loss']:.4f} margin {s['dpo_margin']:+.4f}" if s["dpo_loss"] is not None
+                else "no DPO (no pairs)")
+    return (f"iteration {s['iteration']}: {s['pairs']} pairs from {s['duels']} duels ({s['ties_dropped']} dropped), "
+            f"{s['unparseable_scores']}/{s['judge_scores']} judge scores unparseable, reputation spread "
+            f"{s['reputation_spread']:.3f} [{s['reputation_min']:.3f}, {s['reputation_max']:.3f}], {dpo_part}, "
+            f"{s['seconds']:.0f}s")

@@ -1,0 +1,79 @@
+"""The tribe: one base model with a stack of LoRA members, its tokenizer and sampler.
+
+Members are either PEFT adapter folders (the paper's experts) or fresh adapters (B = 0, so
+they start equal to the base and diverge through sampling and training).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax.numpy as jnp
+
+from sparta_jax.models.llama import LlamaForCausalLM
+from sparta_jax.models.loading import from_pretrained
+from sparta_jax.models.lora import AdapterSpec, LoraConfig
+from sparta_jax.sampling import Sampler, SamplerConfig
+
+
+@dataclasses.dataclass
+class Tribe:
+    names: tuple[str, ...]
+    model: LlamaForCausalLM
+    tokenizer: object
+    sampler: Sampler
+    system_prompt: str | None  # None where the chat template has no system role (Gemma)
+    base_path: str
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+
+def resolve_base(base: str) -> str:
+    if base == "embedded":
+        from sparta_jax.models.embedded import materialize_smollm2
+
+        return materialize_smollm2()
+    if not os.path.isdir(base):
+        raise FileNotFoundError(f"tribe.base: model folder {base!r} does not exist")
+    return base
+
+
+def supports_system_role(tokenizer) -> bool:
+    try:
+        tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                                      tokenize=False)
+        return True
+    except Exception:  # templates refuse a system turn in their own ways (Gemma raises)
+        return False
+
+
+def build_tribe(tribe_cfg, sampler_cfg, mesh) -> Tribe:
+    base = resolve_base(tribe_cfg.base)
+    adapters = [a for a in tribe_cfg.adapters if a]
+    names = tuple(tribe_cfg.names) or None
+    dtype, param_dtype = jnp.dtype(tribe_cfg.dtype), jnp.dtype(tribe_cfg.param_dtype)
+    if adapters:
+        if names and len(names) != len(adapters):
+            raise ValueError(f"tribe.names has {len(names)} names for {len(adapters)} adapters")
+        model, tokenizer = from_pretrained(base, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                                           adapters=adapters, adapter_names=names)
+    else:
+        m = int(tribe_cfg.members)
+        if m < 3:
+            raise ValueError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {m}")
+        names = names or tuple(f"member_{i}" for i in range(m))
+        if len(names) != m:
+            raise ValueError(f"tribe.names has {len(names)} names for {m} members")
+        lora = LoraConfig(tuple(AdapterSpec(n, int(tribe_cfg.lora_rank), float(tribe_cfg.lora_alpha),
+                                            targets=tuple(tribe_cfg.lora_targets)) for n in names))
+        model, tokenizer = from_pretrained(base, dtype=dtype, param_dtype=param_dtype, mesh=mesh, lora=lora)
+    names = tuple(a.name for a in model.lora_config.adapters)
+    if len(set(names)) != len(names):
+        raise ValueError(f"member names must be unique, got {names}")
+    config = SamplerConfig(prompt_buckets=tuple(sampler_cfg.prompt_buckets),
+                           new_token_buckets=tuple(sampler_cfg.new_token_buckets),
+                           candidates=sampler_cfg.candidates, cache_dtype=sampler_cfg.cache_dtype)
+    sampler = Sampler(model, tokenizer, config=config, mesh=mesh)
+    system = tribe_cfg.system_prompt if supports_system_role(tokenizer) else None
+    return Tribe(names, model, tokenizer, sampler, system or None, base)

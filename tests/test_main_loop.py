@@ -1,0 +1,186 @@
+"""`python -m sparta_jax.main`: outputs, kill-and-resume equality, clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from sparta_jax.sparta import duel_from_json
+from tiny_models import save_hf_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, smollm2_dir):
+    """A tiny random Llama that speaks SmolLM2's tokenizer: real chat templates, fast runs."""
+    folder = tmp_path_factory.mktemp("tiny_base")
+    save_hf_model("llama", folder, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(smollm2_dir, name), folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def overrides(base):
+    return [f"--config.tribe.base={base}", "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
+            "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"]
+
+
+def launch(workdir, extra, cache):
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen([sys.executable, "-m", "sparta_jax.main", f"--config={TINY_CONFIG}", f"--workdir={workdir}",
+                             *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_to_end(workdir, extra, cache):
+    proc = launch(workdir, extra, cache)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def run_until(workdir, extra, cache, marker):
+    """Start a run and SIGKILL it as soon as `marker` shows in its output."""
+    proc = launch(workdir, extra, cache)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"never saw {marker!r}:\n" + "".join(seen)[-4000:]
+
+
+def final_state(workdir):
+    from sparta_jax.checkpoints import RunCheckpointer
+
+    with RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
+        assert ckpt.all_steps() == [1, 2]
+        # Restore against the saved shapes: any target of the right structure works on CPU.
+        import orbax.checkpoint as ocp
+
+        manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+        restored = manager.restore(2, args=ocp.args.Composite(
+            trainable=ocp.args.StandardRestore(), host_state=ocp.args.JsonRestore()))
+        manager.close()
+    params = {k: np.asarray(v) for k, v in _flatten(restored["trainable"]).items()}
+    prefs = [open(os.path.join(workdir, f"iteration_00{t}", "preferences.jsonl")).read() for t in (1, 2)]
+    return params, restored["host_state"]["reputations"], prefs
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}/{k}"))
+        return out
+    return {prefix: tree}
+
+
+def test_two_iterations_write_every_output(tiny_base, compile_cache, tmp_path):
+    workdir = str(tmp_path / "run")
+    out = run_to_end(workdir, overrides(tiny_base), compile_cache)
+    assert "iteration 2:" in out and "pairs from 4 duels" in out
+    assert json.load(open(os.path.join(workdir, "config.json")))["tribe"]["base"] == tiny_base
+    for t in (1, 2):
+        folder = os.path.join(workdir, f"iteration_00{t}")
+        answers = [json.loads(line) for line in open(os.path.join(folder, "answers.jsonl"))]
+        assert len(answers) == 4 and all(len(a["responses"]) == 2 for a in answers)
+        duels = [duel_from_json(json.loads(line)) for line in open(os.path.join(folder, "duels.jsonl"))]
+        assert len(duels) == 4 and all(len(d.judges) == 1 for d in duels)  # 3 members: one judge
+        rep = json.load(open(os.path.join(folder, "reputations.json")))
+        assert len(rep["history"]) == 4 and set(rep["end"]) == {"member_0", "member_1", "member_2"}
+        prefs = [json.loads(line) for line in open(os.path.join(folder, "preferences.jsonl"))]
+        assert prefs and all(p["margin"] > 0 for p in prefs)
+        summary = json.load(open(os.path.join(folder, "summary.json")))
+        assert summary["pairs"] == len(prefs) and summary["train"]["pairs_trained"] == len(prefs)
+    metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [m["iteration"] for m in metrics] == [1, 2]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    # Reputations moved, and the replay CLI recomputes them from the duel logs alone.
+    rep2 = json.load(open(os.path.join(workdir, "iteration_002", "reputations.json")))["end"]
+    assert len({round(v["R"], 9) for v in rep2.values()}) > 1
+    logs = tmp_path / "all_duels.jsonl"
+    logs.write_text("".join(open(os.path.join(workdir, f"iteration_00{t}", "duels.jsonl")).read() for t in (1, 2)))
+    replay = subprocess.run([sys.executable, "-m", "sparta_jax.rate", "--duels", str(logs), "--tribe",
+                             "member_0,member_1,member_2", "--out", str(tmp_path / "replay.json")],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True)
+    assert replay.returncode == 0, replay.stderr
+    replayed = json.load(open(tmp_path / "replay.json"))["reputations"]
+    for name, value in rep2.items():
+        assert abs(replayed[name]["R"] - value["R"]) < 1e-9 and abs(replayed[name]["sigma"] - value["sigma"]) < 1e-9
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(tiny_base, compile_cache, tmp_path):
+    reference = str(tmp_path / "reference")
+    run_to_end(reference, overrides(tiny_base), compile_cache)
+    killed = str(tmp_path / "killed")
+    for marker in ("iteration 1 answers:", "iteration 1 judging:", "iteration 1 DPO:", "iteration 1:",
+                   "iteration 2 DPO:"):
+        run_until(killed, overrides(tiny_base), compile_cache, marker)
+    out = run_to_end(killed, overrides(tiny_base), compile_cache)
+    assert "resumed from the checkpoint after iteration" in out
+    params_a, reps_a, prefs_a = final_state(reference)
+    params_b, reps_b, prefs_b = final_state(killed)
+    assert prefs_a == prefs_b
+    assert reps_a == reps_b
+    assert params_a.keys() == params_b.keys()
+    for key in params_a:
+        np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--config.generation.temperature=-1"], "config.generation.temperature = -1"),
+    (["--config.dpo.grad_accum=3"], "config.dpo.grad_accum"),
+    (["--config.tribe.base=/nonexistent/model"], "tribe.base: model folder '/nonexistent/model' does not exist"),
+    (["--config.generation.max_prompt_tokens=1024", "--config.generation.max_new_tokens=16"],
+     "generation.max_prompt_tokens + generation.max_new_tokens = 1040 exceeds the model's context of 1024"),
+])
+def test_bad_input_gives_a_clear_error_and_no_state(extra, message, tiny_base, tmp_path, compile_cache):
+    workdir = tmp_path / "run"
+    proc = launch(str(workdir), overrides(tiny_base)[:1] + extra, compile_cache)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-3000:]
+    assert message in out
+    assert "Traceback" not in out
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_empty_dataset_is_refused(tiny_base, tmp_path, compile_cache):
+    """A user's own config file pointing at a local JSONL that has no rows."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    config = tmp_path / "mine.py"
+    config.write_text(
+        "import importlib.util, ml_collections\n"
+        f"spec = importlib.util.spec_from_file_location('tiny', {TINY_CONFIG!r})\n"
+        "tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)\n"
+        "def get_config():\n"
+        "    c = tiny.get_config()\n"
+        f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(empty)!r}, instruction_field='q'))\n"
+        "    return c\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.main", f"--config={config}",
+                           f"--workdir={tmp_path / 'run'}", f"--config.tribe.base={tiny_base}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "is empty" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
