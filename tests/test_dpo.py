@@ -182,3 +182,25 @@ def test_learning_rate_schedule_matches_transformers():
         assert abs(float(sched(step)) - ref.get_last_lr()[0]) < 1e-9 + 1e-6 * cfg.learning_rate
         opt.step()
         ref.step()
+
+
+def test_filler_pairs_change_nothing(base_dir, mesh1):
+    """A batch padded with filler pairs (no response tokens) trains exactly like the real pairs alone."""
+    cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, max_grad_norm=0.0)
+    real = make_batch(seed=5, pairs=2)
+    filler = dpo.PairBatch(*(jnp.concatenate([x, jnp.zeros_like(x)]) for x in real))
+    assert list(np.asarray(dpo.pair_validity(filler))) == [True, True, False, False]
+    results = []
+    for batch in (real, filler):
+        tribe = lora_model(base_dir, mesh1, members=2, seed=7)
+        graphdef, trainable, frozen = dpo.split_lora(tribe)
+        ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch) - 0.5
+        opt = dpo.make_optimizer(cfg, 3, dpo.lora_member_axis)
+        state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt), frozen,
+                                                                      batch, ref)
+        results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
+    (p1, m1), (p2, m2) = results
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
+    for k in m1:
+        np.testing.assert_allclose(np.asarray(m1[k]), np.asarray(m2[k]), rtol=1e-5, atol=1e-6)
