@@ -1,0 +1,595 @@
+"""Compile a config's programs ahead of time for a TPU topology and report per-chip memory.
+
+    python -m sparta_jax.aot --config=configs/tpu_v4.py --topology=v4:2x2x4 --model_shape=qwen2.5-7b
+
+Topologies count chips: v4:2x2x2 is 8 v4 chips (a v4-16 slice), v4:2x2x4 16 chips (v4-32).
+
+No TPU is needed: with `jax[tpu]` installed on any machine, libtpu describes the topology
+(`jax.experimental.topologies.get_topology_desc`) and compiles for it. The model is built
+without weights (`nnx.eval_shape`), its parameters sharded by `sharding.PARAM_RULES` over the
+config's mesh, and three programs are lowered and compiled with exactly the shapes a run of
+that config uses:
+
+- generate: the Sampler's prefill + decode loop at generation.batch_size x
+  (max_prompt_tokens bucket + max_new_tokens bucket);
+- judge_score: the judges' logit scoring (`logits` mode) at judge.batch_size x judge prompt
+  bucket + a 2-token continuation bucket; judge_generate as well when judge.mode == "sampled";
+- dpo_step: the tribe's LoRA DPO train step at dpo.pairs_per_step pairs x dpo.max_length.
+
+For each it prints XLA's memory analysis per chip (arguments, outputs, temporaries, generated
+code) against the chip's HBM and exits 1 if a program does not fit. A program the TPU
+compiler refuses for lack of memory is reported with the numbers from its error message.
+
+`--topology=cpu:8` runs the same path on 8 (fake) CPU devices, without libtpu.
+`--config.generation.batch_size=64` etc. override config values as for `sparta_jax.main`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from typing import Any, Mapping
+
+# Per-generation facts about TPU chips. chip_config_name and chips_per_host_bounds are what
+# libtpu uses on live Cloud TPU hosts; without "megacore" a v4 / v5p topology is described
+# as two single-core devices per chip, which is not how JAX runs on them.
+TPU_GENERATIONS = {
+    # prefix: (HBM GiB per chip, chip_config_name, chips_per_host_bounds)
+    "v4": (32.0, "megacore", (2, 2, 1)),
+    "v5p": (95.0, "megacore", (2, 2, 1)),
+    "v5e": (16.0, "default", (2, 2, 1)),
+    "v5litepod": (16.0, "default", (2, 2, 1)),
+    "v6e": (32.0, "default", (2, 2, 1)),
+}
+HBM_GIB = {name: spec[0] for name, spec in TPU_GENERATIONS.items()}
+
+GIB = 1024**3
+
+# Hugging Face config.json values of the bases a config may name, so shapes are known
+# where the folder is not (a laptop preparing a pod run).
+MODEL_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-7b": dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064, hidden_size=3584,
+        intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        hidden_act="silu", use_sliding_window=False),
+    "qwen2.5-1.5b": dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=1536,
+        intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        hidden_act="silu", use_sliding_window=False),
+    "smollm2-135m": dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=49152, hidden_size=576,
+        intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        hidden_act="silu"),
+    # For tests and quick checks of the tool itself.
+    "tiny": dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=512, hidden_size=64,
+        intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        hidden_act="silu", use_sliding_window=False),
+}
+_BASE_ALIASES = {"embedded": "smollm2-135m"}
+
+
+class AotError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------------------- topology
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    name: str  # as given, e.g. "v4:2x2x4" or "cpu:8"
+    platform: str  # "tpu" or "cpu"
+    devices: tuple
+    hbm_gib: float | None  # per chip; None when unknown
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+
+def parse_topology(spec: str) -> tuple[str, str, int | None]:
+    """("tpu"|"cpu", generation or "cpu", cpu device count) from "v4:2x2x4" / "cpu:8" / "cpu"."""
+    spec = spec.strip()
+    if spec == "cpu" or spec.startswith("cpu:"):
+        count = int(spec.split(":", 1)[1]) if ":" in spec else None
+        if count is not None and count < 1:
+            raise AotError(f"--topology {spec!r}: need at least one device")
+        return "cpu", "cpu", count
+    if not re.fullmatch(r"[a-z0-9]+:\d+(x\d+)*", spec):
+        raise AotError(f"--topology {spec!r}: expected e.g. v4:2x2x4, v5e:4x4, v6e:2x2 or cpu:8")
+    generation = spec.split(":", 1)[0]
+    return "tpu", generation, None
+
+
+def get_topology(spec: str, *, chip_config_name: str | None = None, hbm_gib: float | None = None) -> Topology:
+    platform, generation, count = parse_topology(spec)
+    if platform == "cpu":
+        import jax
+
+        devices = jax.devices("cpu")
+        if count is not None:
+            if len(devices) < count:
+                raise AotError(
+                    f"--topology {spec}: only {len(devices)} CPU devices; set "
+                    f"XLA_FLAGS=--xla_force_host_platform_device_count={count} before jax starts")
+            devices = devices[:count]
+        if hbm_gib is None:  # fake devices share the host's memory
+            try:
+                hbm_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB / len(devices)
+            except (ValueError, OSError, AttributeError):
+                hbm_gib = None
+        return Topology(spec, "cpu", tuple(devices), hbm_gib)
+
+    from jax.experimental import topologies
+
+    # Compiling opens no chip, so another process holding libtpu's lockfile (a second aot
+    # run, or a job on a TPU VM) need not stop this one.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    known = TPU_GENERATIONS.get(generation)
+    kwargs = {}
+    if known is not None:
+        kwargs["chips_per_host_bounds"] = known[2]
+        kwargs["chip_config_name"] = known[1]
+    if chip_config_name:
+        kwargs["chip_config_name"] = chip_config_name
+    try:
+        desc = topologies.get_topology_desc(topology_name=spec, platform="tpu", **kwargs)
+    except RuntimeError as e:
+        if "not installed" in str(e):
+            raise AotError(f"--topology {spec}: needs libtpu: pip install 'jax[tpu]' (no TPU required)") from e
+        raise
+    if hbm_gib is None and known is not None:
+        hbm_gib = known[0]
+    return Topology(spec, "tpu", tuple(desc.devices), hbm_gib)
+
+
+def topology_mesh(topology: Topology, mesh_axes: Mapping[str, int]):
+    """The config's mesh (one axis may be -1) over the topology's devices."""
+    from jax.sharding import AxisType, Mesh
+
+    from sparta_jax import sharding as sharding_lib
+
+    axes = _ordered_axes(mesh_axes)
+    try:
+        return sharding_lib.make_mesh(axes, devices=list(topology.devices))
+    except (ValueError, AssertionError, NotImplementedError) as e:
+        if "mesh:" in str(e):  # the config's axes do not fit this device count
+            raise AotError(f"{topology.name}: {e}") from e
+        # Device-order helpers may not know a compile-only topology; a plain reshape is valid.
+        import numpy as np
+
+        sizes = dict(axes)
+        fill = [k for k, v in sizes.items() if v == -1]
+        if fill:
+            sizes[fill[0]] = topology.num_devices // int(np.prod([v for v in sizes.values() if v != -1]))
+        grid = np.array(topology.devices, dtype=object).reshape(tuple(sizes.values()))
+        return Mesh(grid, tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes))
+
+
+def _ordered_axes(mesh_axes: Mapping[str, int]) -> dict[str, int]:
+    from sparta_jax.sharding import DEFAULT_AXES
+
+    given = {str(k): int(v) for k, v in dict(mesh_axes).items()}
+    ordered = {k: given[k] for k in DEFAULT_AXES if k in given}
+    ordered.update({k: v for k, v in given.items() if k not in ordered})
+    return ordered
+
+
+# ---------------------------------------------------------------------------- model shape
+def resolve_model_shape(model_shape, base: str | None = None):
+    """A ModelConfig from a ModelConfig, a HF config dict, a MODEL_SHAPES name, or the base folder."""
+    from sparta_jax.models.config import ModelConfig
+
+    if isinstance(model_shape, ModelConfig):
+        return model_shape
+    if isinstance(model_shape, Mapping):
+        return ModelConfig.from_hf_dict(model_shape)
+    if model_shape:
+        key = str(model_shape).lower()
+        key = _BASE_ALIASES.get(key, key)
+        if key in MODEL_SHAPES:
+            return ModelConfig.from_hf_dict(MODEL_SHAPES[key])
+        path = str(model_shape)
+        if os.path.isfile(os.path.join(path, "config.json")) or os.path.isfile(path):
+            return _from_json(path)
+        raise AotError(f"unknown --model_shape {model_shape!r}; known: {', '.join(MODEL_SHAPES)} "
+                       "(or a HF model folder / config.json)")
+    if base in _BASE_ALIASES:
+        return ModelConfig.from_hf_dict(MODEL_SHAPES[_BASE_ALIASES[base]])
+    if base and os.path.isfile(os.path.join(base, "config.json")):
+        return _from_json(base)
+    raise AotError(f"the config's base {base!r} is not a folder here; pass --model_shape "
+                   f"(one of {', '.join(MODEL_SHAPES)}, or a HF config.json)")
+
+
+def _from_json(path: str):
+    from sparta_jax.models.config import ModelConfig
+
+    file = path if os.path.isfile(path) else os.path.join(path, "config.json")
+    with open(file) as f:
+        return ModelConfig.from_hf_dict(json.load(f))
+
+
+# --------------------------------------------------------------------------- abstract args
+def _sds(shape, dtype, sharding):
+    import jax
+
+    return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
+
+
+def abstract_model(model_config, config):
+    """(abstract model, LoraConfig) of the config's tribe: shapes only, nothing allocated."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sparta_jax.models.llama import LlamaForCausalLM
+    from sparta_jax.models.lora import uniform_lora_config
+
+    tribe = config.tribe
+    lora = uniform_lora_config(_members(config), int(tribe.lora_rank), float(tribe.lora_alpha),
+                               targets=tuple(tribe.lora_targets))
+    dtype, param_dtype = jnp.dtype(tribe.dtype), jnp.dtype(tribe.param_dtype)
+    model = nnx.eval_shape(
+        lambda: LlamaForCausalLM(model_config, lora=lora, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    return model, lora
+
+
+def _members(config) -> int:
+    tribe = config.tribe
+    return len(tribe.adapters) if tribe.get("adapters") else int(tribe.members)
+
+
+def shard_abstract(state, mesh, rules=None):
+    """Each leaf of an abstract State as a ShapeDtypeStruct carrying its rule-table sharding."""
+    import jax
+
+    from sparta_jax import sharding as sharding_lib
+
+    shardings = sharding_lib.state_shardings(state, mesh, *(() if rules is None else (rules,)))
+    return jax.tree.map(lambda leaf, s: _sds(leaf.shape, leaf.dtype, s), state, shardings)
+
+
+def optimizer_rules():
+    """Rules for optimizer-state leaves: a parameter's moments shard like the parameter
+    (their paths end with the parameter's path); scalars (step counts) are replicated."""
+    from jax.sharding import PartitionSpec as P
+
+    from sparta_jax.sharding import PARAM_RULES
+
+    return tuple((r"(?:.*/)?" + pattern, spec) for pattern, spec in PARAM_RULES) + ((r".*", P()),)
+
+
+def _batch_sds(mesh, shape, dtype):
+    from sparta_jax.sharding import batch_sharding
+
+    return _sds(shape, dtype, batch_sharding(mesh, len(shape)))
+
+
+def _replicated(mesh, shape, dtype):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    return _sds(shape, dtype, NamedSharding(mesh, P()))
+
+
+def sampler_config(config):
+    from sparta_jax.sampling import SamplerConfig
+
+    s = config.sampler
+    return SamplerConfig(prompt_buckets=tuple(s.prompt_buckets), new_token_buckets=tuple(s.new_token_buckets),
+                         candidates=s.candidates, cache_dtype=str(s.cache_dtype))
+
+
+def dpo_config(config):
+    from sparta_jax.dpo import DPOConfig
+
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    return DPOConfig(**{k: v for k, v in config.dpo.items() if k in fields})
+
+
+# ------------------------------------------------------------------------------- programs
+def _generation_args(sampler, mesh, state, batch: int, prompt_tokens: int, max_new_tokens: int):
+    import jax
+    import jax.numpy as jnp
+
+    from sparta_jax.sampling import bucket
+
+    rows = sampler._batch_rows(int(batch))  # what Sampler.generate pads a batch to
+    prompt_len = bucket(int(prompt_tokens), sampler.config.prompt_buckets, "prompt length")
+    max_new = bucket(int(max_new_tokens), sampler.config.new_token_buckets, "max_new_tokens")
+    per_row = dict(
+        adapter_ids=_batch_sds(mesh, (rows,), jnp.int32),
+        temperature=_batch_sds(mesh, (rows,), jnp.float32),
+        top_k=_batch_sds(mesh, (rows,), jnp.int32),
+        top_p=_batch_sds(mesh, (rows,), jnp.float32),
+        max_new_tokens=_batch_sds(mesh, (rows,), jnp.int32),
+        stop_ids=_batch_sds(mesh, (rows, sampler.config.max_stop_ids), jnp.int32),
+    )
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    args = (state, _batch_sds(mesh, (rows, prompt_len), jnp.int32), _batch_sds(mesh, (rows, prompt_len), jnp.bool_),
+            per_row, _replicated(mesh, key.shape, key.dtype))
+    shape = f"{rows} x ({prompt_len} prompt + {max_new} new)"
+    return args, dict(max_new=max_new), shape
+
+
+def _score_args(sampler, mesh, state, batch: int, prompt_tokens: int, continuation_tokens: int = 2):
+    import jax.numpy as jnp
+
+    from sparta_jax.sampling import bucket
+
+    rows = sampler._batch_rows(int(batch))
+    prompt_len = bucket(int(prompt_tokens), sampler.config.prompt_buckets, "prompt length")
+    cont_len = bucket(int(continuation_tokens), sampler.config.new_token_buckets, "continuation length")
+    total = prompt_len + cont_len
+    args = (state, _batch_sds(mesh, (rows, total), jnp.int32), _batch_sds(mesh, (rows, total), jnp.bool_),
+            _batch_sds(mesh, (rows, cont_len), jnp.bool_), _batch_sds(mesh, (rows,), jnp.int32))
+    return args, f"{rows} x ({prompt_len} prompt + {cont_len} scored)"
+
+
+def _dpo_args(mesh, graphdef_trainable_frozen, cfg, members: int, optimizer):
+    import jax
+    import jax.numpy as jnp
+
+    from sparta_jax import dpo
+    from sparta_jax.sharding import BATCH_AXES
+
+    _, trainable, frozen = graphdef_trainable_frozen
+    params = shard_abstract(trainable, mesh)
+    opt_state = shard_abstract(jax.eval_shape(optimizer.init, trainable), mesh, optimizer_rules())
+    state = dpo.TrainState(params, opt_state, _replicated(mesh, (), jnp.int32))
+    pairs, length = int(cfg.pairs_per_step), int(cfg.max_length)
+    multiple = 1
+    for a in BATCH_AXES:
+        multiple *= mesh.shape.get(a, 1)
+    make = _batch_sds if pairs % multiple == 0 else (lambda m, s, d: _replicated(m, s, d))
+    batch = dpo.PairBatch(make(mesh, (pairs, 2, length), jnp.int32), make(mesh, (pairs, 2, length), jnp.bool_),
+                          make(mesh, (pairs, 2, length), jnp.bool_))
+    ref = _replicated(mesh, (members, pairs, 2), jnp.float32)
+    return (state, shard_abstract(frozen, mesh), batch, ref), f"{members} members x {pairs} pairs x 2 x {length}"
+
+
+def memory_row(compiled) -> dict:
+    m = compiled.memory_analysis()
+    if m is None:
+        raise AotError("this backend gives no memory analysis")
+    row = dict(
+        argument_bytes=int(m.argument_size_in_bytes),
+        output_bytes=int(m.output_size_in_bytes),
+        alias_bytes=int(m.alias_size_in_bytes),
+        temp_bytes=int(m.temp_size_in_bytes),
+        code_bytes=int(m.generated_code_size_in_bytes),
+    )
+    # Donated arguments that become outputs (the DPO train state) are counted once.
+    row["total_bytes"] = (row["argument_bytes"] + row["output_bytes"] - row["alias_bytes"]
+                          + row["temp_bytes"] + row["code_bytes"])
+    return row
+
+
+_SIZE = r"([\d.]+)\s*([KMGT]?)i?B?"
+
+
+def _parse_size(value: str, unit: str) -> int:
+    return int(float(value) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[unit])
+
+
+def oom_row(message: str) -> dict | None:
+    """Numbers from the TPU compiler's out-of-memory error, or None if it is another error.
+
+    libtpu words it either "... HLO temporaries (42.71G) exceeds available HBM (30.75G)" or
+    "Used 48.62G of 30.75G hbm ... Total hbm usage >= 49.12G: ... program 46.00G ...".
+    """
+    if "RESOURCE_EXHAUSTED" not in message and not re.search(r"(?i)out of memory", message):
+        return None
+    row = dict(argument_bytes=None, output_bytes=None, alias_bytes=None, temp_bytes=None, code_bytes=None,
+               total_bytes=None, oom=True)
+    temps = re.search(r"HLO temporaries \(" + _SIZE + r"\) exceeds available HBM \(" + _SIZE + r"\)", message)
+    if temps:
+        row["temp_bytes"] = _parse_size(temps.group(1), temps.group(2))
+        row["compiler_hbm_bytes"] = _parse_size(temps.group(3), temps.group(4))
+    used = re.search(r"Used " + _SIZE + r" of " + _SIZE + r" hbm", message)
+    if used:
+        row["total_bytes"] = _parse_size(used.group(1), used.group(2))
+        row["compiler_hbm_bytes"] = _parse_size(used.group(3), used.group(4))
+    total = re.search(r"Total hbm usage >= " + _SIZE, message)
+    if total:
+        row["total_bytes"] = _parse_size(total.group(1), total.group(2))
+    for key, label in (("argument_bytes", "arguments"), ("output_bytes", "output"), ("temp_bytes", "program")):
+        hit = re.search(r"^\s*" + label + r"\s+" + _SIZE + r"\s*$", message, re.M)
+        if hit:
+            row[key] = _parse_size(hit.group(1), hit.group(2))
+    return row
+
+
+def shard_bytes(tree) -> int:
+    """Bytes one device holds of a tree of ShapeDtypeStructs with shardings (the most loaded one)."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        if not hasattr(leaf, "shape"):
+            continue
+        shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) is not None else leaf.shape
+        total += int(np.prod(shape, dtype=np.int64)) * int(leaf.dtype.itemsize)  # key<fry> has one too
+    return total
+
+
+def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = None,
+                   programs: tuple[str, ...] | None = None, log=None) -> list[dict]:
+    """Lower and compile the config's programs on `mesh`; one dict of per-chip bytes each.
+
+    Each row: program, shape, argument_bytes, output_bytes, alias_bytes, temp_bytes, code_bytes,
+    total_bytes (arguments + outputs - aliased + temporaries + code), hbm_bytes, fits, error.
+    """
+    import jax
+    from flax import nnx
+
+    from sparta_jax import dpo
+    from sparta_jax.sampling import Sampler
+
+    log = log or (lambda *_: None)
+    model_config = resolve_model_shape(model_shape, config.tribe.get("base"))
+    model, lora = abstract_model(model_config, config)
+    sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)
+    _, state = nnx.split(model)
+    state = shard_abstract(state, mesh)
+    hbm = None if hbm_gib is None else int(hbm_gib * GIB)
+
+    jobs = []  # (name, shape, abstract args, thunk returning a jax.stages.Lowered)
+    gen, judge = config.generation, config.judge
+    args, kw, shape = _generation_args(sampler, mesh, state, gen.batch_size, gen.max_prompt_tokens, gen.max_new_tokens)
+    jobs.append(("generate", shape, args, lambda a=args, k=kw: sampler._generate.lower(*a, **k)))
+    args, shape = _score_args(sampler, mesh, state, judge.batch_size, judge.max_prompt_tokens)
+    jobs.append(("judge_score", shape, args, lambda a=args: sampler._score.lower(*a)))
+    if judge.mode == "sampled":
+        args, kw, shape = _generation_args(sampler, mesh, state, judge.batch_size, judge.max_prompt_tokens,
+                                           judge.max_new_tokens)
+        jobs.append(("judge_generate", shape, args, lambda a=args, k=kw: sampler._generate.lower(*a, **k)))
+    cfg = dpo_config(config)
+    split = dpo.split_lora(model)
+    optimizer = dpo.make_optimizer(cfg, 1000, dpo.lora_member_axis)
+    step = dpo.make_lora_train_step(split[0], cfg, optimizer)
+    args, shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
+    jobs.append(("dpo_step", shape, args, lambda a=args: step.lower(*a)))
+
+    unknown = set(programs or ()) - {job[0] for job in jobs}
+    if unknown:
+        raise AotError(f"unknown programs {sorted(unknown)}; this config has {[job[0] for job in jobs]}")
+    rows = []
+    for name, shape, args, lower in jobs:
+        if programs and name not in programs:
+            continue
+        log(f"compiling {name} [{shape}] ...")
+        row = dict(program=name, shape=shape, error=None)
+        try:
+            with jax.set_mesh(mesh):
+                compiled = lower().compile()
+            row.update(memory_row(compiled))
+        except Exception as e:  # noqa: BLE001 (an out-of-memory compile is a result, not a crash)
+            parsed = oom_row(str(e))
+            if parsed is None:
+                raise
+            row.update(parsed)
+            row["error"] = _first_line(str(e))
+            if row["argument_bytes"] is None:  # exact from the inputs' shardings
+                row["argument_bytes"] = shard_bytes(args)
+            if row["total_bytes"] is None and row["temp_bytes"] is not None:  # a lower bound
+                row["total_bytes"] = row["argument_bytes"] + row["temp_bytes"]
+        row["hbm_bytes"] = hbm
+        if row.get("oom"):
+            row["fits"] = False
+        else:
+            row["fits"] = None if hbm is None else row["total_bytes"] <= hbm
+        rows.append(row)
+    return rows
+
+
+def _first_line(message: str) -> str:
+    for line in message.splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return message[:300]
+
+
+# ---------------------------------------------------------------------------------- table
+def format_table(rows: list[dict], header: str = "") -> str:
+    def gib(x):
+        return "?" if x is None else f"{x / GIB:.3f}"
+
+    cols = ("program", "shape", "arguments GiB", "outputs GiB", "temporaries GiB", "code GiB",
+            "total per chip GiB", "HBM GiB", "fits")
+    body = []
+    for r in rows:
+        fits = "?" if r["fits"] is None else ("yes" if r["fits"] else "NO")
+        code = "?" if r["code_bytes"] is None else f"{r['code_bytes'] / GIB:.3f}"
+        total = (">= " + gib(r["total_bytes"]) + " (OOM)") if r.get("oom") else gib(r["total_bytes"])
+        body.append((r["program"], r["shape"], gib(r["argument_bytes"]), gib(r["output_bytes"]),
+                     gib(r["temp_bytes"]), code, total, gib(r["hbm_bytes"]), fits))
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = ([header] if header else []) + [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(b) for b in body]
+    for r in rows:
+        if r.get("error"):
+            out.append(f"{r['program']}: {r['error']}")
+    if any(r.get("oom") for r in rows):
+        out.append("OOM rows: the TPU compiler refused the program; arguments are the inputs' shards, "
+                   "temporaries the compiler's figure, total their sum (a lower bound).")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------ CLI
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "configs/*.py file; override values with --config.a.b=v")
+    flags.DEFINE_string("topology", "v4:2x2x4", "TPU topology (v4:2x2x4, v5e:4x4, v6e:2x2, ...) or cpu:N")
+    flags.DEFINE_string("model_shape", "", f"base model shape: {', '.join(MODEL_SHAPES)}, or a HF folder / "
+                        "config.json; default: the config's tribe.base folder")
+    flags.DEFINE_float("hbm_gib", None, f"HBM per chip in GiB (default per generation: {HBM_GIB})")
+    flags.DEFINE_string("chip_config", "", "libtpu chip_config_name override (default per generation: "
+                        "'megacore' for v4/v5p, one device per chip, as Cloud TPU runs them)")
+    flags.DEFINE_list("programs", [], "compile only these (generate, judge_score, judge_generate, dpo_step)")
+    flags.DEFINE_string("json_out", "", "also write the rows as JSON here")
+
+
+def _prepare_cpu_devices(spec: str) -> None:
+    """Fake CPU devices must be requested before the backend starts."""
+    platform, _, count = parse_topology(spec)
+    if platform == "cpu" and count:
+        flags_now = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags_now:
+            os.environ["XLA_FLAGS"] = f"{flags_now} --xla_force_host_platform_device_count={count}".strip()
+    # Compiling for a TPU topology needs no TPU backend; a CPU backend avoids libtpu probing for
+    # an attached chip on a machine without one.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def main(argv) -> int:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise AotError(f"unexpected arguments {argv[1:]}")
+    if FLAGS.config is None:
+        raise AotError("--config is required")
+    _prepare_cpu_devices(FLAGS.topology)
+    config = FLAGS.config
+    topology = get_topology(FLAGS.topology, chip_config_name=FLAGS.chip_config or None, hbm_gib=FLAGS.hbm_gib)
+    mesh = topology_mesh(topology, config.mesh)
+    model_config = resolve_model_shape(FLAGS.model_shape or None, config.tribe.get("base"))
+    kind = getattr(topology.devices[0], "device_kind", topology.platform)
+    header = (f"{topology.name}: {topology.num_devices} x {kind}, mesh {dict(mesh.shape)}; "
+              f"model {FLAGS.model_shape or config.tribe.base} ({model_config.num_layers} layers, hidden "
+              f"{model_config.hidden_size}, vocab {model_config.vocab_size}), {_members(config)} LoRA members "
+              f"r{config.tribe.lora_rank}, params {config.tribe.param_dtype}")
+    print(header, flush=True)
+    rows = compile_config(config, mesh, model_config, hbm_gib=topology.hbm_gib,
+                          programs=tuple(FLAGS.programs) or None,
+                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_table(rows), flush=True)
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w") as f:
+            json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
+                           rows=rows), f, indent=1)
+    return 1 if any(r["fits"] is False for r in rows) else 0
+
+
+def _run(argv):
+    try:
+        return main(argv)
+    except AotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(_run)

@@ -1,0 +1,192 @@
+"""Ahead-of-time compilation of a config's programs, on a 2 x 4 mesh of fake CPU devices."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from sparta_jax import aot, dpo
+from sparta_jax.sharding import path_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOPOLOGY = "cpu:8"
+MESH = dict(data=1, fsdp=2, tensor=4)
+
+
+def tiny_config():
+    spec = importlib.util.spec_from_file_location("aot_tiny_config", os.path.join(REPO, "configs", "tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = MESH["data"], -1, MESH["tensor"]
+    c.generation.max_prompt_tokens = 64
+    c.judge.max_prompt_tokens = 64
+    c.judge.mode = "sampled"  # all four programs
+    return c
+
+
+def _bytes(leaf):
+    return int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+
+
+def _per_device_bytes(tree, mesh):
+    """Bytes one device holds of a tree of ShapeDtypeStructs, from each leaf's spec and the mesh."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        ways = 1
+        for axis in leaf.sharding.spec:
+            if axis is not None:
+                ways *= mesh.shape[axis]
+        total += _bytes(leaf) // ways
+    return total
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = tiny_config()
+    topology = aot.get_topology(TOPOLOGY)
+    mesh = aot.topology_mesh(topology, config.mesh)
+    rows = aot.compile_config(config, mesh, "tiny", hbm_gib=1.0)
+    return config, mesh, {r["program"]: r for r in rows}
+
+
+def test_mesh_from_config(setup):
+    _, mesh, _ = setup
+    assert dict(mesh.shape) == MESH
+    assert mesh.devices.size == 8
+
+
+def test_all_programs_compile_with_positive_memory(setup):
+    _, _, rows = setup
+    assert set(rows) == {"generate", "judge_score", "judge_generate", "dpo_step"}
+    for name, r in rows.items():
+        assert r["error"] is None, name
+        assert r["argument_bytes"] > 0 and r["output_bytes"] > 0 and r["temp_bytes"] > 0, (name, r)
+        assert r["total_bytes"] >= r["argument_bytes"] + r["temp_bytes"], name
+        assert r["fits"] is True, name
+    assert rows["generate"]["shape"] == "8 x (64 prompt + 16 new)"
+    assert rows["judge_score"]["shape"] == "8 x (64 prompt + 16 scored)"
+    assert rows["dpo_step"]["shape"] == "3 members x 2 pairs x 2 x 128"
+
+
+def test_arguments_are_the_parameter_shards(setup):
+    """Each device receives its shard of the weights, not the whole model."""
+    config, mesh, rows = setup
+    model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
+    _, state = nnx.split(model)
+    sharded = aot.shard_abstract(state, mesh)
+    full = sum(_bytes(leaf) for leaf in jax.tree.leaves(sharded))
+    shard = _per_device_bytes(sharded, mesh)
+    assert shard < full / 6  # the big weights split 8 ways (fsdp 2 x tensor 4)
+
+    gen = rows["generate"]["argument_bytes"]
+    # The weights' shards plus one row of the per-row inputs (8 rows over the 2 batch shards:
+    # 4 rows per device of 64 prompt ids and mask, settings and stop ids): a few KiB.
+    assert shard <= gen <= shard + 4096, (gen, shard, full)
+    score = rows["judge_score"]["argument_bytes"]
+    assert shard <= score <= shard + 4096, (score, shard)
+
+
+def test_dpo_step_holds_lora_moments_and_donates_the_train_state(setup):
+    config, mesh, rows = setup
+    model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
+    _, trainable, frozen = dpo.split_lora(model)
+    lora = _per_device_bytes(aot.shard_abstract(trainable, mesh), mesh)
+    base = _per_device_bytes(aot.shard_abstract(frozen, mesh), mesh)
+    r = rows["dpo_step"]
+    # Adapters + Adam's two moments + the frozen base, plus the pair batch (2 pairs x 2 x 128,
+    # ids and two masks, split over the 2 batch shards) and the reference log-probs.
+    batch = 2 * 2 * 128 * (4 + 1 + 1) // 2
+    assert 3 * lora + base <= r["argument_bytes"] <= 3 * lora + base + batch + 1024, (r, lora, base)
+    # The train state (adapters and moments) is donated: its outputs alias its inputs.
+    assert 3 * lora <= r["alias_bytes"] <= 3 * lora + 64, (r, lora)
+
+
+def test_optimizer_moments_shard_like_their_parameters(setup):
+    config, mesh, _ = setup
+    model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
+    _, trainable, _ = dpo.split_lora(model)
+    params = {path_name(p): leaf.sharding.spec for p, leaf in
+              jax.tree_util.tree_flatten_with_path(aot.shard_abstract(trainable, mesh))[0]}
+    optimizer = dpo.make_optimizer(aot.dpo_config(config), 10, dpo.lora_member_axis)
+    opt = aot.shard_abstract(jax.eval_shape(optimizer.init, trainable), mesh, aot.optimizer_rules())
+    moments = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt)[0]:
+        name = path_name(path)
+        if leaf.shape == ():
+            continue
+        param = name[name.index("lora/"):]
+        assert leaf.sharding.spec == params[param], name
+        moments += 1
+    assert moments == 2 * len(params)
+
+
+def test_out_of_memory_message_parsed():
+    message = ("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. "
+               "Used 48.62G of 30.75G hbm. Exceeded hbm capacity by 17.87G.\n\nTotal hbm usage >= 49.12G:\n"
+               "    reserved        530.00M \n    program          46.00G \n    arguments         2.62G \n")
+    row = aot.oom_row(message)
+    assert row["oom"] and row["total_bytes"] == int(49.12 * 1024**3)
+    assert row["temp_bytes"] == int(46.0 * 1024**3) and row["argument_bytes"] == int(2.62 * 1024**3)
+    # The wording libtpu 0.0.42 uses for Qwen2.5-7B programs that do not fit a v4 chip.
+    row = aot.oom_row("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+                      "temporaries (42.71G) exceeds available HBM (30.75G). ")
+    assert row["oom"] and row["temp_bytes"] == int(42.71 * 1024**3)
+    assert row["compiler_hbm_bytes"] == int(30.75 * 1024**3)
+    assert aot.oom_row("INVALID_ARGUMENT: something else") is None
+
+
+def test_topology_parsing_and_model_shapes():
+    assert aot.parse_topology("v4:2x2x2") == ("tpu", "v4", None)
+    assert aot.parse_topology("cpu:8") == ("cpu", "cpu", 8)
+    with pytest.raises(aot.AotError):
+        aot.parse_topology("v4-32")
+    qwen = aot.resolve_model_shape("qwen2.5-7b")
+    assert (qwen.hidden_size, qwen.num_layers, qwen.num_kv_heads, qwen.qkv_bias) == (3584, 28, 4, True)
+    assert aot.resolve_model_shape(None, "embedded").num_layers == 30
+    with pytest.raises(aot.AotError, match="--model_shape"):
+        aot.resolve_model_shape(None, "/no/such/Qwen2.5-7B-Instruct")
+
+
+def _cli(*extra):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run(
+        [sys.executable, "-m", "sparta_jax.aot", f"--config={REPO}/configs/tiny.py", f"--topology={TOPOLOGY}",
+         "--model_shape=tiny", "--config.mesh.tensor=4", "--config.generation.max_prompt_tokens=64",
+         "--config.judge.max_prompt_tokens=64", *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_the_table_and_fails_when_a_program_does_not_fit():
+    out = _cli("--hbm_gib=4")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "mesh {'data': 1, 'fsdp': 2, 'tensor': 4}" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert lines[0].split("|")[1].strip() == "program" and "temporaries GiB" in lines[0]
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["generate", "judge_score", "dpo_step"]
+    assert all(line.split("|")[-2].strip() == "yes" for line in lines[1:])
+
+    tight = _cli("--hbm_gib=0.0001", "--programs=judge_score")
+    assert tight.returncode == 1, tight.stderr[-2000:]
+    assert "| NO " in tight.stdout
+
+
+def test_input_shard_bytes_match_the_compiled_arguments(setup):
+    """What an out-of-memory row reports as arguments (computed, not compiled) is what XLA counts."""
+    from sparta_jax.sampling import Sampler
+
+    config, mesh, rows = setup
+    model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
+    sampler = Sampler(model, None, config=aot.sampler_config(config), mesh=mesh, pad_id=0)
+    state = aot.shard_abstract(nnx.split(model)[1], mesh)
+    gen = config.generation
+    args, _, _ = aot._generation_args(sampler, mesh, state, gen.batch_size, gen.max_prompt_tokens, gen.max_new_tokens)
+    assert aot.shard_bytes(args) == rows["generate"]["argument_bytes"]
+    args, _ = aot._score_args(sampler, mesh, state, config.judge.batch_size, config.judge.max_prompt_tokens)
+    assert aot.shard_bytes(args) == rows["judge_score"]["argument_bytes"]
