@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.sampler = ml_collections.ConfigDict(dict(
         prompt_buckets=(64, 128, 256, 512, 1024), new_token_buckets=(16, 32, 64, 128, 256, 512),
         candidates=64, cache_dtype="float32"))
+    c.evaluation = ml_collections.ConfigDict(dict(
+        enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
+        temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=512, batch_size=32))
     c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
     c.distributed = ml_collections.ConfigDict(dict(
         initialize=False, coordinator_address="", num_processes=0, process_id=-1))

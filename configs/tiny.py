@@ -27,4 +27,5 @@ def get_config():
     c.dpo.max_prompt_length = 112
     c.dpo.learning_rate = 1e-3
     c.sampler.new_token_buckets = (16, 32, 64, 128, 256)
+    c.evaluation.dev, c.evaluation.test, c.evaluation.max_new_tokens = 4, 4, 8
     return c

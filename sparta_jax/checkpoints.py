@@ -205,6 +205,14 @@ class RunCheckpointer:
         self._pending = None
 
     # ------------------------------------------------------------------ restore
+    def saved_structure(self, step: int, sharding=None) -> tuple:
+        """(trainable, opt_state) of a committed step as ShapeDtypeStructs placed on `sharding`
+        (e.g. one device): restore targets for a reader that has no live model, such as a
+        report or a test looking at a checkpoint written on another topology."""
+        metadata = self._manager.item_metadata(step)
+        as_struct = lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding)  # noqa: E731
+        return tuple(jax.tree.map(as_struct, metadata[name]) for name in ("trainable", "opt_state"))
+
     def restore(self, step: int | None = None, *, trainable_target, opt_state_target):
         """(trainable, opt_state, host_state) of `step` (default: the latest committed one).
 

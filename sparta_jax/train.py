@@ -17,17 +17,17 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sparta_jax import checkpoints, combat, data as data_lib, dpo, preference_batches, sharding
 from sparta_jax.config_check import validate_config
 from sparta_jax.metrics import MetricsWriter, Progress
+from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
                                duel_to_json, make_matchups, write_text_atomic)
 from sparta_jax.tribe import Tribe, build_tribe
 
-PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3}
+PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3, "evaluation": 4}
 
 
 def iteration_dir(workdir: str, t: int) -> str:
@@ -84,7 +84,7 @@ def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, op
         rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode, constants=constants)
         return RunState(rater, trainable, 1)
     restored, _, host = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
-                                     opt_state_target=checkpoints.targets_like(optimizer.init(trainable)))
+                                     opt_state_target=checkpoints.targets_like(jax.jit(optimizer.init)(trainable)))
     if tuple(host["names"]) != tribe.names:
         raise ValueError(f"the checkpoint in {ckpt.directory} was written for members {host['names']}, "
                          f"this config has {list(tribe.names)}")
@@ -171,7 +171,8 @@ def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: T
         tribe.tokenizer, records, mode=config.mode, system_prompt=tribe.system_prompt,
         max_prompt_length=dpo_cfg.max_prompt_length, max_length=dpo_cfg.max_length)
     if not triples:
-        return trainable, {"pairs_trained": 0, "pairs_dropped_too_long": len(dropped)}
+        return trainable, None, {"members": list(tribe.names), "pairs_trained": 0,
+                                 "pairs_dropped_too_long": len(dropped)}
     rng = np.random.default_rng([config.seed, t, 7])
     per_step = dpo_cfg.pairs_per_step
     order = np.concatenate([rng.permutation(len(triples)) for _ in range(dpo_cfg.epochs)])
@@ -190,10 +191,11 @@ def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: T
     history = []
     for batch, ref in zip(batches, refs):
         state, metrics = step_fn(state, frozen, batch, ref)
-        history.append({k: np.asarray(v).tolist() for k, v in metrics.items()})
+        history.append({k: to_host(v).tolist() for k, v in metrics.items()})
         progress(1)
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
-    return state.params, {"pairs_trained": len(triples), "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
+    return state.params, state.opt_state, {"members": list(tribe.names), "pairs_trained": len(triples),
+                          "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
                           "dpo_per_member": per_member, "dpo_history": history}
 
 
@@ -202,8 +204,8 @@ def _pairs_batch(triples, length, pad_id) -> dpo.PairBatch:
     batch = preference_batches.pairs_to_batch(real, length, pad_id)
     n_fill = len(triples) - len(real)
     fill = lambda x, v: np.concatenate([x, np.full((n_fill,) + x.shape[1:], v, x.dtype)])  # noqa: E731
-    return dpo.PairBatch(jnp.asarray(fill(batch.ids, pad_id)), jnp.asarray(fill(batch.mask, False)),
-                         jnp.asarray(fill(batch.response_mask, False)))
+    # numpy, not device arrays: jit places host arrays across the whole (multi-host) mesh.
+    return dpo.PairBatch(fill(batch.ids, pad_id), fill(batch.mask, False), fill(batch.response_mask, False))
 
 
 def check_context(config, context: int) -> None:
@@ -216,6 +218,32 @@ def check_context(config, context: int) -> None:
         if total > context:
             raise ConfigError(f"{section}.max_prompt_tokens + {section}.max_new_tokens = {total} exceeds the "
                               f"model's context of {context} tokens")
+
+
+def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics) -> None:
+    """Every member on the dev items, the best one on test; iteration 0 is the initial tribe."""
+    cfg = config.evaluation
+    folder = iteration_dir(workdir, t)
+    path = os.path.join(folder, "evaluation.json")
+    if not cfg.enabled or os.path.exists(path):
+        return
+    dev, test = (data.get(split, [])[: cfg[split]] for split in ("dev", "test"))
+    if not dev or not test or any(r.get("answer") is None or r.get("evaluator") is None for r in dev + test):
+        log("evaluation skipped: the data source has no dev/test items with answers and an evaluator")
+        return
+    from sparta_jax.member_eval import evaluate_tribe
+
+    os.makedirs(folder, exist_ok=True)
+    progress = Progress(f"iteration {t} evaluation", len(tribe.names) * len(dev) + len(test), "answers")
+    result = {"iteration": t, **evaluate_tribe(tribe, dev, test, cfg, phase_key(config.seed, t, "evaluation"),
+                                               progress)}
+    write_json(path, result)
+    best = result["best_test"]
+    metrics.write(t, "evaluation", {"best_test_accuracy": best["accuracy"], "best_member": result["best_member"],
+                                    **{f"dev_accuracy/{m}": v["accuracy"] for m, v in result["dev"].items()}})
+    log(f"evaluation after iteration {t}: best member {result['best_member']} (dev "
+        f"{result['dev'][result['best_member']]['accuracy']:.3f}), test {best['accuracy']:.3f} "
+        f"[{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}] on {best['n']} items")
 
 
 def dpo_config(config) -> dpo.DPOConfig:
@@ -248,6 +276,8 @@ def run(config, workdir: str) -> dict:
         state = restore_or_start(config, tribe, ckpt, probe_opt)
         trainer = TribeTrainer(tribe, dpo_cfg)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
+        tribe.model = dpo.merge_lora(trainer.graphdef, state.trainable, trainer.frozen)
+        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics)  # e.g. the initial tribe
         graphdef, frozen = trainer.graphdef, trainer.frozen
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
@@ -259,13 +289,18 @@ def run(config, workdir: str) -> dict:
             duels = duel_phase(config, tribe, t, instructions, state.rater, folder)
             records = judge_phase(config, tribe, t, duels, folder)
             rated = rate_phase(state.rater, t, records, folder)
-            trainable, train_info = train_phase(config, tribe, t, rated.preferences, state.trainable, trainer)
+            trainable, opt_state, train_info = train_phase(config, tribe, t, rated.preferences, state.trainable,
+                                                           trainer)
+            if opt_state is None:  # no pairs this iteration: nothing trained
+                opt_state = jax.jit(probe_opt.init)(trainable)  # jitted: global arrays, also on multi-host
             host = {"iteration": t, "phase": "trained", "names": list(tribe.names),
                     "reputations": state.rater.state.to_dict(),
                     "end_reputations": {str(k): v for k, v in state.rater.end_reputations.items()},
                     "seed": config.seed}
-            ckpt.save(t, trainable=trainable, opt_state=probe_opt.init(trainable), host_state=host)
+            ckpt.save(t, trainable=trainable, opt_state=opt_state, host_state=host)
             state = RunState(state.rater, trainable, t + 1)
+            tribe.model = dpo.merge_lora(graphdef, trainable, frozen)
+            evaluation_phase(config, tribe, t, data, workdir, metrics)
             summary = iteration_summary(t, records, rated, train_info, time.perf_counter() - started)
             metrics.write(t, "iteration", {k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
             write_json(os.path.join(folder, "summary.json"), {**summary, "train": train_info})

@@ -69,20 +69,18 @@ def run_until(workdir, extra, cache, marker):
 
 
 def final_state(workdir):
+    """Trained LoRA arrays, end reputations and preference files of a finished run, on one device."""
+    import jax
+
     from sparta_jax.checkpoints import RunCheckpointer
 
     with RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
         assert ckpt.all_steps() == [1, 2]
-        # Restore against the saved shapes: any target of the right structure works on CPU.
-        import orbax.checkpoint as ocp
-
-        manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-        restored = manager.restore(2, args=ocp.args.Composite(
-            trainable=ocp.args.StandardRestore(), host_state=ocp.args.JsonRestore()))
-        manager.close()
-    params = {k: np.asarray(v) for k, v in _flatten(restored["trainable"]).items()}
+        targets = ckpt.saved_structure(2, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        trainable, _, host = ckpt.restore(2, trainable_target=targets[0], opt_state_target=targets[1])
+    params = {k: np.asarray(v) for k, v in _flatten(trainable).items()}
     prefs = [open(os.path.join(workdir, f"iteration_00{t}", "preferences.jsonl")).read() for t in (1, 2)]
-    return params, restored["host_state"]["reputations"], prefs
+    return params, host["reputations"], prefs
 
 
 def _flatten(tree, prefix=""):
@@ -112,7 +110,12 @@ def test_two_iterations_write_every_output(tiny_base, compile_cache, tmp_path):
         summary = json.load(open(os.path.join(folder, "summary.json")))
         assert summary["pairs"] == len(prefs) and summary["train"]["pairs_trained"] == len(prefs)
     metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    assert [m["iteration"] for m in metrics] == [1, 2]
+    assert [m["iteration"] for m in metrics if m["kind"] == "iteration"] == [1, 2]
+    assert [m["step"] for m in metrics if m["kind"] == "evaluation"] == [0, 1, 2]
+    for t in (0, 1, 2):  # the initial tribe, then after each iteration
+        ev = json.load(open(os.path.join(workdir, f"iteration_00{t}", "evaluation.json")))
+        assert set(ev["dev"]) == {"member_0", "member_1", "member_2"} and ev["best_member"] in ev["dev"]
+        assert ev["best_test"]["n"] == 4 and 0 <= ev["best_test"]["accuracy"] <= 1
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
     # Reputations moved, and the replay CLI recomputes them from the duel logs alone.
     rep2 = json.load(open(os.path.join(workdir, "iteration_002", "reputations.json")))["end"]
@@ -184,3 +187,35 @@ def test_empty_dataset_is_refused(tiny_base, tmp_path, compile_cache):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "is empty" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
+    """jax.distributed with two local CPU processes (one device each) == one process with two devices."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    base_env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache,
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    args = [sys.executable, "-m", "sparta_jax.main", f"--config={TINY_CONFIG}", *overrides(tiny_base)]
+
+    single = subprocess.run(args + [f"--workdir={tmp_path / 'one'}"], cwd=REPO, capture_output=True, text=True,
+                            env={**base_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=900)
+    assert single.returncode == 0, single.stderr[-4000:]
+
+    env = {k: v for k, v in base_env.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen(args + [f"--workdir={tmp_path / 'two'}", "--config.distributed.initialize=True",
+                                      f"--config.distributed.coordinator_address=localhost:{port}",
+                                      "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    assert "iteration 2:" in outs[0] and "iteration 2:" not in outs[1]  # only process 0 reports
+    params_a, reps_a, prefs_a = final_state(str(tmp_path / "one"))
+    params_b, reps_b, prefs_b = final_state(str(tmp_path / "two"))
+    assert prefs_a == prefs_b and reps_a == reps_b
+    for key in params_a:
+        np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
