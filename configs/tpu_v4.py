@@ -32,7 +32,7 @@ def get_config():
     c.tribe.lora_alpha = 128.0
     c.tribe.dtype = "bfloat16"
     c.tribe.param_dtype = "bfloat16"
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 4  # 16 chips: fsdp 4 x tensor 4
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 4  # v4-32 (16 chips): fsdp 4 x tensor 4
     c.data = ml_collections.ConfigDict(dict(
         kind="hf", name="openai/gsm8k", config="main", split={"train": "train", "test": "test"},
         instruction_field="question", answer_field="answer", dev=200, seed=0))
@@ -43,6 +43,7 @@ def get_config():
     c.judge.batch_size = 512
     c.dpo.learning_rate = 1e-6
     c.dpo.pairs_per_step = 16
+    c.dpo.grad_accum = 4  # 4 pairs x 10 members per micro-step (see the AOT table in README)
     c.dpo.max_length = 512
     c.dpo.max_prompt_length = 256
     c.dpo.logps_chunk = 128

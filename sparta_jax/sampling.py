@@ -184,7 +184,7 @@ class Sampler:
         model = nnx.merge(self.graphdef, state)
         batch, prompt_len = ids.shape
         cache = init_cache(model.config, batch, prompt_len + max_new, jnp.dtype(self.config.cache_dtype))
-        logits, cache = model.extend(ids, mask, cache, adapter_ids=p["adapter_ids"])
+        logits, cache = model.extend(ids, mask, cache, adapter_ids=p["adapter_ids"], last_only=True)
 
         def sample(step, last_logits):
             key = jax.random.fold_in(rng, step)

@@ -305,6 +305,10 @@ def run(config, workdir: str) -> dict:
             metrics.write(t, "iteration", {k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
             write_json(os.path.join(folder, "summary.json"), {**summary, "train": train_info})
             log(one_line(summary))
+            if jax.process_index() == 0:
+                from sparta_jax.report import write_report
+
+                log(f"report: {write_report(workdir)}")
         ckpt.wait()
         metrics.close()
     return state.rater.state.to_dict()

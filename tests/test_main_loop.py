@@ -92,9 +92,14 @@ def _flatten(tree, prefix=""):
     return {prefix: tree}
 
 
-def test_two_iterations_write_every_output(tiny_base, compile_cache, tmp_path):
-    workdir = str(tmp_path / "run")
-    out = run_to_end(workdir, overrides(tiny_base), compile_cache)
+@pytest.fixture(scope="module")
+def finished_run(tiny_base, compile_cache, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("finished") / "run")
+    return workdir, run_to_end(workdir, overrides(tiny_base), compile_cache)
+
+
+def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
+    workdir, out = finished_run
     assert "iteration 2:" in out and "pairs from 4 duels" in out
     assert json.load(open(os.path.join(workdir, "config.json")))["tribe"]["base"] == tiny_base
     for t in (1, 2):
@@ -117,6 +122,8 @@ def test_two_iterations_write_every_output(tiny_base, compile_cache, tmp_path):
         assert set(ev["dev"]) == {"member_0", "member_1", "member_2"} and ev["best_member"] in ev["dev"]
         assert ev["best_test"]["n"] == 4 and 0 <= ev["best_test"]["accuracy"] <= 1
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    report = open(os.path.join(workdir, "report", "report.html")).read()
+    assert "Reputation trajectories" in report and "Dev and test accuracy" in report
     # Reputations moved, and the replay CLI recomputes them from the duel logs alone.
     rep2 = json.load(open(os.path.join(workdir, "iteration_002", "reputations.json")))["end"]
     assert len({round(v["R"], 9) for v in rep2.values()}) > 1
@@ -219,3 +226,34 @@ def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
     assert prefs_a == prefs_b and reps_a == reps_b
     for key in params_a:
         np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("kind", ["--merged", "--peft"])
+def test_export_best_member_reloads_with_the_same_logits(finished_run, tmp_path, kind):
+    import jax.numpy as jnp
+    import peft
+    import torch
+    import transformers
+
+    from sparta_jax.export import load_run_tribe
+
+    workdir, _ = finished_run
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", "best",
+                           "--out", str(tmp_path / "out"), kind], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.load(open(os.path.join(workdir, "iteration_002", "evaluation.json")))["best_member"]
+    assert proc.stdout.startswith(f"{best} (after iteration 2)")
+    tribe, _ = load_run_tribe(workdir)
+    ids = np.asarray([tribe.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
+    ours = np.asarray(tribe.model(jnp.asarray(ids), adapter_ids=jnp.asarray([tribe.index(best)])))
+    if kind == "--merged":
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
+    else:
+        base = transformers.AutoModelForCausalLM.from_pretrained(tribe.base_path, dtype=torch.float32)
+        hf = peft.PeftModel.from_pretrained(base, str(tmp_path / "out"))
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    base_only = np.asarray(tribe.model(jnp.asarray(ids)))
+    assert np.abs(ours - base_only).max() > 1e-6  # the member was trained: the adapter matters

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from sparta_jax.models import rope as rope_lib
@@ -133,7 +134,9 @@ class LlamaForCausalLM(nnx.Module):
         self.final_norm = nnx.Param(jnp.ones((c.hidden_size,), param_dtype))
         if not c.tie_word_embeddings:
             self.lm_head = nnx.Param(_normal(rngs, (c.hidden_size, c.vocab_size), param_dtype))
-        self.lora = LoraStack(lora, c, param_dtype=param_dtype, rngs=rngs) if lora else None
+        # Adapters are stored in float32 whatever the base's dtype: they are what DPO trains, and a
+        # 1e-6 learning rate moves a bf16 weight by less than its resolution.
+        self.lora = LoraStack(lora, c, param_dtype=jnp.float32, rngs=rngs) if lora else None
 
     @property
     def lora_config(self) -> LoraConfig | None:
@@ -145,14 +148,24 @@ class LlamaForCausalLM(nnx.Module):
         hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None)
         return self.logits_from_hidden(hidden)
 
-    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None) -> jax.Array:
-        """Final-normed hidden states [batch, length, hidden]; unembed only what you need."""
-        hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None)
+    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None, remat: bool = False) -> jax.Array:
+        """Final-normed hidden states [batch, length, hidden]; unembed only what you need.
+
+        `remat` recomputes each layer in the backward pass instead of storing its activations
+        (training memory then grows with one layer's activations, not all of them).
+        """
+        hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None, remat=remat)
         return hidden
 
-    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None):
-        """Run new tokens through the model against a KV cache: (logits, updated cache)."""
+    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, last_only: bool = False):
+        """Run new tokens through the model against a KV cache: (logits, updated cache).
+
+        `last_only` unembeds just the last position ([batch, 1, vocab]): all a sampler needs
+        after a prefill, and it avoids a [batch, prompt, vocab] float32 buffer.
+        """
         hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache)
+        if last_only:
+            hidden = hidden[:, -1:]
         return self.logits_from_hidden(hidden), cache
 
     def unembedding(self) -> jax.Array:
@@ -166,7 +179,18 @@ class LlamaForCausalLM(nnx.Module):
         return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
 
     # ----------------------------------------------------------------------------- internals
-    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None):
+    def _constrain(self, x):
+        """Keep activations split over the batch axes (XLA would otherwise follow the weights'
+        sharding and hold the whole batch on every chip)."""
+        sharding = getattr(self, "activation_sharding", None)
+        if sharding is None:
+            return x
+        ways = int(np.prod([sharding.mesh.shape[a] for a in sharding.spec[0]]))
+        if x.shape[0] % ways:
+            return x
+        return jax.lax.with_sharding_constraint(x, sharding)
+
+    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None, remat: bool = False):
         c = self.config
         batch, length = input_ids.shape
         if attention_mask is None:
@@ -193,7 +217,7 @@ class LlamaForCausalLM(nnx.Module):
         inv_freq = rope_lib.inverse_frequencies(c.rope, c.head_dim)  # a trace-time constant
         cos, sin = rope_lib.rotary_tables(positions, inv_freq)
 
-        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        x = self._constrain(jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype))
         weights = self.layers.arrays()
         if self.lora is not None:
             lora_weights = self.lora.arrays()
@@ -208,6 +232,7 @@ class LlamaForCausalLM(nnx.Module):
             return y
 
         def layer(x, w, lw, kv):
+            x = self._constrain(x)
             h = _rms_norm(x, w["attn_norm"], c.rms_norm_eps)
             q = project("q_proj", h, w, lw)
             k = project("k_proj", h, w, lw)
@@ -237,7 +262,7 @@ class LlamaForCausalLM(nnx.Module):
                 w, lw = layer_weights
                 return layer(x, w, lw, lambda k, v: (k, v)), None
 
-            x, _ = jax.lax.scan(body, x, (weights, lora_weights))
+            x, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (weights, lora_weights))
             new_cache = None
         else:
             def body(carry, layer_weights):

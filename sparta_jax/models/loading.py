@@ -237,7 +237,9 @@ def build_model(config: ModelConfig, host_arrays, *, lora=None, dtype=jnp.float3
             value = jax.make_array_from_callback(shape, sharding.get_value(), lambda idx, host=host: host[idx])
         var.set_value(value)
         flat.append((path, var))
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+    model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+    model.activation_sharding = sharding_lib.batch_sharding(mesh, rank=1)  # rows over data x fsdp
+    return model
 
 
 def _fresh_state(config, lora, dtype, param_dtype, seed, mesh) -> dict:

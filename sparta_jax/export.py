@@ -1,0 +1,87 @@
+"""Export a trained member of a run as a Hugging Face folder or a PEFT adapter folder.
+
+    python -m sparta_jax.export --workdir DIR [--member NAME|best] --out PATH [--merged|--peft] \
+        [--step N] [--dtype float32|bfloat16]
+
+`best` is the best member by dev accuracy in the newest evaluation.json of the run. The
+folder loads in transformers (merged) or peft (adapter) and gives the same logits.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sparta_jax.export", description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--member", default="best", help="a member name, or 'best' (by dev accuracy)")
+    p.add_argument("--out", required=True)
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--merged", action="store_true", help="a full HF folder with the adapter merged (default)")
+    kind.add_argument("--peft", action="store_true", help="a PEFT LoRA adapter folder")
+    p.add_argument("--step", type=int, help="checkpoint step (iteration); default: the latest")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    return p.parse_args(argv)
+
+
+def best_member(workdir: str) -> str:
+    files = sorted(glob.glob(os.path.join(workdir, "iteration_*", "evaluation.json")))
+    if not files:
+        raise FileNotFoundError(f"{workdir} has no evaluation.json: name a member with --member")
+    with open(files[-1]) as f:
+        return json.load(f)["best_member"]
+
+
+def load_run_tribe(workdir: str, step: int | None = None):
+    """The run's tribe with the LoRA stack of checkpoint `step` (default: latest)."""
+    import jax
+    import ml_collections
+
+    from sparta_jax import checkpoints, dpo, sharding
+    from sparta_jax.tribe import build_tribe
+
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{workdir} is not a run folder (no config.json)")
+    with open(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    tribe = build_tribe(config.tribe, config.sampler, mesh)
+    graphdef, trainable, frozen = dpo.split_lora(tribe.model)
+    with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
+        step = step if step is not None else ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
+        optimizer = dpo.make_optimizer(dpo.DPOConfig(), 1, dpo.lora_member_axis)
+        restored, _, _ = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
+                                      opt_state_target=checkpoints.targets_like(jax.jit(optimizer.init)(trainable)))
+    tribe.model = dpo.merge_lora(graphdef, restored, frozen)
+    return tribe, step
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from sparta_jax.models.export import export_merged, export_peft
+
+        member = best_member(args.workdir) if args.member == "best" else args.member
+        tribe, step = load_run_tribe(args.workdir, args.step)
+        if member not in tribe.names:
+            raise ValueError(f"no member {member!r}; the tribe is {list(tribe.names)}")
+        if args.peft:
+            path = export_peft(tribe.model, member, args.out, base_model_name_or_path=tribe.base_path, dtype=args.dtype)
+        else:
+            path = export_merged(tribe.model, args.out, member=member, tokenizer=tribe.tokenizer, dtype=args.dtype)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{member} (after iteration {step}) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
