@@ -239,32 +239,20 @@ def rate_compiled(
             nb = floor
         R[b] = nb
         # Deviation of a, then b, from their realised-change histories.
-        h = hist[a]
-        h.append(na - ra)
-        if len(h) > keep:
-            del h[0]
-        size = len(h)
-        if size >= 2:
-            mean = sum(h) / size
-            var = 0.0
-            for x in h:
-                e = x - mean
-                var += e * e
-            s = sqrt(var / size)
-            S[a] = s if s > sig_floor else sig_floor
-        h = hist[b]
-        h.append(nb - rb)
-        if len(h) > keep:
-            del h[0]
-        size = len(h)
-        if size >= 2:
-            mean = sum(h) / size
-            var = 0.0
-            for x in h:
-                e = x - mean
-                var += e * e
-            s = sqrt(var / size)
-            S[b] = s if s > sig_floor else sig_floor
+        for i, change in ((a, na - ra), (b, nb - rb)):
+            h = hist[i]
+            h.append(change)
+            if len(h) > keep:
+                del h[0]
+            size = len(h)
+            if size >= 2:
+                mean = sum(h) / size
+                var = 0.0
+                for x in h:
+                    e = x - mean
+                    var += e * e
+                s = sqrt(var / size)
+                S[i] = s if s > sig_floor else sig_floor
         if snapshots:
             snaps.append((tuple(R), tuple(S)))
     return TribeReputation(state.names, R, S), snaps
