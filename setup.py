@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "gguf>=0.17",
     "tensorboardX>=2.6",
+    "matplotlib>=3.8",
 ]
 
 EXTRAS = {
