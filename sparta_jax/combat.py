@@ -10,7 +10,6 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from sparta_jax.sampling import PromptTooLongError
 from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_judge_prompt,
                                logit_candidate_ids, logit_expected_score)
 from sparta_jax.tribe import Tribe
@@ -121,5 +120,3 @@ def logit_scores(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, batch_s
         progress(len(rows))
     return out
 
-
-__all__ = ["answer_duels", "judge_duels", "chat_ids", "PromptTooLongError"]

@@ -297,14 +297,16 @@ def run(config, workdir: str) -> dict:
                     "reputations": state.rater.state.to_dict(),
                     "end_reputations": {str(k): v for k, v in state.rater.end_reputations.items()},
                     "seed": config.seed}
-            ckpt.save(t, trainable=trainable, opt_state=opt_state, host_state=host)
-            state = RunState(state.rater, trainable, t + 1)
-            tribe.model = dpo.merge_lora(graphdef, trainable, frozen)
-            evaluation_phase(config, tribe, t, data, workdir, metrics)
+            # Records first, then the checkpoint: a kill in between redoes the iteration, and the
+            # redo drops the stale metrics lines (MetricsWriter first_step) and rewrites the summary.
             summary = iteration_summary(t, records, rated, train_info, time.perf_counter() - started)
             metrics.write(t, "iteration", {k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
             write_json(os.path.join(folder, "summary.json"), {**summary, "train": train_info})
+            ckpt.save(t, trainable=trainable, opt_state=opt_state, host_state=host)
+            state = RunState(state.rater, trainable, t + 1)
             log(one_line(summary))
+            tribe.model = dpo.merge_lora(graphdef, trainable, frozen)
+            evaluation_phase(config, tribe, t, data, workdir, metrics)
             if jax.process_index() == 0:
                 from sparta_jax.report import write_report
 
