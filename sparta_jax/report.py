@@ -32,12 +32,13 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from sparta_jax.sparta.duel_log import write_bytes_atomic
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
@@ -258,22 +259,8 @@ def _png(fig) -> bytes:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would hide the report from others
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_bytes_atomic(path, data)
 
 
 def _mark_iterations(ax, boundaries: Sequence[Tuple[float, int]], label: bool = True) -> None:

@@ -238,15 +238,19 @@ def append_duel_log(path: str, records: Iterable[DuelRecord]) -> None:
         f.write("".join(lines))
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` via a temp file and os.replace: all or nothing."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to `path` via a temp file and os.replace: all or nothing, with the
+    permissions a plain open() would give (mkstemp's 0600 would hide run files from others)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -256,7 +260,13 @@ def write_text_atomic(path: str, text: str) -> None:
         raise
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` (UTF-8) to `path`: all or nothing."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
 __all__ = [
+    "write_bytes_atomic",
     "DuelLogError",
     "JudgeRecord",
     "DuelRecord",
