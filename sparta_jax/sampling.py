@@ -118,6 +118,18 @@ class Sampler:
             multiple = int(np.prod([self.mesh.shape[a] for a in sharding_lib.BATCH_AXES if a in self.mesh.shape]))
         return -(-n // multiple) * multiple
 
+    def _prompt_rows(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Left-padded prompts in their length bucket, plus filler rows up to the batch multiple."""
+        rows = self._batch_rows(len(prompts))
+        prompt_len = bucket(max(len(p) for p in prompts), self.config.prompt_buckets, "prompt length")
+        return left_pad(list(prompts) + [[self.pad_id]] * (rows - len(prompts)), prompt_len, self.pad_id)
+
+    @staticmethod
+    def _row_adapters(adapter_ids, n: int, rows: int) -> np.ndarray:
+        """Each real row's adapter (scalar or per row); filler rows use the base model."""
+        real = _per_row(NO_ADAPTER if adapter_ids is None else adapter_ids, n, np.int32)
+        return np.concatenate([real, np.full((rows - n,), NO_ADAPTER, np.int32)])
+
     def _place(self, *arrays):
         if self.mesh is None:
             return tuple(jnp.asarray(a) for a in arrays)
@@ -131,9 +143,8 @@ class Sampler:
         n = len(prompts)
         if n == 0:
             return Generation(np.zeros((0, 0), np.int32), np.zeros((0,), np.int32), [], [] if decode else None)
-        rows = self._batch_rows(n)
-        longest = max(len(p) for p in prompts)
-        prompt_len = bucket(longest, self.config.prompt_buckets, "prompt length")
+        ids, mask = self._prompt_rows(prompts)  # filler rows generate nothing (max_new_tokens 0)
+        rows, prompt_len = ids.shape
         max_new_rows = _per_row(max_new_tokens, n, np.int32)
         max_new = bucket(int(max_new_rows.max()), self.config.new_token_buckets, "max_new_tokens")
         if prompt_len + max_new > self.model_config.max_position_embeddings:
@@ -141,8 +152,6 @@ class Sampler:
                 f"prompt bucket {prompt_len} + {max_new} new tokens exceeds the model's context of "
                 f"{self.model_config.max_position_embeddings} tokens")
 
-        padded = list(prompts) + [[self.pad_id]] * (rows - n)  # filler rows, generating nothing
-        ids, mask = left_pad(padded, prompt_len, self.pad_id)
         if stop_ids is None:
             eos = getattr(self.tokenizer, "eos_token_id", None)
             stop_ids = [] if eos is None else [eos]
@@ -157,7 +166,7 @@ class Sampler:
             return np.concatenate([_per_row(values, n, dtype), np.full((rows - n,), filler, dtype)])
 
         row_params = dict(
-            adapter_ids=fill(NO_ADAPTER if adapter_ids is None else adapter_ids, np.int32, NO_ADAPTER),
+            adapter_ids=self._row_adapters(adapter_ids, n, rows),
             temperature=fill(temperature, np.float32, 0.0),
             top_k=fill(top_k, np.int32, 0),
             top_p=fill(top_p, np.float32, 1.0),
@@ -225,18 +234,16 @@ class Sampler:
         n = len(prompts)
         if n != len(continuations):
             raise ValueError("one continuation per prompt")
-        rows = self._batch_rows(n)
-        prompt_len = bucket(max(len(p) for p in prompts), self.config.prompt_buckets, "prompt length")
+        pids, pmask = self._prompt_rows(prompts)
+        rows = pids.shape[0]
         cont_len = bucket(max(len(c) for c in continuations), self.config.new_token_buckets, "continuation length")
-        pids, pmask = left_pad(list(prompts) + [[self.pad_id]] * (rows - n), prompt_len, self.pad_id)
         cids = np.full((rows, cont_len), self.pad_id, np.int32)
         cmask = np.zeros((rows, cont_len), np.bool_)
         for r, c in enumerate(continuations):
             cids[r, : len(c)] = c
             cmask[r, : len(c)] = True
-        adapters = np.concatenate([_per_row(NO_ADAPTER if adapter_ids is None else adapter_ids, n, np.int32),
-                                   np.full((rows - n,), NO_ADAPTER, np.int32)])
-        placed = self._place(np.concatenate([pids, cids], 1), np.concatenate([pmask, cmask], 1), cmask, adapters)
+        placed = self._place(np.concatenate([pids, cids], 1), np.concatenate([pmask, cmask], 1), cmask,
+                             self._row_adapters(adapter_ids, n, rows))
         _, state = nnx.split(model)
         return to_host(self._score(state, *placed))[:n]
 
@@ -269,14 +276,11 @@ class Sampler:
         query = sorted({t for c in candidates for t in c})
         column = {t: i for i, t in enumerate(query)}
         n = len(prompts)
-        rows = self._batch_rows(n)
-        prompt_len = bucket(max(len(p) for p in prompts), self.config.prompt_buckets, "prompt length")
-        ids, mask = left_pad(list(prompts) + [[self.pad_id]] * (rows - n), prompt_len, self.pad_id)
+        ids, mask = self._prompt_rows(prompts)
+        rows = ids.shape[0]
         ids = np.concatenate([ids, np.tile(np.asarray(path, np.int32), (rows, 1))], axis=1)
         mask = np.concatenate([mask, np.ones((rows, len(path)), np.bool_)], axis=1)
-        adapters = np.concatenate([_per_row(NO_ADAPTER if adapter_ids is None else adapter_ids, n, np.int32),
-                                   np.full((rows - n,), NO_ADAPTER, np.int32)])
-        placed = self._place(ids, mask, adapters)
+        placed = self._place(ids, mask, self._row_adapters(adapter_ids, n, rows))
         _, state = nnx.split(model)
         table = to_host(self._table(state, *placed, np.asarray(query, np.int32), path_len=len(path)))[:n]
         out = np.zeros((n, len(candidates)), np.float64)

@@ -22,24 +22,12 @@ import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+from tiny_models import save_hf_model  # noqa: E402
 from trl_reference import sequence_logps, trl_dpo_step  # noqa: E402
 
-CFG = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-           num_attention_heads=4, num_key_value_heads=2)
-
-
 def _save_qwen2(folder, seed=0):
-    config = transformers.Qwen2Config(**CFG)
-    torch.manual_seed(seed)
-    model = transformers.Qwen2ForCausalLM(config)
-    # Randomise norms and biases too, so weight-decay exclusions and every gradient matter.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.05 * torch.randn_like(p))
-    model.save_pretrained(str(folder))
+    # Norms and biases randomised too (tiny_models), so weight-decay exclusions and every gradient matter.
+    save_hf_model("qwen2", folder, seed)
     return str(folder)
 
 
