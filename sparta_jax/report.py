@@ -14,11 +14,13 @@ Panels (in this order, after a headline table):
   1. Reputation trajectories   R (and sigma) of every member after every duel
   2. Win matrix                who beat whom (winner = chosen_model of the preference)
   3. Judge agreement           pairwise judge agreement and agreement with the majority
-  4. Preference margins        histogram of |S_a - S_b| per iteration
-  5. Unparseable judge scores  per iteration, overall and per judge
-  6. Dev and test accuracy     per member per iteration (iteration_NNN/evaluation.json)
-  7. DPO training              loss and reward margin per step per member
-  8. Config                    the resolved config.json
+  4. Judge signal              on verifiable tasks: do judges prefer the right answer
+                               (iteration_NNN/judge_signal.json)
+  5. Preference margins        histogram of |S_a - S_b| per iteration
+  6. Unparseable judge scores  per iteration, overall and per judge
+  7. Dev and test accuracy     per member per iteration (iteration_NNN/evaluation.json)
+  8. DPO training              loss and reward margin per step per member
+  9. Config                    the resolved config.json
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ PANELS = (
     ("reputation", "Reputation trajectories"),
     ("win_matrix", "Win matrix"),
     ("judge_agreement", "Judge agreement"),
+    ("judge_signal", "Judge signal"),
     ("margins", "Preference margins"),
     ("unparseable", "Unparseable judge scores"),
     ("evaluation", "Dev and test accuracy"),
@@ -582,7 +585,6 @@ def judge_agreement(run: RunData) -> dict:
 
 def panel_judge_agreement(run: RunData, colors) -> Panel:
     panel = Panel("judge_agreement", PANEL_TITLES["judge_agreement"])
-    _judge_signal_html(run, panel)
     if not any(it.duels for it in run.trained):
         panel.notes.insert(0, "No duels.jsonl in this run yet: nothing to compare.")
         return panel
@@ -645,13 +647,58 @@ def panel_judge_agreement(run: RunData, colors) -> Panel:
     return panel
 
 
-def _judge_signal_html(run: RunData, panel: Panel) -> None:
-    signals = [(it.t, it.judge_signal) for it in run.iterations if it.judge_signal is not None]
+def panel_judge_signal(run: RunData, colors) -> Panel:
+    panel = Panel("judge_signal", PANEL_TITLES["judge_signal"])
+    signals = [(it.t, it.judge_signal) for it in run.trained if isinstance(it.judge_signal, dict)]
     if not signals:
-        return
-    parts = "".join(f"<h4>iteration {t}</h4><pre>{_esc(json.dumps(s, indent=1, sort_keys=True))}</pre>"
-                    for t, s in signals)
-    panel.html.append(f"<details><summary>judge_signal.json ({len(signals)} iteration(s))</summary>{parts}</details>")
+        panel.notes.append("No judge_signal.json in this run: it is written only when the instructions have "
+                           "reference answers (a verifiable task).")
+        return panel
+    panel.notes.append(
+        "Duels where exactly one answer is right test the judges. Matched accuracy: how often a judge scored the "
+        "right answer above the wrong one (ties 1/2); preference accuracy: how often the kept pair's chosen answer "
+        "is the right one; pooled AUC: all scores of right answers against all scores of wrong ones. 0.5 is chance. "
+        "Bars: Wilson 95% intervals.")
+    ts = [t for t, _ in signals]
+    fig = _new_figure(11, 4.2)
+    ax, ax_j = fig.subplots(1, 2)
+    for k, (key, label) in enumerate((("matched", "matched accuracy (all judges)"),
+                                      ("preference", "preference accuracy"))):
+        acc = [_acc(s.get(key)) for _, s in signals]
+        ax.errorbar(np.array(ts) + (k - 0.5) * 0.08, [a[0] for a in acc],
+                    yerr=[[a[1] for a in acc], [a[2] for a in acc]], marker="o", capsize=4, label=label)
+    auc = [s.get("pooled_auc") if _is_num(s.get("pooled_auc")) else np.nan for _, s in signals]
+    ax.plot(ts, auc, "s--", color="gray", label="pooled AUC")
+    ax.axhline(0.5, color="black", lw=0.8, ls=":")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(ts)
+    ax.set_xlabel("iteration")
+    ax.set_title("judges vs. the reference answers")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    judges = [n for n in run.names if any(n in s.get("per_judge", {}) for _, s in signals)]
+    width = 0.8 / max(1, len(signals))
+    x = np.arange(len(judges))
+    for k, (t, s) in enumerate(signals):
+        acc = [_acc(s.get("per_judge", {}).get(j)) for j in judges]
+        ax_j.bar(x + (k - (len(signals) - 1) / 2) * width, [a[0] for a in acc], width,
+                 yerr=[[a[1] for a in acc], [a[2] for a in acc]], capsize=2, label=f"iteration {t}")
+    ax_j.axhline(0.5, color="black", lw=0.8, ls=":")
+    ax_j.set_xticks(x, judges, rotation=45 if len(judges) > 3 else 0, fontsize=9,
+                    ha="right" if len(judges) > 3 else "center")
+    ax_j.set_ylim(0, 1.05)
+    ax_j.set_title("matched accuracy per judge")
+    ax_j.legend(fontsize=8)
+    panel.image = _png(fig)
+    panel.alt = "judge signal"
+    rows = [[t, s.get("duels_scored"), s.get("duels_one_right"), s.get("duels_both_right"),
+             s.get("duels_both_wrong"), _acc_text(s.get("matched")), _acc_text(s.get("preference")),
+             _fmt(s.get("pooled_auc"), 3), _fmt(s.get("mean_score_right"), 2), _fmt(s.get("mean_score_wrong"), 2)]
+            for t, s in signals]
+    panel.html.append(_table(["iteration", "duels", "one right", "both right", "both wrong", "matched accuracy",
+                              "preference accuracy", "pooled AUC", "mean score right", "mean score wrong"],
+                             rows, 'class="data" id="judge-signal"'))
+    return panel
 
 
 # ---------------------------------------------------------------------------- 4. margins
@@ -792,6 +839,8 @@ def _acc_text(entry: Any) -> str:
         text += f" [{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
     if _is_num(entry.get("n_correct")) and _is_num(entry.get("n")):
         text += f" ({entry['n_correct']}/{entry['n']})"
+    elif _is_num(entry.get("n")):
+        text += f" (n={entry['n']})"
     return text
 
 
@@ -1047,6 +1096,7 @@ _BUILDERS = {
     "reputation": panel_reputation,
     "win_matrix": panel_win_matrix,
     "judge_agreement": panel_judge_agreement,
+    "judge_signal": panel_judge_signal,
     "margins": panel_margins,
     "unparseable": panel_unparseable,
     "evaluation": panel_evaluation,

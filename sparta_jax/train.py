@@ -137,6 +137,16 @@ def judge_phase(config, tribe: Tribe, t: int, duels: list[dict], folder: str) ->
     return records
 
 
+def judge_signal_phase(instructions, records, rated, folder: str) -> None:
+    """On a verifiable task, how often the judges and the preferences side with the right answer."""
+    from sparta_jax.sparta.judge_signal import judge_signal
+
+    references = {r["instruction"]: r for r in instructions}
+    signal = judge_signal([duel_to_json(r) for r in records], references, [p.to_json() for p in rated.preferences])
+    if signal is not None:
+        write_json(os.path.join(folder, "judge_signal.json"), {"iteration": rated.iteration, **signal})
+
+
 def rate_phase(rater: TribeRater, t: int, records, folder: str):
     result = rater.rate(records, iteration=t)
     write_json(os.path.join(folder, "reputations.json"), {
@@ -289,6 +299,7 @@ def run(config, workdir: str) -> dict:
             duels = duel_phase(config, tribe, t, instructions, state.rater, folder)
             records = judge_phase(config, tribe, t, duels, folder)
             rated = rate_phase(state.rater, t, records, folder)
+            judge_signal_phase(instructions, records, rated, folder)
             trainable, opt_state, train_info = train_phase(config, tribe, t, rated.preferences, state.trainable,
                                                            trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained

@@ -114,6 +114,9 @@ def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
         assert prefs and all(p["margin"] > 0 for p in prefs)
         summary = json.load(open(os.path.join(folder, "summary.json")))
         assert summary["pairs"] == len(prefs) and summary["train"]["pairs_trained"] == len(prefs)
+        signal = json.load(open(os.path.join(folder, "judge_signal.json")))  # bundled task: verifiable
+        assert signal["iteration"] == t and signal["duels_scored"] == 4
+        assert signal["duels_one_right"] + signal["duels_both_right"] + signal["duels_both_wrong"] == 4
     metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [m["iteration"] for m in metrics if m["kind"] == "iteration"] == [1, 2]
     assert [m["step"] for m in metrics if m["kind"] == "evaluation"] == [0, 1, 2]

@@ -17,12 +17,13 @@ import pytest
 from sparta_jax import report
 from sparta_jax.evaluation import wilson_interval
 from sparta_jax.sparta import DuelRecord, JudgeRecord, TribeRater, duel_to_json, make_matchups
+from sparta_jax.sparta.judge_signal import judge_signal
 
 FOUR = ["member_0", "member_1", "member_2", "member_3"]
-TITLES = ["Reputation trajectories", "Win matrix", "Judge agreement", "Preference margins",
+TITLES = ["Reputation trajectories", "Win matrix", "Judge agreement", "Judge signal", "Preference margins",
           "Unparseable judge scores", "Dev and test accuracy", "DPO training", "Config"]
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
-PLOTTED = ["reputation", "win_matrix", "judge_agreement", "margins", "unparseable", "evaluation", "dpo"]
+PLOTTED = ["reputation", "win_matrix", "judge_agreement", "judge_signal", "margins", "unparseable", "evaluation", "dpo"]
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -70,7 +71,7 @@ def _evaluation(rng, names, t):
     return out
 
 
-def make_workdir(root, names=FOUR, iterations=2, duels=16, seed=0, logits=False, evaluation=True):
+def make_workdir(root, names=FOUR, iterations=2, duels=16, seed=0, logits=False, evaluation=True, signal=True):
     """A run's workdir in the main loop's formats (train.py), built without a model."""
     os.makedirs(root, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -113,6 +114,10 @@ def make_workdir(root, names=FOUR, iterations=2, duels=16, seed=0, logits=False,
             "iteration": t, "weights": result.weights, "c": result.c, "start": result.start.to_dict(),
             "end": result.end.to_dict(), "history": result.history})
         _write_jsonl(os.path.join(folder, "preferences.jsonl"), [p.to_json() for p in result.preferences])
+        if signal:  # the first response is always right ("index + t"), the second always wrong
+            refs = {a["instruction"]: {"answer": a["index"] + t, "evaluator": "numeric"} for a in answers}
+            _write_json(os.path.join(folder, "judge_signal.json"), {"iteration": t, **judge_signal(
+                [duel_to_json(r) for r in records], refs, [p.to_json() for p in result.preferences])})
         steps = max(1, len(result.preferences) // 4)
         history = []
         for s in range(steps):
@@ -261,6 +266,22 @@ def test_headline_ranking_best_member_and_tables(full_run):
             s = json.load(f)
         assert f"<tr><td>{t}</td><td>{s['unparseable_scores']}/{s['judge_scores']} (" in text
     assert 'id="judge-majority"' in text and 'id="evaluation-table"' in text
+
+
+def test_judge_signal_table_shows_the_files(full_run):
+    root, _, text = full_run
+    table = re.search(r'<table class="data" id="judge-signal">(.*?)</table>', text).group(1)
+    rows = re.findall(r"<tr><td>(\d+)</td>(.*?)</tr>", table)
+    assert [int(t) for t, _ in rows] == [1, 2]
+    for t, cells in rows:
+        with open(os.path.join(root, f"iteration_{int(t):03d}", "judge_signal.json")) as f:
+            s = json.load(f)
+        values = re.findall(r"<td>(.*?)</td>", cells)
+        assert values[:4] == [str(s[k]) for k in ("duels_scored", "duels_one_right", "duels_both_right",
+                                                    "duels_both_wrong")]
+        assert s["duels_one_right"] == s["duels_scored"] > 0  # the fixture's second answer is always wrong
+        assert values[4].startswith(f"{s['matched']['accuracy']:.3f} [")
+        assert values[6] == f"{s['pooled_auc']:.3f}"
 
 
 def test_judge_agreement_counts():
