@@ -70,4 +70,13 @@ def validate_config(config) -> None:
            "must be an integer in [0, dpo.max_length)")
     _check(config, "mesh", lambda v: all(isinstance(s, int) and (s >= 1 or s == -1) for s in dict(v).values()),
            "axis sizes must be positive integers or -1")
+    if _get(config, "experts.enabled"):
+        _check(config, "experts.sources", lambda v: len(v) >= 3 and all(hasattr(x, "get") for x in v),
+               "must list >= 3 data sources (one per member), each a mapping")
+        _check(config, "experts.response_template", lambda v: "{answer}" in v, "must contain '{answer}'")
+        for key in ("examples", "epochs", "rows_per_member"):
+            _check(config, f"experts.{key}", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+        _check(config, "experts.learning_rate", positive, "must be > 0")
+        _check(config, "experts.max_prompt_length", lambda v: isinstance(v, int) and 1 <= v < config.experts.max_length,
+               "must be an integer in [1, experts.max_length)")
     _check(config, "checkpoint.max_to_keep", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")

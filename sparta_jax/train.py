@@ -275,7 +275,12 @@ def run(config, workdir: str) -> dict:
     train_split = data.get("train") or []
     if not train_split:
         raise data_lib.DataError("the data source has no 'train' instructions")
-    tribe = build_tribe(config.tribe, config.sampler, mesh)
+    adapters = None
+    if config.experts.enabled:  # diverse starting experts, trained once and cached
+        from sparta_jax.experts import ensure_experts
+
+        adapters = ensure_experts(config, mesh, log=log)
+    tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
     check_context(config, tribe.model.config.max_position_embeddings)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     dpo_cfg = dpo_config(config)

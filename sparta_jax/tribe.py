@@ -48,9 +48,10 @@ def supports_system_role(tokenizer) -> bool:
         return False
 
 
-def build_tribe(tribe_cfg, sampler_cfg, mesh) -> Tribe:
+def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
+    """`adapters` (PEFT folders, e.g. the experts') replaces tribe_cfg.adapters when given."""
     base = resolve_base(tribe_cfg.base)
-    adapters = [a for a in tribe_cfg.adapters if a]
+    adapters = [a for a in (tribe_cfg.adapters if adapters is None else adapters) if a]
     names = tuple(tribe_cfg.names) or None
     dtype, param_dtype = jnp.dtype(tribe_cfg.dtype), jnp.dtype(tribe_cfg.param_dtype)
     if adapters:

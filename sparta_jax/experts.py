@@ -1,0 +1,270 @@
+"""Diverse starting experts: one LoRA adapter per member, each fine-tuned (SFT) on its own data.
+
+    python -m sparta_jax.experts --config=configs/demo.py      # prints the adapter folders
+
+The paper's tribe starts from experts (one base, adapters tuned on different data sets); this
+makes such a tribe. `config.experts.sources` lists one data source per member (the specs of
+`sparta_jax.data`); member m is trained on the "train" records of source m, each answer written
+as `experts.response_template` (e.g. "The answer is {answer}."). All members train together in
+one jitted step (`sparta_jax.sft`). Items of the run's own dev and test splits are never used.
+
+The adapters are cached: `<experts.dir or $SPARTA_JAX_CACHE/experts>/<key>/<member>/` (PEFT
+folders), where key hashes the base model's files and every setting that shapes the experts.
+A finished set has `experts.json` written last and the folder renamed into place, so a killed
+build is never taken for a finished one. With `experts.enabled`, the main loop calls
+`ensure_experts` and starts from these folders, building them first when they are missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import jax
+import numpy as np
+
+from sparta_jax import data as data_lib, dpo, sft
+from sparta_jax.config_check import ConfigError
+from sparta_jax.metrics import Progress
+from sparta_jax.models.embedded import default_cache_dir
+from sparta_jax.models.lora import AdapterSpec, LoraConfig
+from sparta_jax.preference_batches import prompt_ids, truncate
+from sparta_jax.sparta import write_text_atomic
+from sparta_jax.tribe import resolve_base, supports_system_role
+
+MANIFEST = "experts.json"
+SFT_FIELDS = ("learning_rate", "lr_schedule", "warmup_ratio", "weight_decay", "max_grad_norm")
+
+
+# ------------------------------------------------------------------------------- the sources
+def _plain(x):
+    return x.to_dict() if hasattr(x, "to_dict") else x
+
+
+def expert_sources(experts_cfg) -> list[tuple[str, dict]]:
+    """(member name, data spec) per member; names from experts.names, else the source's task."""
+    sources = [dict(_plain(s)) for s in experts_cfg.sources]
+    if len(sources) < 3:
+        raise ConfigError(f"config.experts.sources lists {len(sources)} sources: a tribe needs >= 3 members")
+    names = list(experts_cfg.names) or [s.get("name") or s.get("task") or f"expert_{i}"
+                                        for i, s in enumerate(sources)]
+    if len(names) != len(sources):
+        raise ConfigError(f"config.experts.names has {len(names)} names for {len(sources)} sources")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):  # two sources of one task: task_0, task_1
+        seen[n] = seen.get(n, 0) + 1
+    counters: dict[str, int] = {}
+    unique = []
+    for n in names:
+        if seen[n] > 1:
+            unique.append(f"{n}_{counters.get(n, 0)}")
+            counters[n] = counters.get(n, 0) + 1
+        else:
+            unique.append(n)
+    return [(n, {k: v for k, v in s.items() if k != "name"}) for n, s in zip(unique, sources)]
+
+
+def held_out_instructions(data_spec) -> set[str]:
+    """The run's dev and test instructions: an expert never trains on them."""
+    splits = data_lib.load_instructions(data_spec)
+    return {r["instruction"] for split in ("dev", "test") for r in splits.get(split, [])}
+
+
+def sft_examples(tokenizer, records, *, template: str, system_prompt: str | None, max_prompt_length: int,
+                 max_length: int, held_out: set[str]) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """(prompt ids, response ids) per usable record; the prompt is exactly the generation prompt."""
+    out, skipped = [], {"held_out": 0, "no_answer": 0, "too_long": 0}
+    for r in records:
+        if r["instruction"] in held_out:
+            skipped["held_out"] += 1
+            continue
+        if r.get("answer") is None or str(r["answer"]).strip() == "":
+            skipped["no_answer"] += 1
+            continue
+        prompt = prompt_ids(tokenizer, r["instruction"], mode="fixed", system_prompt=system_prompt)
+        response = tokenizer.encode(template.format(answer=r["answer"]), add_special_tokens=False)
+        response.append(tokenizer.eos_token_id)
+        if len(prompt) > max_prompt_length or len(prompt) + len(response) > max_length:
+            skipped["too_long"] += 1  # cutting an example would teach a truncated answer
+            continue
+        out.append(truncate(prompt, response, max_prompt_length, max_length))
+    return out, skipped
+
+
+# --------------------------------------------------------------------------------- the cache
+def _base_fingerprint(base_path: str) -> dict:
+    files = {}
+    for name in sorted(os.listdir(base_path)):
+        if name.endswith((".safetensors", ".json")):
+            st = os.stat(os.path.join(base_path, name))
+            files[name] = [st.st_size, st.st_mtime_ns]
+    return {"path": os.path.abspath(base_path), "files": files}
+
+
+def cache_key(config, base_path: str) -> str:
+    """A hash of the base model's files and every setting that shapes the experts."""
+    t = config.tribe
+    blob = {
+        "base": _base_fingerprint(base_path),
+        "lora": [int(t.lora_rank), float(t.lora_alpha), list(t.lora_targets)],
+        "system_prompt": t.system_prompt, "dtype": [t.dtype, t.param_dtype],
+        "experts": {k: _plain(v) for k, v in config.experts.items() if k not in ("enabled", "dir")},
+        "held_out_from": _plain(config.data), "format": 1,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def cache_root(experts_cfg) -> str:
+    return os.path.abspath(os.path.expanduser(experts_cfg.dir)) if experts_cfg.dir else os.path.join(
+        default_cache_dir(), "experts")
+
+
+def read_manifest(folder: str) -> dict | None:
+    try:
+        with open(os.path.join(folder, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    names = manifest.get("names") if isinstance(manifest, dict) else None
+    if not names or not all(os.path.isfile(os.path.join(folder, n, "adapter_config.json")) for n in names):
+        return None
+    return manifest
+
+
+# ------------------------------------------------------------------------------ the training
+def _schedule(n_examples: list[int], rows: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """Per member, the example order over all epochs (fresh permutation each epoch)."""
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([rng.permutation(n) for _ in range(epochs)]) for n in n_examples]
+
+
+def train_experts(config, mesh, *, log=lambda s: None):
+    """(model with the trained LoRA stack, tokenizer, names, report dict)."""
+    import jax.numpy as jnp
+
+    from sparta_jax.models.loading import from_pretrained
+
+    cfg = config.experts
+    sources = expert_sources(cfg)
+    names = [n for n, _ in sources]
+    base = resolve_base(config.tribe.base)
+    t = config.tribe
+    lora = LoraConfig(tuple(AdapterSpec(n, int(t.lora_rank), float(t.lora_alpha), targets=tuple(t.lora_targets))
+                            for n in names))
+    model, tokenizer = from_pretrained(base, dtype=jnp.dtype(t.dtype), param_dtype=jnp.dtype(t.param_dtype),
+                                       mesh=mesh, lora=lora)
+    system = t.system_prompt if supports_system_role(tokenizer) else None
+    held_out = held_out_instructions(config.data)
+    per_member, report = [], {}
+    for name, spec in sources:
+        records = data_lib.load_instructions(spec).get("train") or []
+        examples, skipped = sft_examples(tokenizer, records[: int(cfg.examples)], template=cfg.response_template,
+                                         system_prompt=system or None, max_prompt_length=int(cfg.max_prompt_length),
+                                         max_length=int(cfg.max_length), held_out=held_out)
+        if not examples:
+            raise data_lib.DataError(f"expert {name!r}: no usable training example in {spec} ({skipped})")
+        per_member.append(examples)
+        report[name] = {"source": spec, "examples": len(examples), "skipped": skipped}
+    rows, epochs = int(cfg.rows_per_member), int(cfg.epochs)
+    orders = _schedule([len(e) for e in per_member], rows, epochs, int(cfg.seed))
+    steps = max(math.ceil(len(o) / rows) for o in orders)
+    sft_cfg = sft.SFTConfig(**{k: cfg[k] for k in SFT_FIELDS})
+    optimizer = sft.make_optimizer(sft_cfg, steps)
+    graphdef, trainable, frozen = dpo.split_lora(model)
+    step_fn = sft.make_lora_sft_step(graphdef, sft_cfg, optimizer)
+    state = dpo.init_train_state(trainable, optimizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    progress = Progress("expert SFT", steps, "steps")
+    history = []
+    for s in range(steps):
+        chunk = [[per_member[m][i] for i in o[s * rows: (s + 1) * rows]] for m, o in enumerate(orders)]
+        batch = sft.examples_to_batch(chunk, int(cfg.max_length), pad, rows)  # a member out of examples: fillers
+        state, metrics = step_fn(state, frozen, batch)
+        history.append([float(x) for x in np.asarray(jax.device_get(metrics["loss"]))])
+        progress(1)
+        if s in (0, steps - 1):
+            log(f"expert SFT step {s + 1}/{steps}: loss " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, history[-1])))
+    for m, name in enumerate(names):
+        report[name]["loss_first_step"], report[name]["loss_last_step"] = history[0][m], history[-1][m]
+    model = dpo.merge_lora(graphdef, state.params, frozen)
+    return model, tokenizer, names, {"members": report, "steps": steps, "loss_history": history}
+
+
+def ensure_experts(config, mesh, *, log=lambda s: None) -> tuple[str, ...]:
+    """The expert adapter folders for `config` (member order), trained and cached when missing."""
+    cfg = config.experts
+    if jax.process_count() > 1 and not cfg.dir:
+        raise ConfigError("config.experts.dir must name storage every host can read on a multi-host run")
+    names = [n for n, _ in expert_sources(cfg)]
+    base = resolve_base(config.tribe.base)
+    root = cache_root(cfg)
+    final = os.path.join(root, cache_key(config, base))
+    if read_manifest(final) is None:
+        model, tokenizer, names, report = train_experts(config, mesh, log=log)
+        if jax.process_index() == 0:
+            _write_experts(model, names, report, base, final, config)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("experts written")
+        del model
+    else:
+        log(f"experts: cached in {final}")
+    return tuple(os.path.join(final, n) for n in names)
+
+
+def _write_experts(model, names, report, base, final, config) -> None:
+    from sparta_jax.models.export import export_peft
+
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(final))
+    try:
+        for name in names:
+            export_peft(model, name, os.path.join(tmp, name), base_model_name_or_path=base)
+        manifest = {"names": names, "base": base, "key": os.path.basename(final), **report,
+                    "config": {k: _plain(v) for k, v in config.experts.items()}}
+        write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1, default=list) + "\n")
+        os.chmod(tmp, 0o755)
+        if os.path.isdir(final):  # an unfinished set (no manifest) from a killed build
+            shutil.rmtree(final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if read_manifest(final) is None:  # not another builder's finished set
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- CLI
+def main(argv):
+    from sparta_jax import sharding
+    from sparta_jax.config_check import validate_config
+
+    del argv
+    config = _CONFIG.value
+    try:
+        validate_config(config)
+        if _FORCE.value:
+            path = os.path.join(cache_root(config.experts), cache_key(config, resolve_base(config.tribe.base)))
+            shutil.rmtree(path, ignore_errors=True)
+        folders = ensure_experts(config, sharding.make_mesh(dict(config.mesh)),
+                                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    except (ConfigError, data_lib.DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(folders))
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Run config (a file with get_config()).")
+    _FORCE = flags.DEFINE_bool("force", False, "Retrain even when a cached set exists.")
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,96 @@
+"""Supervised fine-tuning of a LoRA stack: every member on its own examples, in one jitted step.
+
+This is how a tribe starts diverse (the paper's experts): member m is trained on rows of its
+own data source only, each row carrying adapter id m, so one forward pass over the shared base
+serves every member. The loss is, per member, the mean negative log-likelihood of its response
+tokens (transformers' causal-LM loss: a mean over the batch's counted tokens), summed over
+members; members are independent, and gradient clipping is per member, as in DPO.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sparta_jax import dpo
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # after a linear warmup, as in DPO
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    logps_chunk: int = 128
+    remat: bool = True
+
+
+class SFTBatch(NamedTuple):
+    """[members, rows, length] right-padded rows; member m's rows train adapter m only."""
+
+    ids: np.ndarray | jax.Array
+    mask: np.ndarray | jax.Array
+    response_mask: np.ndarray | jax.Array  # the tokens whose likelihood is trained
+
+
+def examples_to_batch(per_member: list[list[tuple[list[int], list[int]]]], length: int, pad_id: int,
+                      rows: int | None = None) -> SFTBatch:
+    """(prompt ids, response ids) rows per member -> an SFTBatch.
+
+    A row with no response ids counts nothing (a filler); members with fewer rows get fillers.
+    Fillers keep one real token so that no row attends to nothing."""
+    members = len(per_member)
+    rows = rows or max(len(r) for r in per_member)  # a fixed `rows` keeps every step's shape
+    ids = np.full((members, rows, length), pad_id, np.int32)
+    mask = np.zeros((members, rows, length), np.bool_)
+    response = np.zeros((members, rows, length), np.bool_)
+    mask[:, :, 0] = True  # fillers: one pad token
+    for m, examples in enumerate(per_member):
+        for i, (prompt, completion) in enumerate(examples):
+            row = list(prompt) + list(completion)
+            if len(row) > length:
+                raise ValueError(f"member {m} row {i}: {len(row)} tokens exceed the batch length {length}")
+            ids[m, i, : len(row)] = row
+            mask[m, i, : len(row)] = True
+            response[m, i, len(prompt): len(row)] = True
+    return SFTBatch(ids, mask, response)
+
+
+def member_nll(model, batch: SFTBatch, cfg: SFTConfig) -> tuple[jax.Array, jax.Array]:
+    """([members] mean NLL per response token, [members] counted tokens) under each member's adapter."""
+    members, rows, length = batch.ids.shape
+    flat = lambda x: jnp.asarray(x).reshape(members * rows, length)  # noqa: E731
+    adapter_ids = jnp.repeat(jnp.arange(members, dtype=jnp.int32), rows)
+    logps = dpo.sequence_logps(model, flat(batch.ids), flat(batch.mask), flat(batch.response_mask),
+                               adapter_ids=adapter_ids, chunk=cfg.logps_chunk, remat=cfg.remat)
+    # Row t predicts token t + 1: the first token of each row is never a target.
+    tokens = jnp.sum(jnp.asarray(batch.response_mask)[..., 1:], axis=(1, 2)).astype(jnp.float32)
+    return -jnp.sum(logps.reshape(members, rows), axis=1) / jnp.maximum(tokens, 1.0), tokens
+
+
+def make_optimizer(cfg: SFTConfig, total_steps: int) -> optax.GradientTransformation:
+    return dpo.make_optimizer(cfg, total_steps, dpo.lora_member_axis)
+
+
+def make_lora_sft_step(graphdef, cfg: SFTConfig, optimizer: optax.GradientTransformation):
+    """step(train_state, frozen, batch) -> (train_state, {"loss": [members], "tokens": [members]})."""
+
+    def step(state: dpo.TrainState, frozen, batch: SFTBatch):
+        def loss_fn(params):
+            nll, tokens = member_nll(nnx.merge(graphdef, params, frozen), batch, cfg)
+            return jnp.sum(nll), {"loss": nll, "tokens": tokens}
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return dpo.TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), metrics
+
+    return jax.jit(step, donate_argnums=(0,))

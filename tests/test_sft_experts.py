@@ -1,0 +1,214 @@
+"""Expert SFT (sparta_jax.sft) against PyTorch + PEFT, and the cached experts (sparta_jax.experts)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import peft
+import pytest
+import torch
+import transformers
+from flax import nnx
+
+from sparta_jax import dpo, experts, sft, sharding
+from sparta_jax.models import weights as names
+from sparta_jax.models.loading import from_pretrained
+from tiny_models import TINY, save_hf_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+
+
+@pytest.fixture(scope="module")
+def mesh1():
+    return sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+
+
+def random_examples(n, seed):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(1, TINY["vocab_size"], int(rng.integers(2, 7))).tolist(),
+             rng.integers(1, TINY["vocab_size"], int(rng.integers(1, 6))).tolist()) for _ in range(n)]
+
+
+def test_member_loss_and_gradients_match_peft(tmp_path, mesh1):
+    """Per member: the HF causal-LM loss (labels -100 on prompt and padding) and its LoRA gradients."""
+    save_hf_model("qwen2", tmp_path / "model")
+    folders = []
+    for m, targets in enumerate((["q_proj", "v_proj"], ["k_proj", "o_proj", "down_proj"])):
+        base = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"), dtype=torch.float32)
+        torch.manual_seed(10 + m)
+        peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False,
+                                                  lora_dropout=0.0)).save_pretrained(str(tmp_path / f"a{m}"))
+        folders.append(str(tmp_path / f"a{m}"))
+    per_member = [random_examples(3, seed=1), random_examples(2, seed=2)]  # member 1 gets a filler row
+    length = 12
+    batch = sft.examples_to_batch(per_member, length, pad_id=0, rows=3)
+
+    model, _ = from_pretrained(str(tmp_path / "model"), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False,
+                               adapters=folders)
+    graphdef, trainable, frozen = dpo.split_lora(model)
+    cfg = sft.SFTConfig()
+
+    def loss_fn(p):
+        nll, tokens = sft.member_nll(nnx.merge(graphdef, p, frozen), batch, cfg)
+        return jnp.sum(nll), (nll, tokens)
+
+    (_, (nll, tokens)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    grads = {k: np.asarray(v) for k, v in nnx.merge(graphdef, grads, frozen).lora.arrays().items()}
+    for m, folder in enumerate(folders):
+        base = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"), dtype=torch.float32)
+        base.config._attn_implementation = "eager"
+        ref = peft.PeftModel.from_pretrained(base, folder, is_trainable=True)
+        rows = per_member[m]
+        ids = torch.zeros(len(rows), length, dtype=torch.long)
+        att = torch.zeros(len(rows), length, dtype=torch.long)
+        labels = torch.full((len(rows), length), -100)
+        for i, (p, r) in enumerate(rows):
+            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            att[i, : len(p) + len(r)] = 1
+            labels[i, len(p): len(p) + len(r)] = torch.tensor(r)
+        loss = ref(input_ids=ids, attention_mask=att, labels=labels).loss
+        loss.backward()
+        assert abs(float(nll[m]) - loss.item()) < 1e-5, m
+        assert float(tokens[m]) == sum(len(r) for _, r in rows)
+        checked = 0
+        for name, p in ref.named_parameters():
+            if "lora_" not in name:
+                continue
+            layer, target, which = names.parse_peft_name(name.replace(".default", ""))
+            ours = grads[f"{target}_{which.lower()}"][layer, m]  # [in, r] / [r, out]
+            want = p.grad.numpy().T
+            rank = want.shape[1] if which == "A" else want.shape[0]
+            ours = ours[:, :rank] if which == "A" else ours[:rank, :]
+            np.testing.assert_allclose(ours, want, rtol=1e-4, atol=1e-6 * np.abs(want).max(), err_msg=name)
+            checked += 1
+        assert checked == 2 * len(ref.peft_config["default"].target_modules) * 2
+
+
+def test_training_specialises_each_member(tmp_path, mesh1):
+    """Two members trained on different data: each ends better at its own data than the other."""
+    from sparta_jax.models.lora import AdapterSpec, LoraConfig
+
+    save_hf_model("llama", tmp_path / "model")
+    lora = LoraConfig(tuple(AdapterSpec(f"m{i}", 8, 16.0, targets=("q_proj", "v_proj", "o_proj")) for i in range(2)))
+    model, _ = from_pretrained(str(tmp_path / "model"), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False, lora=lora)
+    data = [random_examples(4, seed=5), random_examples(4, seed=6)]
+    batch = sft.examples_to_batch(data, 12, pad_id=0)
+    swapped = sft.examples_to_batch(data[::-1], 12, pad_id=0)
+    cfg = sft.SFTConfig(learning_rate=2e-2, warmup_ratio=0.0, lr_schedule="constant")
+    optimizer = sft.make_optimizer(cfg, 30)
+    graphdef, trainable, frozen = dpo.split_lora(model)
+    step = sft.make_lora_sft_step(graphdef, cfg, optimizer)
+    state = dpo.init_train_state(trainable, optimizer)
+    first = None
+    for _ in range(30):
+        state, metrics = step(state, frozen, batch)
+        first = np.asarray(metrics["loss"]) if first is None else first
+    trained = nnx.merge(graphdef, state.params, frozen)
+    own, _ = sft.member_nll(trained, batch, cfg)
+    other, _ = sft.member_nll(trained, swapped, cfg)
+    own, other = np.asarray(own), np.asarray(other)
+    assert np.all(own < 0.5 * first), (first, own)
+    assert np.all(own < other - 1.0), (own, other)
+
+
+def test_held_out_and_too_long_items_are_skipped(smollm2_dir):
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
+    records = [{"instruction": "What is 2 + 2?", "answer": 4}, {"instruction": "What is 3 + 3?", "answer": 6},
+               {"instruction": "x " * 200, "answer": 1}, {"instruction": "Name a colour.", "answer": None}]
+    out, skipped = experts.sft_examples(tok, records, template="The answer is {answer}.", system_prompt="Be brief.",
+                                        max_prompt_length=64, max_length=96, held_out={"What is 3 + 3?"})
+    assert skipped == {"held_out": 1, "no_answer": 1, "too_long": 1}
+    (prompt, response), = out
+    assert tok.decode(response) == "The answer is 4.<|im_end|>"
+    assert tok.decode(prompt).endswith("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n")
+    assert "Be brief." in tok.decode(prompt)
+
+
+def test_expert_names_are_unique():
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict(dict(names=(), sources=(
+        dict(kind="bundled", task="mixed"), dict(kind="bundled", task="arithmetic"), dict(kind="bundled", task="mixed"),
+        dict(kind="local", path="x.jsonl", name="notes"))))
+    assert [n for n, _ in experts.expert_sources(cfg)] == ["mixed_0", "arithmetic", "mixed_1", "notes"]
+    cfg.sources = cfg.sources[:2]
+    with pytest.raises(experts.ConfigError, match="needs >= 3 members"):
+        experts.expert_sources(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_base(tmp_path_factory, smollm2_dir):
+    folder = tmp_path_factory.mktemp("tiny_chat_base")
+    save_hf_model("llama", folder, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(smollm2_dir, name), folder)
+    return str(folder)
+
+
+def cli_args(base, cache):
+    return [f"--config={TINY_CONFIG}", f"--config.tribe.base={base}", f"--config.experts.dir={cache}",
+            "--config.experts.examples=12", "--config.experts.rows_per_member=4", "--config.experts.learning_rate=0.01"]
+
+
+def test_cli_builds_caches_and_the_loop_starts_from_the_experts(tmp_path, tiny_chat_base):
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    cache = tmp_path / "experts"
+    built = subprocess.run([sys.executable, "-m", "sparta_jax.experts", *cli_args(tiny_chat_base, cache)], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    folders = built.stdout.split()
+    assert [os.path.basename(f) for f in folders] == ["arithmetic", "word_problems", "multiple_choice", "mixed"]
+    root = os.path.dirname(folders[0])
+    manifest = json.load(open(os.path.join(root, experts.MANIFEST)))
+    assert manifest["steps"] == 3 and set(manifest["members"]) == {os.path.basename(f) for f in folders}
+    for name, info in manifest["members"].items():
+        assert info["examples"] == 12 - info["skipped"]["held_out"] - info["skipped"]["too_long"] > 0
+        assert info["loss_last_step"] < info["loss_first_step"], name
+    # The adapters are real PEFT folders, trained away from B = 0 and different from each other.
+    loaded = [peft.PeftConfig.from_pretrained(f) for f in folders]
+    assert all(c.r == 4 and c.lora_alpha == 8.0 for c in loaded)
+    from safetensors.numpy import load_file
+
+    bs = [np.concatenate([v.ravel() for k, v in sorted(load_file(os.path.join(f, "adapter_model.safetensors")).items())
+                          if "lora_B" in k]) for f in folders]
+    assert all(np.abs(b).max() > 0 for b in bs) and not np.allclose(bs[0], bs[1])
+
+    # The same config again: the cached set, no training.
+    again = subprocess.run([sys.executable, "-m", "sparta_jax.experts", *cli_args(tiny_chat_base, cache)], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.split() == folders
+    assert "experts: cached in" in again.stderr and "expert SFT" not in again.stderr
+
+    # The main loop with experts.enabled starts from exactly these adapters.
+    workdir = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "sparta_jax.main", *cli_args(tiny_chat_base, cache),
+                          "--config.experts.enabled=True", f"--workdir={workdir}", "--config.iterations=1",
+                          "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
+                          "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "experts: cached in" in run.stderr
+    ev = json.load(open(workdir / "iteration_000" / "evaluation.json"))
+    assert set(ev["dev"]) == {"arithmetic", "word_problems", "multiple_choice", "mixed"}
+    rep = json.load(open(workdir / "iteration_001" / "reputations.json"))
+    assert set(rep["end"]) == set(ev["dev"])
+
+
+def test_a_killed_build_is_not_taken_for_a_finished_one(tmp_path):
+    (tmp_path / "arithmetic").mkdir()
+    (tmp_path / "arithmetic" / "adapter_config.json").write_text("{}")
+    assert experts.read_manifest(str(tmp_path)) is None  # adapters but no manifest
+    (tmp_path / experts.MANIFEST).write_text(json.dumps({"names": ["arithmetic", "mixed"]}))
+    assert experts.read_manifest(str(tmp_path)) is None  # a named adapter is missing
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "adapter_config.json").write_text("{}")
+    assert experts.read_manifest(str(tmp_path))["names"] == ["arithmetic", "mixed"]
