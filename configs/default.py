@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
         candidates=64, cache_dtype="float32"))
     c.evaluation = ml_collections.ConfigDict(dict(
         enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
+        judge="tribe",  # open-ended ("judged") items: scored by the other members, or by this model folder
         temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=512, batch_size=32))
     c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
     c.distributed = ml_collections.ConfigDict(dict(

@@ -62,21 +62,41 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
     return [tuple(texts[where[(name, text)]] for name in m.models) for m, text in zip(matchups, instructions)]
 
 
-def judge_jobs(tribe: Tribe, matchups, instructions, responses, *, judge_cfg, mode: str):
-    """Every (judge, duel, side) with its fitted judge prompt ids. Judges: all but the duelists."""
+def judge_prompt_ids(tribe: Tribe, instruction: str, response: str, *, judge_cfg, mode: str) -> list[int]:
+    """The judge's chat prompt for one response (SPEC 2.3), fitted to judge.max_prompt_tokens."""
     wrap = lambda user: tribe.tokenizer.apply_chat_template(  # noqa: E731
         ([{"role": "system", "content": tribe.system_prompt}] if tribe.system_prompt else [])
         + [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    fitted = fit_judge_prompt(instruction, response, tribe.tokenizer, max_tokens=judge_cfg.max_prompt_tokens,
+                              mode=mode, wrap=wrap)
+    return list(fitted.ids)
+
+
+def judge_jobs(tribe: Tribe, matchups, instructions, responses, *, judge_cfg, mode: str):
+    """Every (judge, duel, side) with its fitted judge prompt ids. Judges: all but the duelists."""
     jobs = []
     for d, (m, text, pair) in enumerate(zip(matchups, instructions, responses)):
+        sides = [judge_prompt_ids(tribe, text, pair[side], judge_cfg=judge_cfg, mode=mode) for side in (0, 1)]
         for j, judge in enumerate(tribe.names):
             if judge in m.models:
                 continue
             for side in (0, 1):
-                fitted = fit_judge_prompt(text, pair[side], tribe.tokenizer, max_tokens=judge_cfg.max_prompt_tokens,
-                                          mode=mode, wrap=wrap)
-                jobs.append((d, judge, side, j, list(fitted.ids)))
+                jobs.append((d, judge, side, j, sides[side]))
     return jobs
+
+
+def single_scores(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, judge_cfg, rng,
+                  progress=lambda n: None) -> np.ndarray:
+    """(judge adapter index, judge prompt ids) -> score in 1..10 (nan when unparseable), per job."""
+    if judge_cfg.mode == "logits":
+        return logit_scores(tribe, jobs, batch_size=judge_cfg.batch_size, progress=progress)
+    if judge_cfg.mode == "sampled":
+        from sparta_jax.sparta import parse_score
+
+        raw = generate_texts(tribe, jobs, gen_cfg=judge_cfg, rng=rng, batch_size=judge_cfg.batch_size,
+                             progress=progress)
+        return np.array([np.nan if (s := parse_score(text)) is None else float(s) for text in raw])
+    raise ValueError(f"judge.mode must be 'sampled' or 'logits', got {judge_cfg.mode!r}")
 
 
 def judge_duels(tribe: Tribe, iteration: int, matchups, instructions, responses, *, judge_cfg, mode: str, rng,

@@ -70,6 +70,8 @@ def validate_config(config) -> None:
            "must be an integer in [0, dpo.max_length)")
     _check(config, "mesh", lambda v: all(isinstance(s, int) and (s >= 1 or s == -1) for s in dict(v).values()),
            "axis sizes must be positive integers or -1")
+    _check(config, "evaluation.judge", lambda v: isinstance(v, str) and v,
+           "must be 'tribe' (the other members judge) or a judge model folder ('embedded' for SmolLM2)")
     if _get(config, "experts.enabled"):
         _check(config, "experts.sources", lambda v: len(v) >= 3 and all(hasattr(x, "get") for x in v),
                "must list >= 3 data sources (one per member), each a mapping")

@@ -1,17 +1,41 @@
-"""Evaluating every member on held-out verifiable items (SPEC 2.7).
+"""Evaluating every member on held-out items (SPEC 2.7).
 
 Each member answers the dev items greedily through the sampler (all members' rows in the same
-batches); the best member by dev accuracy is the one to report, with its test accuracy. With
+batches); the best member by dev score is the one to report, with its test score. With
 `test_all_members` every member is also scored on test (costlier, useful for the report).
+
+Two kinds of split:
+- verifiable: every item has an answer and a text evaluator (`sparta_jax.evaluation`); the
+  score is the accuracy with a Wilson 95% interval.
+- judged (every item's evaluator is "judged"; open-ended, no answer needed): each answer is
+  scored 1..10 with the Sparta judge prompt, in the run's judge mode, either by the tribe
+  (every member but the one that answered, averaged) or by a named judge model. The split's
+  "accuracy" is then the mean score rescaled to [0, 1], (s - 1) / 9, with a normal-approximation
+  95% interval; "mean_score" keeps the 1..10 mean, and "n_unparsed" counts answers no judge
+  scored (they count as 0).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
+import numpy as np
+
 from sparta_jax import combat, evaluation
+from sparta_jax.metrics import Progress
 from sparta_jax.tribe import Tribe
 
+JUDGED = "judged"
 SUMMARY_KEYS = ("accuracy", "n", "n_correct", "n_unparsed", "ci95")
+
+
+def split_kind(records: Sequence[dict]) -> str | None:
+    """"judged", "verifiable", or None when the split cannot be scored (a mix, or items without answers)."""
+    if records and all(r.get("evaluator") == JUDGED for r in records):
+        return JUDGED
+    if records and all(r.get("answer") is not None and r.get("evaluator") in evaluation.EVALUATORS for r in records):
+        return "verifiable"
+    return None
 
 
 def answers(tribe: Tribe, members: Sequence[int], records: Sequence[dict], eval_cfg, rng, progress) -> list[list[str]]:
@@ -29,15 +53,68 @@ def summarize(result: dict) -> dict:
     return out
 
 
-def evaluate_tribe(tribe: Tribe, dev: Sequence[dict], test: Sequence[dict], eval_cfg, rng, progress) -> dict:
+def judged_summary(scores: Sequence[float]) -> dict:
+    """Per-answer judge scores (1..10, nan = unscored) -> the split's summary (module docstring)."""
+    s = np.asarray(scores, np.float64)
+    unscored = np.isnan(s)
+    x = np.where(unscored, 0.0, (s - 1.0) / 9.0)
+    n = len(x)
+    mean = float(np.mean(x)) if n else 0.0
+    half = 1.96 * float(np.std(x, ddof=1)) / math.sqrt(n) if n > 1 else 1.0
+    return {"accuracy": mean, "n": n, "n_correct": None, "n_unparsed": int(unscored.sum()),
+            "ci95": [max(0.0, mean - half), min(1.0, mean + half)],
+            "mean_score": float(np.nanmean(s)) if (~unscored).any() else None}
+
+
+class TribeScorer:
+    """Scores members' answers on a split, by the text evaluators or by judges."""
+
+    def __init__(self, tribe: Tribe, *, judge: Tribe | None = None, judge_cfg=None, mode: str = "faithful",
+                 rng=None, label: str = "evaluation judging"):
+        """judge: None for the tribe's own judges, or a one-model Tribe (its base model judges)."""
+        self.tribe, self.judge, self.judge_cfg, self.mode, self.rng = tribe, judge, judge_cfg, mode, rng
+        self.label = label
+
+    def score(self, members: Sequence[int], records: Sequence[dict], texts: Sequence[Sequence[str]]) -> list[dict]:
+        """texts[k][i]: member members[k]'s answer to records[i] -> one summary per member."""
+        if split_kind(records) == JUDGED:
+            return [judged_summary(s) for s in self.judge_scores(members, records, texts)]
+        return [summarize(evaluation.evaluate(t, records)) for t in texts]
+
+    def judge_scores(self, members, records, texts) -> np.ndarray:
+        """[members, items] mean judge score of each answer."""
+        judge = self.judge or self.tribe
+        jobs, owner = [], []
+        for k, m in enumerate(members):
+            judges = [-1] if self.judge is not None else [j for j in range(len(self.tribe.names)) if j != m]
+            for i, (r, text) in enumerate(zip(records, texts[k])):
+                ids = combat.judge_prompt_ids(judge, r["instruction"], text, judge_cfg=self.judge_cfg, mode=self.mode)
+                for j in judges:
+                    jobs.append((j, ids))
+                    owner.append((k, i))
+        scores = combat.single_scores(judge, jobs, judge_cfg=self.judge_cfg, rng=self.rng,
+                                      progress=Progress(self.label, len(jobs), "scores"))
+        total = np.zeros((len(members), len(records)))
+        count = np.zeros((len(members), len(records)))
+        for (k, i), s in zip(owner, scores):
+            if not np.isnan(s):
+                total[k, i] += s
+                count[k, i] += 1
+        with np.errstate(invalid="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def evaluate_tribe(tribe: Tribe, dev: Sequence[dict], test: Sequence[dict], eval_cfg, rng, progress,
+                   scorer: TribeScorer | None = None) -> dict:
+    scorer = scorer or TribeScorer(tribe)
     everyone = list(range(len(tribe.names)))
     dev_answers = answers(tribe, everyone, dev, eval_cfg, rng, progress)
-    dev_scores = {tribe.names[m]: summarize(evaluation.evaluate(a, dev)) for m, a in zip(everyone, dev_answers)}
+    dev_scores = dict(zip(tribe.names, scorer.score(everyone, dev, dev_answers)))
     best = max(tribe.names, key=lambda n: (dev_scores[n]["accuracy"], -tribe.index(n)))  # ties: tribe order
     tested = everyone if eval_cfg.test_all_members else [tribe.index(best)]
     test_answers = answers(tribe, tested, test, eval_cfg, rng, progress)
-    test_scores = {tribe.names[m]: summarize(evaluation.evaluate(a, test)) for m, a in zip(tested, test_answers)}
-    examples = [{"instruction": r["instruction"], "answer": r["answer"], "best_member_output": a}
+    test_scores = {tribe.names[m]: s for m, s in zip(tested, scorer.score(tested, test, test_answers))}
+    examples = [{"instruction": r["instruction"], "answer": r.get("answer"), "best_member_output": a}
                 for r, a in list(zip(test, test_answers[tested.index(tribe.index(best))]))[:5]]
     return {"dev": dev_scores, "test": test_scores, "best_member": best, "best_test": test_scores[best],
             "examples": examples}

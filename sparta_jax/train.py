@@ -25,7 +25,7 @@ from sparta_jax.metrics import MetricsWriter, Progress
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
                                duel_to_json, make_matchups, write_text_atomic)
-from sparta_jax.tribe import Tribe, build_tribe
+from sparta_jax.tribe import Tribe, build_judge, build_tribe
 
 PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3, "evaluation": 4}
 
@@ -230,23 +230,29 @@ def check_context(config, context: int) -> None:
                               f"model's context of {context} tokens")
 
 
-def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics) -> None:
+def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics, judge: Tribe | None) -> None:
     """Every member on the dev items, the best one on test; iteration 0 is the initial tribe."""
+    from sparta_jax import member_eval
+
     cfg = config.evaluation
     folder = iteration_dir(workdir, t)
     path = os.path.join(folder, "evaluation.json")
     if not cfg.enabled or os.path.exists(path):
         return
     dev, test = (data.get(split, [])[: cfg[split]] for split in ("dev", "test"))
-    if not dev or not test or any(r.get("answer") is None or r.get("evaluator") is None for r in dev + test):
-        log("evaluation skipped: the data source has no dev/test items with answers and an evaluator")
+    if member_eval.split_kind(dev) is None or member_eval.split_kind(test) is None:
+        log("evaluation skipped: the dev and test splits need items that all have an answer and a text evaluator, "
+            "or all the evaluator 'judged'")
         return
-    from sparta_jax.member_eval import evaluate_tribe
-
     os.makedirs(folder, exist_ok=True)
-    progress = Progress(f"iteration {t} evaluation", len(tribe.names) * len(dev) + len(test), "answers")
-    result = {"iteration": t, **evaluate_tribe(tribe, dev, test, cfg, phase_key(config.seed, t, "evaluation"),
-                                               progress)}
+    m = len(tribe.names)
+    progress = Progress(f"iteration {t} evaluation", m * len(dev) + len(test) * (m if cfg.test_all_members else 1),
+                        "answers")
+    scorer = member_eval.TribeScorer(tribe, judge=judge, judge_cfg=config.judge, mode=config.mode,
+                                     rng=phase_key(config.seed, t, "evaluation"),
+                                     label=f"iteration {t} evaluation judging")
+    result = {"iteration": t, **member_eval.evaluate_tribe(tribe, dev, test, cfg, phase_key(config.seed, t, "evaluation"),
+                                                           progress, scorer)}
     write_json(path, result)
     best = result["best_test"]
     metrics.write(t, "evaluation", {"best_test_accuracy": best["accuracy"], "best_member": result["best_member"],
@@ -254,6 +260,14 @@ def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, met
     log(f"evaluation after iteration {t}: best member {result['best_member']} (dev "
         f"{result['dev'][result['best_member']]['accuracy']:.3f}), test {best['accuracy']:.3f} "
         f"[{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}] on {best['n']} items")
+
+
+def needs_judge_model(config, data: dict) -> bool:
+    from sparta_jax import member_eval
+
+    cfg = config.evaluation
+    return bool(cfg.enabled and cfg.judge != "tribe" and any(
+        member_eval.split_kind(data.get(s, [])[: cfg[s]]) == member_eval.JUDGED for s in ("dev", "test")))
 
 
 def dpo_config(config) -> dpo.DPOConfig:
@@ -281,6 +295,8 @@ def run(config, workdir: str) -> dict:
 
         adapters = ensure_experts(config, mesh, log=log)
     tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
+    judge = build_judge(config.evaluation.judge, config.tribe, config.sampler, mesh) if needs_judge_model(
+        config, data) else None  # a named model judges open-ended evaluation answers
     check_context(config, tribe.model.config.max_position_embeddings)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     dpo_cfg = dpo_config(config)
@@ -292,7 +308,7 @@ def run(config, workdir: str) -> dict:
         trainer = TribeTrainer(tribe, dpo_cfg)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
         tribe.model = dpo.merge_lora(trainer.graphdef, state.trainable, trainer.frozen)
-        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics)  # e.g. the initial tribe
+        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judge)  # e.g. the initial tribe
         graphdef, frozen = trainer.graphdef, trainer.frozen
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
@@ -322,7 +338,7 @@ def run(config, workdir: str) -> dict:
             state = RunState(state.rater, trainable, t + 1)
             log(one_line(summary))
             tribe.model = dpo.merge_lora(graphdef, trainable, frozen)
-            evaluation_phase(config, tribe, t, data, workdir, metrics)
+            evaluation_phase(config, tribe, t, data, workdir, metrics, judge)
             if jax.process_index() == 0:
                 from sparta_jax.report import write_report
 

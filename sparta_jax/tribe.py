@@ -72,9 +72,21 @@ def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
     names = tuple(a.name for a in model.lora_config.adapters)
     if len(set(names)) != len(names):
         raise ValueError(f"member names must be unique, got {names}")
+    system = tribe_cfg.system_prompt if supports_system_role(tokenizer) else None
+    return Tribe(names, model, tokenizer, _sampler(model, tokenizer, sampler_cfg, mesh), system or None, base)
+
+
+def build_judge(path: str, tribe_cfg, sampler_cfg, mesh) -> Tribe:
+    """A named judge model (a HF folder or "embedded") as a one-member tribe without adapters."""
+    base = resolve_base(path)
+    model, tokenizer = from_pretrained(base, dtype=jnp.dtype(tribe_cfg.dtype),
+                                       param_dtype=jnp.dtype(tribe_cfg.param_dtype), mesh=mesh)
+    system = tribe_cfg.system_prompt if supports_system_role(tokenizer) else None
+    return Tribe(("judge",), model, tokenizer, _sampler(model, tokenizer, sampler_cfg, mesh), system or None, base)
+
+
+def _sampler(model, tokenizer, sampler_cfg, mesh) -> Sampler:
     config = SamplerConfig(prompt_buckets=tuple(sampler_cfg.prompt_buckets),
                            new_token_buckets=tuple(sampler_cfg.new_token_buckets),
                            candidates=sampler_cfg.candidates, cache_dtype=sampler_cfg.cache_dtype)
-    sampler = Sampler(model, tokenizer, config=config, mesh=mesh)
-    system = tribe_cfg.system_prompt if supports_system_role(tokenizer) else None
-    return Tribe(names, model, tokenizer, sampler, system or None, base)
+    return Sampler(model, tokenizer, config=config, mesh=mesh)

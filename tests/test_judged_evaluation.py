@@ -1,0 +1,145 @@
+"""Open-ended ("judged") evaluation: scores by the tribe's other members or a named judge model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import peft
+import pytest
+import torch
+import transformers
+
+from sparta_jax import combat, member_eval, sharding
+from sparta_jax.tribe import build_judge, build_tribe
+from tiny_models import save_hf_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_judged_summary_by_hand():
+    s = member_eval.judged_summary([10.0, 1.0, np.nan, 5.5])
+    x = np.array([1.0, 0.0, 0.0, 0.5])  # (s - 1) / 9, unscored = 0
+    half = 1.96 * np.std(x, ddof=1) / 2
+    assert s["accuracy"] == pytest.approx(0.375) and s["n"] == 4 and s["n_unparsed"] == 1
+    assert s["ci95"] == pytest.approx([max(0, 0.375 - half), min(1, 0.375 + half)])
+    assert s["mean_score"] == pytest.approx(5.5)
+    assert member_eval.judged_summary([np.nan])["mean_score"] is None
+
+
+def test_split_kind():
+    judged = [{"instruction": "Write a haiku.", "evaluator": "judged"}]
+    verifiable = [{"instruction": "1 + 1?", "answer": 2, "evaluator": "numeric"}]
+    assert member_eval.split_kind(judged) == "judged"
+    assert member_eval.split_kind(verifiable) == "verifiable"
+    assert member_eval.split_kind(judged + verifiable) is None
+    assert member_eval.split_kind([{"instruction": "x", "evaluator": "numeric"}]) is None  # no answer
+    assert member_eval.split_kind([]) is None
+
+
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory, smollm2_dir):
+    folder = tmp_path_factory.mktemp("judged_base")
+    save_hf_model("llama", folder, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(smollm2_dir, name), folder)
+    adapters = []
+    for m in range(3):  # random, non-zero adapters: the members really differ as judges
+        base = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        torch.manual_seed(20 + m)
+        peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False)).save_pretrained(str(folder / f"m{m}"))
+        adapters.append(str(folder / f"m{m}"))
+    return str(folder), adapters
+
+
+def _cfgs(base, adapters):
+    tribe = ml_collections.ConfigDict(dict(base=base, adapters=tuple(adapters), names=("a", "b", "c"), members=3,
+                                           lora_rank=4, lora_alpha=8.0, lora_targets=("q_proj",),
+                                           system_prompt="You are a helpful AI assistant.", dtype="float32",
+                                           param_dtype="float32"))
+    sampler = ml_collections.ConfigDict(dict(prompt_buckets=(64, 128, 256, 512), new_token_buckets=(16, 32),
+                                             candidates=64, cache_dtype="float32"))
+    judge = ml_collections.ConfigDict(dict(mode="logits", max_prompt_tokens=512, batch_size=8, temperature=0.7,
+                                           top_k=50, top_p=0.95, max_new_tokens=16))
+    return tribe, sampler, judge
+
+
+RECORDS = [{"instruction": "Write one sentence about the sea.", "evaluator": "judged"},
+           {"instruction": "Name a primary colour.", "evaluator": "judged"}]
+TEXTS = [["The sea is wide.", "Red."], ["Waves.", "Blue is one."], ["Salt water everywhere.", "Yellow"]]
+
+
+def test_tribe_judges_exclude_the_answering_member_and_average(chat_base):
+    base, adapters = chat_base
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    tribe_cfg, sampler_cfg, judge_cfg = _cfgs(base, adapters)
+    tribe = build_tribe(tribe_cfg, sampler_cfg, mesh)
+    scorer = member_eval.TribeScorer(tribe, judge_cfg=judge_cfg, mode="fixed")
+    got = scorer.judge_scores([0, 1, 2], RECORDS, TEXTS)
+    # Every judge on every answer, one by one; then the mean over the judges other than the author.
+    table = np.zeros((3, 3, 2))  # [judge, author, item]
+    for j in range(3):
+        for k in range(3):
+            for i, r in enumerate(RECORDS):
+                ids = combat.judge_prompt_ids(tribe, r["instruction"], TEXTS[k][i], judge_cfg=judge_cfg, mode="fixed")
+                table[j, k, i] = combat.logit_scores(tribe, [(j, ids)], batch_size=1)[0]
+    assert len({round(float(x), 6) for x in table[:, 0, 0]}) == 3  # the judges disagree
+    for k in range(3):
+        others = [j for j in range(3) if j != k]
+        np.testing.assert_allclose(got[k], table[others, k].mean(axis=0), rtol=1e-5)
+    summaries = scorer.score([0, 1, 2], RECORDS, TEXTS)
+    assert [s["accuracy"] for s in summaries] == pytest.approx([float(np.mean((g - 1) / 9)) for g in got])
+
+    # A named judge model: its base alone scores every answer once.
+    judge = build_judge(base, tribe_cfg, sampler_cfg, mesh)
+    named = member_eval.TribeScorer(tribe, judge=judge, judge_cfg=judge_cfg, mode="fixed").judge_scores(
+        [1], RECORDS, TEXTS[1:2])
+    want = [combat.logit_scores(judge, [(-1, combat.judge_prompt_ids(judge, r["instruction"], t, judge_cfg=judge_cfg,
+                                                                      mode="fixed"))], batch_size=1)[0]
+            for r, t in zip(RECORDS, TEXTS[1])]
+    np.testing.assert_allclose(named[0], want, rtol=1e-5)
+    assert all(1.0 <= x <= 10.0 for x in want)
+
+
+def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_base):
+    base, _ = chat_base
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Write a short line about the number {i}."}) + "\n"
+                            for i in range(40)))
+    config = tmp_path / "open_ended.py"
+    config.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('tiny', {os.path.join(REPO, 'configs', 'tiny.py')!r})\n"
+        "tiny = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(tiny)\n"
+        "import ml_collections\n"
+        "def get_config():\n"
+        "    c = tiny.get_config()\n"
+        f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(data)!r}, instruction_field='prompt',\n"
+        "                                            evaluator='judged', dev=4, test=4, seed=0))\n"
+        "    return c\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    workdir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
+         f"--config.tribe.base={base}", "--config.iterations=1", "--config.instructions_per_iteration=4",
+         "--config.generation.max_new_tokens=8", "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80",
+         f"--config.evaluation.judge={base}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "evaluation judging" in out.stderr
+    for t in (0, 1):
+        ev = json.load(open(workdir / f"iteration_00{t}" / "evaluation.json"))
+        assert set(ev["dev"]) == {"member_0", "member_1", "member_2"}
+        for s in ev["dev"].values():
+            assert s["n"] == 4 and 0.0 <= s["accuracy"] <= 1.0 and 1.0 <= s["mean_score"] <= 10.0
+            assert s["accuracy"] == pytest.approx((s["mean_score"] - 1) / 9, abs=1e-9)  # nothing unscored
+        assert ev["best_test"]["n"] == 4 and ev["examples"][0]["answer"] is None
+    assert not (workdir / "iteration_001" / "judge_signal.json").exists()  # no reference answers
