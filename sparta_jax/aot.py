@@ -32,6 +32,8 @@ import re
 import sys
 from typing import Any, Mapping
 
+from sparta_jax.models.shapes import BASE_ALIASES as _BASE_ALIASES, MODEL_SHAPES
+
 # Per-generation facts about TPU chips. chip_config_name and chips_per_host_bounds are what
 # libtpu uses on live Cloud TPU hosts; without "megacore" a v4 / v5p topology is described
 # as two single-core devices per chip, which is not how JAX runs on them.
@@ -47,32 +49,6 @@ HBM_GIB = {name: spec[0] for name, spec in TPU_GENERATIONS.items()}
 
 GIB = 1024**3
 
-# Hugging Face config.json values of the bases a config may name, so shapes are known
-# where the folder is not (a laptop preparing a pod run).
-MODEL_SHAPES: dict[str, dict[str, Any]] = {
-    "qwen2.5-7b": dict(
-        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064, hidden_size=3584,
-        intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
-        hidden_act="silu", use_sliding_window=False),
-    "qwen2.5-1.5b": dict(
-        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=1536,
-        intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-        hidden_act="silu", use_sliding_window=False),
-    "smollm2-135m": dict(
-        architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=49152, hidden_size=576,
-        intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-        max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        hidden_act="silu"),
-    # For tests and quick checks of the tool itself.
-    "tiny": dict(
-        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=512, hidden_size=64,
-        intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
-        hidden_act="silu", use_sliding_window=False),
-}
-_BASE_ALIASES = {"embedded": "smollm2-135m"}
 
 
 class AotError(ValueError):

@@ -50,7 +50,9 @@ def load_run_tribe(workdir: str, step: int | None = None):
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-    tribe = build_tribe(config.tribe, config.sampler, mesh)
+    started = os.path.join(workdir, "tribe.json")  # the adapter folders it started from (e.g. experts)
+    adapters = json.load(open(started))["adapters"] if os.path.exists(started) else None
+    tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
     graphdef, trainable, frozen = dpo.split_lora(tribe.model)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
         step = step if step is not None else ckpt.latest_step()

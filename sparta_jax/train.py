@@ -251,8 +251,10 @@ def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, met
     scorer = member_eval.TribeScorer(tribe, judge=judge, judge_cfg=config.judge, mode=config.mode,
                                      rng=phase_key(config.seed, t, "evaluation"),
                                      label=f"iteration {t} evaluation judging")
+    started = time.perf_counter()
     result = {"iteration": t, **member_eval.evaluate_tribe(tribe, dev, test, cfg, phase_key(config.seed, t, "evaluation"),
                                                            progress, scorer)}
+    result["seconds"] = time.perf_counter() - started
     write_json(path, result)
     best = result["best_test"]
     metrics.write(t, "evaluation", {"best_test_accuracy": best["accuracy"], "best_member": result["best_member"],
@@ -299,6 +301,9 @@ def run(config, workdir: str) -> dict:
         config, data) else None  # a named model judges open-ended evaluation answers
     check_context(config, tribe.model.config.max_position_embeddings)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json(os.path.join(workdir, "tribe.json"), {  # what the run started from (export rebuilds it)
+        "base": tribe.base_path, "names": list(tribe.names),
+        "adapters": list(adapters if adapters is not None else [a for a in config.tribe.adapters if a])})
     dpo_cfg = dpo_config(config)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep,
@@ -317,12 +322,13 @@ def run(config, workdir: str) -> dict:
             tribe.model = dpo.merge_lora(graphdef, state.trainable, frozen)  # this iteration's members
             instructions = data_lib.sample_instructions(train_split, config.instructions_per_iteration,
                                                         iteration=t, seed=config.seed, mode=config.mode)
-            duels = duel_phase(config, tribe, t, instructions, state.rater, folder)
-            records = judge_phase(config, tribe, t, duels, folder)
-            rated = rate_phase(state.rater, t, records, folder)
+            clock = PhaseClock()
+            duels = clock("answers", duel_phase, config, tribe, t, instructions, state.rater, folder)
+            records = clock("judging", judge_phase, config, tribe, t, duels, folder)
+            rated = clock("rating", rate_phase, state.rater, t, records, folder)
             judge_signal_phase(instructions, records, rated, folder)
-            trainable, opt_state, train_info = train_phase(config, tribe, t, rated.preferences, state.trainable,
-                                                           trainer)
+            trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, rated.preferences,
+                                                     state.trainable, trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained
                 opt_state = jax.jit(probe_opt.init)(trainable)  # jitted: global arrays, also on multi-host
             host = {"iteration": t, "phase": "trained", "names": list(tribe.names),
@@ -332,9 +338,13 @@ def run(config, workdir: str) -> dict:
             # Records first, then the checkpoint: a kill in between redoes the iteration, and the
             # redo drops the stale metrics lines (MetricsWriter first_step) and rewrites the summary.
             summary = iteration_summary(t, records, rated, train_info, time.perf_counter() - started)
-            metrics.write(t, "iteration", {k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
+            summary["phase_seconds"] = clock.seconds  # a phase found done on disk (a resume) shows ~0
+            metrics.write(t, "iteration", {**{k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
+                                           **{f"seconds/{k}": v for k, v in clock.seconds.items()}})
             write_json(os.path.join(folder, "summary.json"), {**summary, "train": train_info})
+            saving = time.perf_counter()
             ckpt.save(t, trainable=trainable, opt_state=opt_state, host_state=host)
+            log(f"  checkpoint {t}: {time.perf_counter() - saving:.1f}s to hand over (written in the background)")
             state = RunState(state.rater, trainable, t + 1)
             log(one_line(summary))
             tribe.model = dpo.merge_lora(graphdef, trainable, frozen)
@@ -346,6 +356,19 @@ def run(config, workdir: str) -> dict:
         ckpt.wait()
         metrics.close()
     return state.rater.state.to_dict()
+
+
+class PhaseClock:
+    """Times each phase of an iteration: clock(name, fn, *args) runs fn and records its seconds."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        self.seconds[name] = time.perf_counter() - start
+        return out
 
 
 def iteration_summary(t, records, rated, train_info, seconds) -> dict:

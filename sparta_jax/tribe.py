@@ -10,6 +10,7 @@ import os
 
 import jax.numpy as jnp
 
+from sparta_jax.config_check import ConfigError
 from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.loading import from_pretrained
 from sparta_jax.models.lora import AdapterSpec, LoraConfig
@@ -29,7 +30,12 @@ class Tribe:
         return self.names.index(name)
 
 
+RANDOM_PREFIX = "random:"  # "random:<shape>": random weights of a named shape (models/shapes.py)
+
+
 def resolve_base(base: str) -> str:
+    if base.startswith(RANDOM_PREFIX):
+        raise ConfigError(f"tribe.base {base!r} has random weights and no folder")
     if base == "embedded":
         from sparta_jax.models.embedded import materialize_smollm2
 
@@ -50,28 +56,64 @@ def supports_system_role(tokenizer) -> bool:
 
 def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
     """`adapters` (PEFT folders, e.g. the experts') replaces tribe_cfg.adapters when given."""
-    base = resolve_base(tribe_cfg.base)
     adapters = [a for a in (tribe_cfg.adapters if adapters is None else adapters) if a]
+    if tribe_cfg.base.startswith(RANDOM_PREFIX):
+        return _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters)
+    base = resolve_base(tribe_cfg.base)
     names = tuple(tribe_cfg.names) or None
     dtype, param_dtype = jnp.dtype(tribe_cfg.dtype), jnp.dtype(tribe_cfg.param_dtype)
     if adapters:
         if names and len(names) != len(adapters):
-            raise ValueError(f"tribe.names has {len(names)} names for {len(adapters)} adapters")
+            raise ConfigError(f"tribe.names has {len(names)} names for {len(adapters)} adapters")
         model, tokenizer = from_pretrained(base, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
                                            adapters=adapters, adapter_names=names)
     else:
-        m = int(tribe_cfg.members)
-        if m < 3:
-            raise ValueError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {m}")
-        names = names or tuple(f"member_{i}" for i in range(m))
-        if len(names) != m:
-            raise ValueError(f"tribe.names has {len(names)} names for {m} members")
-        lora = LoraConfig(tuple(AdapterSpec(n, int(tribe_cfg.lora_rank), float(tribe_cfg.lora_alpha),
-                                            targets=tuple(tribe_cfg.lora_targets)) for n in names))
-        model, tokenizer = from_pretrained(base, dtype=dtype, param_dtype=param_dtype, mesh=mesh, lora=lora)
+        model, tokenizer = from_pretrained(base, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                                           lora=fresh_lora(tribe_cfg))
+    return _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, base)
+
+
+def fresh_lora(tribe_cfg) -> LoraConfig:
+    """A stack of new adapters (B = 0) named by tribe.names or member_0 .. member_{M-1}."""
+    m = int(tribe_cfg.members)
+    if m < 3:
+        raise ConfigError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {m}")
+    names = tuple(tribe_cfg.names) or tuple(f"member_{i}" for i in range(m))
+    if len(names) != m:
+        raise ConfigError(f"tribe.names has {len(names)} names for {m} members")
+    return LoraConfig(tuple(AdapterSpec(n, int(tribe_cfg.lora_rank), float(tribe_cfg.lora_alpha),
+                                        targets=tuple(tribe_cfg.lora_targets)) for n in names))
+
+
+def _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters) -> Tribe:
+    """Random weights of a named shape with fresh adapters, and the embedded SmolLM2 tokenizer
+    (its ids fit any larger vocabulary): a full-size tribe for timing, without its checkpoint."""
+    from sparta_jax.models.config import ModelConfig
+    from sparta_jax.models.embedded import materialize_smollm2
+    from sparta_jax.models.loading import build_model, load_tokenizer_from
+    from sparta_jax.models.shapes import BASE_ALIASES, MODEL_SHAPES
+
+    name = tribe_cfg.base[len(RANDOM_PREFIX):].lower()
+    name = BASE_ALIASES.get(name, name)
+    if name not in MODEL_SHAPES:
+        raise ConfigError(f"tribe.base {tribe_cfg.base!r}: unknown shape; known: {', '.join(MODEL_SHAPES)}")
+    if adapters:
+        raise ConfigError(f"tribe.base {tribe_cfg.base!r} has random weights: adapter folders need their real base")
+    config = ModelConfig.from_hf_dict(MODEL_SHAPES[name])
+    tokenizer = load_tokenizer_from(materialize_smollm2())
+    if len(tokenizer) > config.vocab_size:
+        raise ConfigError(f"tribe.base {tribe_cfg.base!r}: vocabulary {config.vocab_size} is smaller than the "
+                         f"tokenizer's {len(tokenizer)}")
+    model = build_model(config, {}, lora=fresh_lora(tribe_cfg), dtype=jnp.dtype(tribe_cfg.dtype),
+                        param_dtype=jnp.dtype(tribe_cfg.param_dtype), mesh=mesh)
+    model.source_path = tribe_cfg.base
+    return _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, tribe_cfg.base)
+
+
+def _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, base) -> Tribe:
     names = tuple(a.name for a in model.lora_config.adapters)
     if len(set(names)) != len(names):
-        raise ValueError(f"member names must be unique, got {names}")
+        raise ConfigError(f"member names must be unique, got {names}")
     system = tribe_cfg.system_prompt if supports_system_role(tokenizer) else None
     return Tribe(names, model, tokenizer, _sampler(model, tokenizer, sampler_cfg, mesh), system or None, base)
 

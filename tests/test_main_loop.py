@@ -260,3 +260,40 @@ def test_export_best_member_reloads_with_the_same_logits(finished_run, tmp_path,
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
     base_only = np.asarray(tribe.model(jnp.asarray(ids)))
     assert np.abs(ours - base_only).max() > 1e-6  # the member was trained: the adapter matters
+
+
+def test_random_weights_base_and_the_iteration_benchmark(smollm2_dir, compile_cache, tmp_path):
+    """`tribe.base = random:<shape>` (a full-size tribe without its checkpoint) and the per-phase
+    table of benchmarks/iteration.py, on the tiny-chat shape."""
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache,
+           "SPARTA_JAX_CACHE": os.path.dirname(smollm2_dir)}  # the tokenizer is the embedded one
+    env.pop("XLA_FLAGS", None)
+    workdir = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "iteration.py"), f"--config={TINY_CONFIG}",
+                           f"--workdir={workdir}", "--config.tribe.base=random:tiny-chat", "--config.iterations=1",
+                           "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
+                           "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80",
+                           "--bundled_task=word_problems"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(workdir / "iteration_001" / "summary.json"))
+    assert set(summary["phase_seconds"]) == {"answers", "judging", "rating", "dpo"}
+    assert all(v >= 0 for v in summary["phase_seconds"].values())
+    assert sum(summary["phase_seconds"].values()) <= summary["seconds"]
+    assert json.load(open(workdir / "tribe.json"))["base"] == "random:tiny-chat"
+    ev = json.load(open(workdir / "iteration_001" / "evaluation.json"))
+    assert ev["seconds"] > 0 and ev["dev"]["member_0"]["n"] == 4
+    assert json.load(open(workdir / "config.json"))["data"]["task"] == "word_problems"
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 1 |")]
+    assert len(row) == 1, proc.stdout
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[1] == "4" and cells[2] == str(summary["pairs_trained"])
+    assert cells[3:7] == [f"{summary['phase_seconds'][k]:.1f}" for k in ("answers", "judging", "rating", "dpo")]
+    assert "base random:tiny-chat" in proc.stdout
+
+
+def test_unknown_random_shape_is_a_clear_error(tmp_path, compile_cache):
+    proc = launch(str(tmp_path / "run"), ["--config.tribe.base=random:qwen9-900b"], compile_cache)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-3000:]
+    assert "tribe.base 'random:qwen9-900b': unknown shape; known: qwen2.5-7b" in out

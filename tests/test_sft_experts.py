@@ -201,6 +201,13 @@ def test_cli_builds_caches_and_the_loop_starts_from_the_experts(tmp_path, tiny_c
     assert set(ev["dev"]) == {"arithmetic", "word_problems", "multiple_choice", "mixed"}
     rep = json.load(open(workdir / "iteration_001" / "reputations.json"))
     assert set(rep["end"]) == set(ev["dev"])
+    assert json.load(open(workdir / "tribe.json"))["adapters"] == folders
+    # Export rebuilds the tribe from those folders and the trained checkpoint.
+    out = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", str(workdir), "--member",
+                          "word_problems", "--out", str(tmp_path / "exported"), "--peft"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert peft.PeftConfig.from_pretrained(str(tmp_path / "exported")).r == 4
 
 
 def test_a_killed_build_is_not_taken_for_a_finished_one(tmp_path):
