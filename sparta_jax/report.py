@@ -1,6 +1,7 @@
 """An HTML report of a run's workdir: reputations, duels, judges, preferences, evaluation, DPO.
 
-    python -m sparta_jax.report --workdir DIR        # prints DIR/report/report.html
+    python -m sparta_jax.report --workdir DIR             # prints DIR/report/report.html
+    python -m sparta_jax.report --workdir DIR --markdown  # the dev/test table, as Markdown
 
 `write_report(workdir)` reads only what the main loop writes (config.json, metrics.jsonl and
 the iteration_NNN/ folders) and regenerates `<workdir>/report/report.html`: one
@@ -1187,13 +1188,40 @@ def write_report(workdir: str) -> str:
     return path
 
 
+def evaluation_markdown(run: RunData) -> str:
+    """Dev and test score of every member per evaluation, and the best member's, as Markdown."""
+    evals = [(it.t, it.evaluation) for it in run.iterations if it.evaluation is not None]
+    if not evals:
+        return "No evaluation.json in this run."
+
+    def cell(entry):
+        if not isinstance(entry, dict) or not _is_num(entry.get("accuracy")):
+            return "-"
+        lo, hi = entry.get("ci95", (math.nan, math.nan))
+        count = f"{entry['n_correct']}/{entry['n']}" if _is_num(entry.get("n_correct")) else f"n={entry.get('n')}"
+        return f"{entry['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({count})"
+
+    lines = ["| after iteration | member | dev | test |", "|---:|---|---|---|"]
+    for t, ev in evals:
+        best = ev.get("best_member")
+        for name in run.names:
+            label = f"**{name}** (best on dev)" if name == best else name
+            lines.append(f"| {t} | {label} | {cell(ev.get('dev', {}).get(name))} | {cell(ev.get('test', {}).get(name))} |")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparta_jax.report", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="the run's workdir (python -m sparta_jax.main --workdir)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the dev/test table of every evaluation as Markdown instead of writing the report")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.workdir):
         print(f"error: no such directory: {args.workdir}", file=sys.stderr)
         return 1
+    if args.markdown:
+        print(evaluation_markdown(load_run(args.workdir)))
+        return 0
     print(write_report(args.workdir))
     return 0
 

@@ -384,3 +384,19 @@ def test_cli_prints_the_report_path(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "sparta_jax.report", "--workdir", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "no such directory" in bad.stderr
+
+
+def test_markdown_table_shows_every_member_and_evaluation(tmp_path):
+    root = make_workdir(str(tmp_path / "work"), duels=8, seed=4)
+    out = subprocess.run([sys.executable, "-m", "sparta_jax.report", "--workdir", root, "--markdown"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    rows = [line for line in out.stdout.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == 3 * len(FOUR)  # iterations 0, 1, 2
+    for t in (0, 1, 2):
+        ev = json.load(open(os.path.join(root, f"iteration_00{t}", "evaluation.json")))
+        for name in FOUR:
+            d = ev["dev"][name]
+            label = f"**{name}** (best on dev)" if name == ev["best_member"] else name
+            want = (f"| {t} | {label} | {d['accuracy']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] "
+                    f"({d['n_correct']}/{d['n']}) |")
+            assert any(r.startswith(want) for r in rows), want
