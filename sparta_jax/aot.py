@@ -30,7 +30,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Mapping
+from typing import Mapping
 
 from sparta_jax.models.shapes import BASE_ALIASES as _BASE_ALIASES, MODEL_SHAPES
 

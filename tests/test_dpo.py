@@ -10,7 +10,7 @@ from flax import nnx
 
 from sparta_jax import dpo, sharding
 from sparta_jax.models.loading import from_pretrained
-from sparta_jax.models.lora import AdapterSpec, LoraConfig, uniform_lora_config
+from sparta_jax.models.lora import uniform_lora_config
 from assertions import assert_update_close
 from tiny_models import TINY, save_hf_model
 

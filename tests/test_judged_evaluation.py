@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import transformers
 
 from sparta_jax import combat, member_eval, sharding
 from sparta_jax.tribe import build_judge, build_tribe
-from tiny_models import save_hf_model
+from tiny_models import save_tiny_chat_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,10 +44,7 @@ def test_split_kind():
 @pytest.fixture(scope="module")
 def chat_base(tmp_path_factory, smollm2_dir):
     folder = tmp_path_factory.mktemp("judged_base")
-    save_hf_model("llama", folder, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(os.path.join(smollm2_dir, name), folder)
+    save_tiny_chat_model(folder, smollm2_dir)
     adapters = []
     for m in range(3):  # random, non-zero adapters: the members really differ as judges
         base = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from sparta_jax.sparta import duel_from_json
-from tiny_models import save_hf_model
+from tiny_models import save_tiny_chat_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
@@ -23,10 +21,7 @@ TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
 def tiny_base(tmp_path_factory, smollm2_dir):
     """A tiny random Llama that speaks SmolLM2's tokenizer: real chat templates, fast runs."""
     folder = tmp_path_factory.mktemp("tiny_base")
-    save_hf_model("llama", folder, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(os.path.join(smollm2_dir, name), folder)
+    save_tiny_chat_model(folder, smollm2_dir)
     return str(folder)
 
 

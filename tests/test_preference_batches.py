@@ -1,7 +1,6 @@
 """Preference records -> DPO token rows, with the embedded SmolLM2 tokenizer (EOS == pad)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import transformers
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -19,7 +18,7 @@ from flax import nnx
 from sparta_jax import dpo, experts, sft, sharding
 from sparta_jax.models import weights as names
 from sparta_jax.models.loading import from_pretrained
-from tiny_models import TINY, save_hf_model
+from tiny_models import TINY, save_hf_model, save_tiny_chat_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
@@ -146,10 +145,7 @@ def test_expert_names_are_unique():
 @pytest.fixture(scope="module")
 def tiny_chat_base(tmp_path_factory, smollm2_dir):
     folder = tmp_path_factory.mktemp("tiny_chat_base")
-    save_hf_model("llama", folder, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(os.path.join(smollm2_dir, name), folder)
+    save_tiny_chat_model(folder, smollm2_dir)
     return str(folder)
 
 

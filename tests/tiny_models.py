@@ -55,3 +55,16 @@ def left_padded_batch(vocab_size: int, lengths, seed: int = 0):
         mask[row, total - n:] = 1
         ids[row, : total - n] = 0
     return ids, mask
+
+
+def save_tiny_chat_model(folder, tokenizer_dir, seed: int = 0) -> str:
+    """A tiny random Llama that speaks SmolLM2's tokenizer (copied from `tokenizer_dir`): real chat
+    templates with fast runs."""
+    import os
+    import shutil
+
+    save_hf_model("llama", folder, seed, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(tokenizer_dir, name), folder)
+    return str(folder)
