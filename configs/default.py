@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
         system_prompt="You are a helpful AI assistant.",
         dtype="float32",  # compute dtype
         param_dtype="float32",  # storage / master weights
+        tokenizer="",  # random:<shape> bases only: a folder with tokenizer files ("" = the embedded one)
     ))
     # Diverse starting experts (python -m sparta_jax.experts): with enabled=True the tribe is one
     # SFT'd LoRA adapter per source below (trained once, then cached) instead of fresh adapters.

@@ -86,8 +86,9 @@ def fresh_lora(tribe_cfg) -> LoraConfig:
 
 
 def _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters) -> Tribe:
-    """Random weights of a named shape with fresh adapters, and the embedded SmolLM2 tokenizer
-    (its ids fit any larger vocabulary): a full-size tribe for timing, without its checkpoint."""
+    """Random weights of a named shape with fresh adapters, and the tokenizer of tribe.tokenizer
+    (a folder) or else the embedded SmolLM2's (its ids fit any larger vocabulary): a full-size
+    tribe for timing, without its checkpoint."""
     from sparta_jax.models.config import ModelConfig
     from sparta_jax.models.embedded import materialize_smollm2
     from sparta_jax.models.loading import build_model, load_tokenizer_from
@@ -100,7 +101,7 @@ def _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters) -> Tribe:
     if adapters:
         raise ConfigError(f"tribe.base {tribe_cfg.base!r} has random weights: adapter folders need their real base")
     config = ModelConfig.from_hf_dict(MODEL_SHAPES[name])
-    tokenizer = load_tokenizer_from(materialize_smollm2())
+    tokenizer = load_tokenizer_from(tribe_cfg.get("tokenizer") or materialize_smollm2())
     if len(tokenizer) > config.vocab_size:
         raise ConfigError(f"tribe.base {tribe_cfg.base!r}: vocabulary {config.vocab_size} is smaller than the "
                          f"tokenizer's {len(tokenizer)}")
