@@ -260,12 +260,12 @@ def test_export_best_member_reloads_with_the_same_logits(finished_run, tmp_path,
 def test_random_weights_base_and_the_iteration_benchmark(smollm2_dir, compile_cache, tmp_path):
     """`tribe.base = random:<shape>` (a full-size tribe without its checkpoint) and the per-phase
     table of benchmarks/iteration.py, on the tiny-chat shape."""
-    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache,
-           "SPARTA_JAX_CACHE": os.path.dirname(smollm2_dir)}  # the tokenizer is the embedded one
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache}
     env.pop("XLA_FLAGS", None)
     workdir = tmp_path / "bench"
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "iteration.py"), f"--config={TINY_CONFIG}",
                            f"--workdir={workdir}", "--config.tribe.base=random:tiny-chat", "--config.iterations=1",
+                           f"--config.tribe.tokenizer={smollm2_dir}",
                            "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
                            "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80",
                            "--bundled_task=word_problems"],
