@@ -16,6 +16,7 @@ build is never taken for a finished one. With `experts.enabled`, the main loop c
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ import tempfile
 import jax
 import numpy as np
 
-from sparta_jax import data as data_lib, dpo, sft
+from sparta_jax import checkpoints, data as data_lib, dpo, sft
 from sparta_jax.config_check import ConfigError
 from sparta_jax.metrics import Progress
 from sparta_jax.models.embedded import default_cache_dir
@@ -112,7 +113,7 @@ def cache_key(config, base_path: str) -> str:
         "base": _base_fingerprint(base_path),
         "lora": [int(t.lora_rank), float(t.lora_alpha), list(t.lora_targets)],
         "system_prompt": t.system_prompt, "dtype": [t.dtype, t.param_dtype],
-        "experts": {k: _plain(v) for k, v in config.experts.items() if k not in ("enabled", "dir")},
+        "experts": {k: _plain(v) for k, v in config.experts.items() if k not in ("enabled", "dir", "checkpoint_every")},
         "held_out_from": _plain(config.data), "format": 1,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:16]
@@ -142,8 +143,12 @@ def _schedule(n_examples: list[int], rows: int, epochs: int, seed: int) -> list[
     return [np.concatenate([rng.permutation(n) for _ in range(epochs)]) for n in n_examples]
 
 
-def train_experts(config, mesh, *, log=lambda s: None):
-    """(model with the trained LoRA stack, tokenizer, names, report dict)."""
+def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s: None):
+    """(model with the trained LoRA stack, tokenizer, names, report dict).
+
+    With `partial_dir`, the training state is checkpointed there every experts.checkpoint_every
+    steps, and a killed build resumes from its last checkpoint (the example order is seeded, so
+    the result equals an uninterrupted build)."""
     import jax.numpy as jnp
 
     from sparta_jax.models.loading import from_pretrained
@@ -178,16 +183,33 @@ def train_experts(config, mesh, *, log=lambda s: None):
     step_fn = sft.make_lora_sft_step(graphdef, sft_cfg, optimizer)
     state = dpo.init_train_state(trainable, optimizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    progress = Progress("expert SFT", steps, "steps")
     history = []
-    for s in range(steps):
-        chunk = [[per_member[m][i] for i in o[s * rows: (s + 1) * rows]] for m, o in enumerate(orders)]
-        batch = sft.examples_to_batch(chunk, int(cfg.max_length), pad, rows)  # a member out of examples: fillers
-        state, metrics = step_fn(state, frozen, batch)
-        history.append([float(x) for x in np.asarray(jax.device_get(metrics["loss"]))])
-        progress(1)
-        if s in (0, steps - 1):
-            log(f"expert SFT step {s + 1}/{steps}: loss " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, history[-1])))
+    every = int(cfg.checkpoint_every)
+    with contextlib.ExitStack() as stack:
+        ckpt = None
+        if partial_dir is not None and every > 0:
+            ckpt = stack.enter_context(checkpoints.RunCheckpointer(os.path.join(partial_dir, "checkpoints"),
+                                                                   max_to_keep=1))
+            if (done := ckpt.latest_step()) is not None:
+                params, opt_state, host = ckpt.restore(
+                    done, trainable_target=checkpoints.targets_like(state.params),
+                    opt_state_target=checkpoints.targets_like(state.opt_state))
+                state = dpo.TrainState(params, opt_state, jnp.asarray(done, jnp.int32))
+                history = host["loss_history"]
+                log(f"expert SFT: resumed after step {done}/{steps}")
+        progress = Progress("expert SFT", steps - len(history), "steps")
+        for s in range(len(history), steps):
+            chunk = [[per_member[m][i] for i in o[s * rows: (s + 1) * rows]] for m, o in enumerate(orders)]
+            batch = sft.examples_to_batch(chunk, int(cfg.max_length), pad, rows)  # a member out of examples: fillers
+            state, metrics = step_fn(state, frozen, batch)
+            history.append([float(x) for x in np.asarray(jax.device_get(metrics["loss"]))])
+            progress(1)
+            if s in (0, steps - 1):
+                log(f"expert SFT step {s + 1}/{steps}: loss "
+                    + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, history[-1])))
+            if ckpt is not None and (s + 1) % every == 0 and s + 1 < steps:
+                ckpt.save(s + 1, trainable=state.params, opt_state=state.opt_state,
+                          host_state={"loss_history": history})
     for m, name in enumerate(names):
         report[name]["loss_first_step"], report[name]["loss_last_step"] = history[0][m], history[-1][m]
     model = dpo.merge_lora(graphdef, state.params, frozen)
@@ -204,9 +226,11 @@ def ensure_experts(config, mesh, *, log=lambda s: None) -> tuple[str, ...]:
     root = cache_root(cfg)
     final = os.path.join(root, cache_key(config, base))
     if read_manifest(final) is None:
-        model, tokenizer, names, report = train_experts(config, mesh, log=log)
+        partial = final + ".partial"  # SFT checkpoints of an unfinished build
+        model, tokenizer, names, report = train_experts(config, mesh, partial_dir=partial, log=log)
         if jax.process_index() == 0:
             _write_experts(model, names, report, base, final, config)
+            shutil.rmtree(partial, ignore_errors=True)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

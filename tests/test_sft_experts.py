@@ -215,3 +215,55 @@ def test_a_killed_build_is_not_taken_for_a_finished_one(tmp_path):
     (tmp_path / "mixed").mkdir()
     (tmp_path / "mixed" / "adapter_config.json").write_text("{}")
     assert experts.read_manifest(str(tmp_path))["names"] == ["arithmetic", "mixed"]
+
+
+def _tiny_config(base, cache, every):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_config", TINY_CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.tribe.base = base
+    c.experts.dir, c.experts.examples, c.experts.rows_per_member = str(cache), 12, 4
+    c.experts.learning_rate, c.experts.checkpoint_every = 0.01, every
+    return c
+
+
+def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tiny_chat_base, monkeypatch):
+    from safetensors.numpy import load_file
+
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    whole = experts.ensure_experts(_tiny_config(tiny_chat_base, tmp_path / "whole", 1), mesh)
+
+    real_step = sft.make_lora_sft_step
+
+    def dies_on_the_third_call(*args, **kwargs):
+        step, calls = real_step(*args, **kwargs), []
+
+        def wrapped(*a):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt("killed")
+            return step(*a)
+        return wrapped
+
+    config = _tiny_config(tiny_chat_base, tmp_path / "killed", 1)
+    monkeypatch.setattr(sft, "make_lora_sft_step", dies_on_the_third_call)
+    with pytest.raises(KeyboardInterrupt):
+        experts.ensure_experts(config, mesh)
+    monkeypatch.setattr(sft, "make_lora_sft_step", real_step)
+    partial = [p for p in os.listdir(tmp_path / "killed") if p.endswith(".partial")]
+    assert len(partial) == 1 and not [p for p in os.listdir(tmp_path / "killed") if len(p) == 16]
+    messages = []
+    resumed = experts.ensure_experts(config, mesh, log=messages.append)
+    assert "expert SFT: resumed after step 2/3" in messages
+    assert os.listdir(tmp_path / "killed") == [os.path.basename(os.path.dirname(resumed[0]))]  # partial removed
+    for a, b in zip(whole, resumed):
+        ta, tb = (load_file(os.path.join(f, "adapter_model.safetensors")) for f in (a, b))
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+    hist = [json.load(open(os.path.join(os.path.dirname(f[0]), experts.MANIFEST)))["loss_history"]
+            for f in (whole, resumed)]
+    assert hist[0] == hist[1] and len(hist[0]) == 3
