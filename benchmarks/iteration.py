@@ -52,7 +52,7 @@ def table(workdir: str, config, where: str) -> str:
         rows.append(f"| {t} | {s['duels']} | {s['pairs_trained']} | "
                     + " | ".join(f"{p[k]:.1f}" for k in PHASES)
                     + f" | {s['seconds']:.1f} | {'-' if ev is None else f'{ev:.1f}'} |")
-    head = [f"{datetime.date.today().isoformat()}, {where}", "",
+    head = ["### Iteration phases", "", f"{datetime.date.today().isoformat()}, {where}", "",
             "| iteration | duels | pairs trained | answers s | judging s | rating s | DPO s | iteration s | evaluation s |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     return "\n".join(head + rows)
