@@ -55,17 +55,8 @@ def expert_sources(experts_cfg) -> list[tuple[str, dict]]:
                                         for i, s in enumerate(sources)]
     if len(names) != len(sources):
         raise ConfigError(f"config.experts.names has {len(names)} names for {len(sources)} sources")
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names):  # two sources of one task: task_0, task_1
-        seen[n] = seen.get(n, 0) + 1
-    counters: dict[str, int] = {}
-    unique = []
-    for n in names:
-        if seen[n] > 1:
-            unique.append(f"{n}_{counters.get(n, 0)}")
-            counters[n] = counters.get(n, 0) + 1
-        else:
-            unique.append(n)
+    repeated = {n for n in names if names.count(n) > 1}  # two sources of one task: task_0, task_1
+    unique = [f"{n}_{names[:i].count(n)}" if n in repeated else n for i, n in enumerate(names)]
     return [(n, {k: v for k, v in s.items() if k != "name"}) for n, s in zip(unique, sources)]
 
 
