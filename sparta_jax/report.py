@@ -671,11 +671,13 @@ def panel_judge_signal(run: RunData, colors) -> Panel:
     auc = [s.get("pooled_auc") if _is_num(s.get("pooled_auc")) else np.nan for _, s in signals]
     ax.plot(ts, auc, "s--", color="gray", label="pooled AUC")
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.3)  # headroom for the legend
+    ax.set_xlim(min(ts) - 0.5, max(ts) + 0.5)
     ax.set_xticks(ts)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("iteration")
     ax.set_title("judges vs. the reference answers")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     ax.grid(alpha=0.3)
     judges = [n for n in run.names if any(n in s.get("per_judge", {}) for _, s in signals)]
     width = 0.8 / max(1, len(signals))
@@ -687,9 +689,10 @@ def panel_judge_signal(run: RunData, colors) -> Panel:
     ax_j.axhline(0.5, color="black", lw=0.8, ls=":")
     ax_j.set_xticks(x, judges, rotation=45 if len(judges) > 3 else 0, fontsize=9,
                     ha="right" if len(judges) > 3 else "center")
-    ax_j.set_ylim(0, 1.05)
+    ax_j.set_ylim(0, 1.3)
+    ax_j.set_yticks(np.linspace(0, 1, 6))
     ax_j.set_title("matched accuracy per judge")
-    ax_j.legend(fontsize=8)
+    ax_j.legend(fontsize=8, loc="upper center", ncol=min(4, len(signals)))
     panel.image = _png(fig)
     panel.alt = "judge signal"
     rows = [[t, s.get("duels_scored"), s.get("duels_one_right"), s.get("duels_both_right"),
