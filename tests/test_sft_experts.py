@@ -198,6 +198,12 @@ def test_cli_builds_caches_and_the_loop_starts_from_the_experts(tmp_path, tiny_c
     rep = json.load(open(workdir / "iteration_001" / "reputations.json"))
     assert set(rep["end"]) == set(ev["dev"])
     assert json.load(open(workdir / "tribe.json"))["adapters"] == folders
+    # Four members and a verifiable task: every panel of the report is drawn from this real run.
+    plotted = {"reputation", "win_matrix", "judge_agreement", "judge_signal", "margins", "unparseable",
+               "evaluation", "dpo"}
+    assert set(os.listdir(workdir / "report")) == {f"{p}.png" for p in plotted} | {"report.html"}
+    html = (workdir / "report" / "report.html").read_text()
+    assert "panel-error" not in html.replace(".panel-error", "") and html.count("data:image/png;base64,") == 8
     # Export rebuilds the tribe from those folders and the trained checkpoint.
     out = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", str(workdir), "--member",
                           "word_problems", "--out", str(tmp_path / "exported"), "--peft"], cwd=REPO, env=env,
