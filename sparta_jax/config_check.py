@@ -73,6 +73,8 @@ def validate_config(config) -> None:
     _check(config, "evaluation.judge", lambda v: isinstance(v, str) and v,
            "must be 'tribe' (the other members judge) or a judge model folder ('embedded' for SmolLM2)")
     if _get(config, "experts.enabled"):
+        _check(config, "tribe.adapters", lambda v: not any(v),
+               "must be empty when experts.enabled (the experts are the tribe's adapters)")
         _check(config, "experts.sources", lambda v: len(v) >= 3 and all(hasattr(x, "get") for x in v),
                "must list >= 3 data sources (one per member), each a mapping")
         _check(config, "experts.response_template", lambda v: "{answer}" in v, "must contain '{answer}'")
