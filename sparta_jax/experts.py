@@ -34,6 +34,7 @@ from sparta_jax.metrics import Progress
 from sparta_jax.models.embedded import default_cache_dir
 from sparta_jax.models.lora import AdapterSpec, LoraConfig
 from sparta_jax.preference_batches import prompt_ids, truncate
+from sparta_jax.sampling import to_host
 from sparta_jax.sparta import write_text_atomic
 from sparta_jax.tribe import resolve_base, supports_system_role
 
@@ -193,7 +194,7 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
             chunk = [[per_member[m][i] for i in o[s * rows: (s + 1) * rows]] for m, o in enumerate(orders)]
             batch = sft.examples_to_batch(chunk, int(cfg.max_length), pad, rows)  # a member out of examples: fillers
             state, metrics = step_fn(state, frozen, batch)
-            history.append([float(x) for x in np.asarray(jax.device_get(metrics["loss"]))])
+            history.append([float(x) for x in to_host(metrics["loss"])])
             progress(1)
             if s in (0, steps - 1):
                 log(f"expert SFT step {s + 1}/{steps}: loss "
