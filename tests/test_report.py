@@ -282,6 +282,9 @@ def test_judge_signal_table_shows_the_files(full_run):
         assert s["duels_one_right"] == s["duels_scored"] > 0  # the fixture's second answer is always wrong
         assert values[4].startswith(f"{s['matched']['accuracy']:.3f} [")
         assert values[6] == f"{s['pooled_auc']:.3f}"
+    signals = [json.load(open(os.path.join(root, f"iteration_00{t}", "judge_signal.json")))["matched"] for t in (1, 2)]
+    wins, n = sum(m["accuracy"] * m["n"] for m in signals), sum(m["n"] for m in signals)
+    assert f"right answer scored higher in {wins / n:.3f} [" in text and f"of {n} verdicts" in text
 
 
 def test_judge_agreement_counts():
