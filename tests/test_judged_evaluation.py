@@ -139,3 +139,26 @@ def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_
             assert s["accuracy"] == pytest.approx((s["mean_score"] - 1) / 9, abs=1e-9)  # nothing unscored
         assert ev["best_test"]["n"] == 4 and ev["examples"][0]["answer"] is None
     assert not (workdir / "iteration_001" / "judge_signal.json").exists()  # no reference answers
+
+
+def test_sampled_judges_parse_scores_and_count_the_unscored(chat_base, monkeypatch):
+    """`sampled` mode: judge texts go through the SPEC score parser; an answer no judge scored counts 0."""
+    base, adapters = chat_base
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    tribe_cfg, sampler_cfg, judge_cfg = _cfgs(base, adapters)
+    judge_cfg.mode = "sampled"
+    tribe = build_tribe(tribe_cfg, sampler_cfg, mesh)
+    # Member 0's two answers, judged by members 1 and 2: 8 and 6 on the first, nothing readable on the second.
+    judge_texts = ['{"score": 8}', "Score: 6", "no idea", "???"]
+
+    def fake_generate(tribe_, jobs, **kwargs):
+        assert [j for j, _ in jobs] == [1, 2, 1, 2]  # the other members judge
+        return judge_texts[: len(jobs)]
+
+    monkeypatch.setattr(combat, "generate_texts", fake_generate)
+    scorer = member_eval.TribeScorer(tribe, judge_cfg=judge_cfg, mode="fixed", rng=jax.random.key(0))
+    scores = scorer.judge_scores([0], RECORDS, TEXTS[:1])
+    assert scores[0][0] == 7.0 and np.isnan(scores[0][1])
+    (summary,) = scorer.score([0], RECORDS, TEXTS[:1])
+    assert summary["n_unparsed"] == 1 and summary["mean_score"] == 7.0
+    assert summary["accuracy"] == pytest.approx(((7 - 1) / 9 + 0) / 2)
