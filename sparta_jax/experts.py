@@ -220,8 +220,11 @@ def ensure_experts(config, mesh, *, log=lambda s: None) -> tuple[str, ...]:
     if read_manifest(final) is None:
         partial = final + ".partial"  # SFT checkpoints of an unfinished build
         model, tokenizer, names, report = train_experts(config, mesh, partial_dir=partial, log=log)
+        from sparta_jax.models.export import peft_tensors
+
+        adapters = {n: peft_tensors(model, n, base_model_name_or_path=base) for n in names}  # every process gathers
         if jax.process_index() == 0:
-            _write_experts(model, names, report, base, final, config)
+            _write_experts(adapters, report, base, final, config)
             shutil.rmtree(partial, ignore_errors=True)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
@@ -233,15 +236,15 @@ def ensure_experts(config, mesh, *, log=lambda s: None) -> tuple[str, ...]:
     return tuple(os.path.join(final, n) for n in names)
 
 
-def _write_experts(model, names, report, base, final, config) -> None:
-    from sparta_jax.models.export import export_peft
+def _write_experts(adapters: dict, report, base, final, config) -> None:
+    from sparta_jax.models.export import write_peft
 
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(final))
     try:
-        for name in names:
-            export_peft(model, name, os.path.join(tmp, name), base_model_name_or_path=base)
-        manifest = {"names": names, "base": base, "key": os.path.basename(final), **report,
+        for name, tensors_and_config in adapters.items():
+            write_peft(tensors_and_config, os.path.join(tmp, name))
+        manifest = {"names": list(adapters), "base": base, "key": os.path.basename(final), **report,
                     "config": {k: _plain(v) for k, v in config.experts.items()}}
         write_text_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1, default=list) + "\n")
         os.chmod(tmp, 0o755)
@@ -265,6 +268,7 @@ def main(argv):
     config = _CONFIG.value
     try:
         validate_config(config)
+        sharding.initialize_from_config(config.distributed)
         if _FORCE.value:
             path = os.path.join(cache_root(config.experts), cache_key(config, resolve_base(config.tribe.base)))
             shutil.rmtree(path, ignore_errors=True)
@@ -273,7 +277,8 @@ def main(argv):
     except (ConfigError, data_lib.DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print("\n".join(folders))
+    if jax.process_index() == 0:
+        print("\n".join(folders))
     return 0
 
 

@@ -132,3 +132,10 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                                process_id=process_id, local_device_ids=local_device_ids)
     logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def initialize_from_config(distributed_cfg) -> None:
+    """`config.distributed` -> initialize_distributed, when it asks (empty / -1 fields: auto)."""
+    if distributed_cfg.initialize:
+        initialize_distributed(distributed_cfg.coordinator_address or None, distributed_cfg.num_processes or None,
+                               None if distributed_cfg.process_id < 0 else distributed_cfg.process_id)

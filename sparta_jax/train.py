@@ -281,10 +281,7 @@ def dpo_config(config) -> dpo.DPOConfig:
 def run(config, workdir: str) -> dict:
     """Runs (or resumes) the configured iterations; returns the final reputations."""
     validate_config(config)
-    if config.distributed.initialize:
-        sharding.initialize_distributed(config.distributed.coordinator_address or None,
-                                        config.distributed.num_processes or None,
-                                        None if config.distributed.process_id < 0 else config.distributed.process_id)
+    sharding.initialize_from_config(config.distributed)
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(dict(config.mesh))
     data = data_lib.load_instructions(config.data)

@@ -273,3 +273,38 @@ def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tin
     hist = [json.load(open(os.path.join(os.path.dirname(f[0]), experts.MANIFEST)))["loss_history"]
             for f in (whole, resumed)]
     assert hist[0] == hist[1] and len(hist[0]) == 3
+
+
+def test_two_processes_build_the_same_experts_as_one(tmp_path, tiny_chat_base):
+    """jax.distributed with two CPU processes (one device each): every process gathers the adapters,
+    process 0 writes them, both return the folders; equal to one process with two devices."""
+    import socket
+
+    from safetensors.numpy import load_file
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    one = subprocess.run([sys.executable, "-m", "sparta_jax.experts", *cli_args(tiny_chat_base, tmp_path / "one")],
+                         cwd=REPO, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    procs = [subprocess.Popen([sys.executable, "-m", "sparta_jax.experts", *cli_args(tiny_chat_base, tmp_path / "two"),
+                               "--config.distributed.initialize=True",
+                               f"--config.distributed.coordinator_address=localhost:{port}",
+                               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    printed = [[line for line in out.splitlines() if line.startswith(str(tmp_path))] for out, _ in outs]
+    assert printed[1] == []  # only process 0 prints the folders (Gloo writes its own lines)
+    folders_one, folders_two = one.stdout.split(), printed[0]
+    assert [os.path.basename(f) for f in folders_two] == [os.path.basename(f) for f in folders_one]
+    for a, b in zip(folders_one, folders_two):
+        ta, tb = (load_file(os.path.join(f, "adapter_model.safetensors")) for f in (a, b))
+        for k in ta:
+            np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)

@@ -145,6 +145,14 @@ def export_merged(model: LlamaForCausalLM, out_dir: str, *, member=None, tokeniz
 def export_peft(model: LlamaForCausalLM, member, out_dir: str, *, base_model_name_or_path: str | None = None,
                 dtype: str = "float32") -> str:
     """One member as a PEFT LoRA folder (its own rank, alpha and targets)."""
+    return write_peft(peft_tensors(model, member, base_model_name_or_path=base_model_name_or_path, dtype=dtype),
+                      out_dir)
+
+
+def peft_tensors(model: LlamaForCausalLM, member, *, base_model_name_or_path: str | None = None,
+                 dtype: str = "float32") -> tuple[dict, dict]:
+    """(PEFT tensors, adapter_config) of one member, on the host. On a multi-host mesh every
+    process must call it (the arrays are gathered); then one process writes them (`write_peft`)."""
     m = _member_index(model, member)
     if m is None:
         raise ValueError("export_peft needs a member")
@@ -163,6 +171,12 @@ def export_peft(model: LlamaForCausalLM, member, out_dir: str, *, base_model_nam
         "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
         "base_model_name_or_path": base_model_name_or_path or getattr(model, "source_path", None),
     }
+
+    return tensors, adapter_config
+
+
+def write_peft(tensors_and_config: tuple[dict, dict], out_dir: str) -> str:
+    tensors, adapter_config = tensors_and_config
 
     def write(tmp):
         save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
