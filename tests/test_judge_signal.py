@@ -56,3 +56,18 @@ def test_judge_signal_counts_matched_pooled_and_preferences():
 
 def test_judge_signal_none_without_references():
     assert judge_signal([duel("q9", ["a", "b"], {"c": [1, 2]})], REFS) is None
+
+
+def test_judge_signal_by_task():
+    refs = {"q1": {"answer": 5, "evaluator": "numeric", "task": "arithmetic"},
+            "q2": {"answer": 7, "evaluator": "numeric", "task": "arithmetic"},
+            "q3": {"answer": "B", "evaluator": "choice", "task": "multiple_choice"}}
+    duels = [duel("q1", ["5", "6"], {"c": [8, 3]}),  # arithmetic: right scored higher
+             duel("q2", ["8", "7"], {"c": [9, 2]}),  # arithmetic: wrong scored higher
+             duel("q3", ["A", "B"], {"c": [1, 9]})]  # multiple choice: right scored higher
+    s = judge_signal(duels, refs)
+    assert s["matched"]["accuracy"] == pytest.approx(2 / 3)
+    arith, mc = s["by_task"]["arithmetic"], s["by_task"]["multiple_choice"]
+    assert (arith["duels_scored"], arith["matched"]["accuracy"], arith["pooled_auc"]) == (2, 0.5, pooled_auc([8, 2], [3, 9]))
+    assert (mc["duels_scored"], mc["matched"]["accuracy"], mc["pooled_auc"]) == (1, 1.0, 1.0)
+    assert "by_task" not in judge_signal(duels[:2], {k: refs[k] for k in ("q1", "q2")})  # one task: no breakdown

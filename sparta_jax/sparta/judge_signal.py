@@ -12,7 +12,8 @@ of that signal. For each judge score pair (s_right, s_wrong):
 - preference accuracy: of the kept preference pairs with exactly one right response, the
   fraction whose "chosen" is the right one (the reputation-weighted verdict).
 
-0.5 is chance for all three. Pure functions on the run's JSON records; no model.
+0.5 is chance for all three. With references from several tasks (the bundled `mixed`), the
+same figures also come per task ("by_task"). Pure functions on the run's JSON records; no model.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def judge_signal(duels: Sequence[Mapping], references: Mapping[str, Mapping],
     pref = [correct(p["instruction"], p["chosen"]) for p in preferences
             if correct(p["instruction"], p["chosen"]) != correct(p["instruction"], p["rejected"])]
     pref = [float(x) for x in pref if x is not None]
-    return {
+    out = {
         "duels_scored": n_scored, "duels_one_right": n_informative, "duels_both_right": n_both_right,
         "duels_both_wrong": n_both_wrong, "unparseable_verdicts_one_right": unparsed,
         "matched": summary(everyone),
@@ -97,3 +98,13 @@ def judge_signal(duels: Sequence[Mapping], references: Mapping[str, Mapping],
         "mean_score_wrong": float(np.mean(wrong_scores)) if wrong_scores else None,
         "preference": summary(pref),
     }
+    tasks = sorted({str(r["task"]) for r in references.values() if r.get("task") is not None})
+    if len(tasks) > 1:  # a mixed task: where do the judges carry signal?
+        out["by_task"] = {}
+        for task in tasks:
+            refs = {k: r for k, r in references.items() if str(r.get("task")) == task}
+            part = judge_signal(duels, refs, preferences)
+            if part is not None:
+                out["by_task"][task] = {k: part[k] for k in ("duels_scored", "duels_one_right", "matched",
+                                                             "pooled_auc", "preference")}
+    return out
