@@ -703,6 +703,13 @@ def panel_judge_signal(run: RunData, colors) -> Panel:
     panel.html.append(_table(["iteration", "duels", "one right", "both right", "both wrong", "matched accuracy",
                               "preference accuracy", "pooled AUC", "mean score right", "mean score wrong"],
                              rows, 'class="data" id="judge-signal"'))
+    per_task = [[t, task, v.get("duels_scored"), v.get("duels_one_right"), _acc_text(v.get("matched")),
+                 _fmt(v.get("pooled_auc"), 3)]
+                for t, s in signals for task, v in sorted((s.get("by_task") or {}).items()) if isinstance(v, dict)]
+    if per_task:
+        panel.html.append("<h4>per task</h4>" + _table(
+            ["iteration", "task", "duels", "one right", "matched accuracy", "pooled AUC"], per_task,
+            'class="data" id="judge-signal-by-task"'))
     return panel
 
 

@@ -403,3 +403,19 @@ def test_markdown_table_shows_every_member_and_evaluation(tmp_path):
             want = (f"| {t} | {label} | {d['accuracy']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] "
                     f"({d['n_correct']}/{d['n']}) |")
             assert any(r.startswith(want) for r in rows), want
+
+
+def test_judge_signal_panel_lists_tasks():
+    it = report.IterationData(1, "")
+    it.judge_signal = judge_signal(
+        [{"iteration": 1, "index": i, "instruction": q, "models": ["a", "b"], "responses": r,
+          "judges": {"c": {"scores": sc, "raw": None}}}
+         for i, (q, r, sc) in enumerate([("q1", ["5", "6"], [8, 3]), ("q3", ["A", "B"], [1, 9])])],
+        {"q1": {"answer": 5, "evaluator": "numeric", "task": "arithmetic"},
+         "q3": {"answer": "B", "evaluator": "choice", "task": "multiple_choice"}})
+    run = report.RunData("", None, [], [it], ["a", "b", "c"], [])
+    panel = report.panel_judge_signal(run, report._colors(run.names))
+    table = next(h for h in panel.html if 'id="judge-signal-by-task"' in h)
+    assert "<tr><td>1</td><td>arithmetic</td><td>1</td><td>1</td><td>1.000 [" in table
+    assert "<tr><td>1</td><td>multiple_choice</td><td>1</td><td>1</td><td>1.000 [" in table
+    assert panel.image is not None
