@@ -32,11 +32,10 @@ from sparta_jax import checkpoints, data as data_lib, dpo, sft
 from sparta_jax.config_check import ConfigError
 from sparta_jax.metrics import Progress
 from sparta_jax.models.embedded import default_cache_dir
-from sparta_jax.models.lora import AdapterSpec, LoraConfig
 from sparta_jax.preference_batches import prompt_ids, truncate
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import write_text_atomic
-from sparta_jax.tribe import resolve_base, supports_system_role
+from sparta_jax.tribe import fresh_lora, resolve_base, supports_system_role
 
 MANIFEST = "experts.json"
 SFT_FIELDS = ("learning_rate", "lr_schedule", "warmup_ratio", "weight_decay", "max_grad_norm")
@@ -150,10 +149,8 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
     names = [n for n, _ in sources]
     base = resolve_base(config.tribe.base)
     t = config.tribe
-    lora = LoraConfig(tuple(AdapterSpec(n, int(t.lora_rank), float(t.lora_alpha), targets=tuple(t.lora_targets))
-                            for n in names))
     model, tokenizer = from_pretrained(base, dtype=jnp.dtype(t.dtype), param_dtype=jnp.dtype(t.param_dtype),
-                                       mesh=mesh, lora=lora)
+                                       mesh=mesh, lora=fresh_lora(t, tuple(names)))
     system = t.system_prompt if supports_system_role(tokenizer) else None
     held_out = held_out_instructions(config.data)
     per_member, report = [], {}

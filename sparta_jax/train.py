@@ -248,12 +248,11 @@ def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, met
     m = len(tribe.names)
     progress = Progress(f"iteration {t} evaluation", m * len(dev) + len(test) * (m if cfg.test_all_members else 1),
                         "answers")
+    key = phase_key(config.seed, t, "evaluation")
     scorer = member_eval.TribeScorer(tribe, judge=judge, judge_cfg=config.judge, mode=config.mode,
-                                     rng=phase_key(config.seed, t, "evaluation"),
-                                     label=f"iteration {t} evaluation judging")
+                                     rng=jax.random.fold_in(key, 1), label=f"iteration {t} evaluation judging")
     started = time.perf_counter()
-    result = {"iteration": t, **member_eval.evaluate_tribe(tribe, dev, test, cfg, phase_key(config.seed, t, "evaluation"),
-                                                           progress, scorer)}
+    result = {"iteration": t, **member_eval.evaluate_tribe(tribe, dev, test, cfg, key, progress, scorer)}
     result["seconds"] = time.perf_counter() - started
     write_json(path, result)
     best = result["best_test"]

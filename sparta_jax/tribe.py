@@ -73,12 +73,13 @@ def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
     return _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, base)
 
 
-def fresh_lora(tribe_cfg) -> LoraConfig:
-    """A stack of new adapters (B = 0) named by tribe.names or member_0 .. member_{M-1}."""
-    m = int(tribe_cfg.members)
+def fresh_lora(tribe_cfg, names: tuple[str, ...] | None = None) -> LoraConfig:
+    """A stack of new adapters (B = 0) with tribe_cfg's rank, alpha and targets, named `names`, else
+    tribe.names, else member_0 .. member_{M-1}."""
+    m = len(names) if names else int(tribe_cfg.members)
     if m < 3:
         raise ConfigError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {m}")
-    names = tuple(tribe_cfg.names) or tuple(f"member_{i}" for i in range(m))
+    names = tuple(names or tribe_cfg.names) or tuple(f"member_{i}" for i in range(m))
     if len(names) != m:
         raise ConfigError(f"tribe.names has {len(names)} names for {m} members")
     return LoraConfig(tuple(AdapterSpec(n, int(tribe_cfg.lora_rank), float(tribe_cfg.lora_alpha),
