@@ -137,14 +137,20 @@ def judge_phase(config, tribe: Tribe, t: int, duels: list[dict], folder: str) ->
     return records
 
 
-def judge_signal_phase(instructions, records, rated, folder: str) -> None:
-    """On a verifiable task, how often the judges and the preferences side with the right answer."""
+def judge_signal_phase(instructions, records, rated, folder: str) -> dict:
+    """On a verifiable task, how often the judges and the preferences side with the right answer;
+    returns the headline figures for metrics.jsonl (empty when the task has no answers)."""
     from sparta_jax.sparta.judge_signal import judge_signal
 
     references = {r["instruction"]: r for r in instructions}
     signal = judge_signal([duel_to_json(r) for r in records], references, [p.to_json() for p in rated.preferences])
-    if signal is not None:
-        write_json(os.path.join(folder, "judge_signal.json"), {"iteration": rated.iteration, **signal})
+    if signal is None:
+        return {}
+    write_json(os.path.join(folder, "judge_signal.json"), {"iteration": rated.iteration, **signal})
+    return {key: value for key, value in (("judge_signal/matched_accuracy", signal["matched"]["accuracy"]),
+                                          ("judge_signal/pooled_auc", signal["pooled_auc"]),
+                                          ("judge_signal/preference_accuracy", signal["preference"]["accuracy"]))
+            if value is not None}
 
 
 def rate_phase(rater: TribeRater, t: int, records, folder: str):
@@ -322,7 +328,7 @@ def run(config, workdir: str) -> dict:
             duels = clock("answers", duel_phase, config, tribe, t, instructions, state.rater, folder)
             records = clock("judging", judge_phase, config, tribe, t, duels, folder)
             rated = clock("rating", rate_phase, state.rater, t, records, folder)
-            judge_signal_phase(instructions, records, rated, folder)
+            signal = judge_signal_phase(instructions, records, rated, folder)
             trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, rated.preferences,
                                                      state.trainable, trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained
@@ -336,7 +342,7 @@ def run(config, workdir: str) -> dict:
             summary = iteration_summary(t, records, rated, train_info, time.perf_counter() - started)
             summary["phase_seconds"] = clock.seconds  # a phase found done on disk (a resume) shows ~0
             metrics.write(t, "iteration", {**{k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
-                                           **{f"seconds/{k}": v for k, v in clock.seconds.items()}})
+                                           **{f"seconds/{k}": v for k, v in clock.seconds.items()}, **signal})
             write_json(os.path.join(folder, "summary.json"), {**summary, "train": train_info})
             saving = time.perf_counter()
             ckpt.save(t, trainable=trainable, opt_state=opt_state, host_state=host)

@@ -114,6 +114,12 @@ def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
         assert signal["duels_one_right"] + signal["duels_both_right"] + signal["duels_both_wrong"] == 4
     metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [m["iteration"] for m in metrics if m["kind"] == "iteration"] == [1, 2]
+    for m in (m for m in metrics if m["kind"] == "iteration"):
+        signal = json.load(open(os.path.join(workdir, f"iteration_00{m['iteration']}", "judge_signal.json")))
+        assert m.get("judge_signal/pooled_auc") == signal["pooled_auc"]
+        assert set(m["seconds/" + k] for k in ("answers", "judging", "rating", "dpo")) <= {
+            v for v in json.load(open(os.path.join(workdir, f"iteration_00{m['iteration']}", "summary.json")))[
+                "phase_seconds"].values()}
     assert [m["step"] for m in metrics if m["kind"] == "evaluation"] == [0, 1, 2]
     for t in (0, 1, 2):  # the initial tribe, then after each iteration
         ev = json.load(open(os.path.join(workdir, f"iteration_00{t}", "evaluation.json")))
