@@ -7,20 +7,11 @@ problems, multiple choice, a mix; `python -m sparta_jax.experts`, cached after t
 run), then three Sparta iterations on `mixed` instructions. Every member is scored on the same
 60 dev and 120 test items before the first iteration and after each one.
 """
-import importlib.util
-import os
-
-
-def _sibling(name):
-    """Load configs/<name>.py by path, so this file works wherever the repo sits."""
-    spec = importlib.util.spec_from_file_location(f"sparta_config_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from sparta_jax.config_files import sibling_config
 
 
 def get_config():
-    c = _sibling("default").get_config()
+    c = sibling_config(__file__, "default")
     c.iterations = 3
     c.instructions_per_iteration = 24
     c.experts.enabled = True

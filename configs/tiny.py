@@ -1,18 +1,9 @@
 """A tiny run for tests: 3 members, 6 instructions, 2 iterations, short answers."""
-import importlib.util
-import os
-
-
-def _sibling(name):
-    """Load configs/<name>.py by path, so this file works wherever the repo sits."""
-    spec = importlib.util.spec_from_file_location(f"sparta_config_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from sparta_jax.config_files import sibling_config
 
 
 def get_config():
-    c = _sibling("default").get_config()
+    c = sibling_config(__file__, "default")
     c.instructions_per_iteration = 6
     c.tribe.members = 3
     c.tribe.lora_rank = 4

@@ -7,22 +7,14 @@ Paper settings (SPEC): 8 iterations x 1000 duels, alpha 0.6, k 5, sampling T .7 
 top-p .95, 512 new tokens (answers) and 256 (judges), prompts cut at 512 tokens, DPO beta 0.1,
 lr 1e-6 cosine with 10% warmup, weight decay 1e-5, batch 1, max length 512 / prompt 256.
 """
-import importlib.util
-import os
 
 import ml_collections
 
-
-def _sibling(name):
-    """Load configs/<name>.py by path, so this file works wherever the repo sits."""
-    spec = importlib.util.spec_from_file_location(f"sparta_config_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from sparta_jax.config_files import sibling_config
 
 
 def get_config():
-    c = _sibling("default").get_config()
+    c = sibling_config(__file__, "default")
     c.iterations = 8
     c.instructions_per_iteration = 1000
     c.tribe.base = "/data/models/Qwen2.5-7B-Instruct"

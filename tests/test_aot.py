@@ -1,5 +1,4 @@
 """Ahead-of-time compilation of a config's programs, on a 2 x 4 mesh of fake CPU devices."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 from flax import nnx
 
 from sparta_jax import aot, dpo
+from sparta_jax.config_files import load_config
 from sparta_jax.sharding import path_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,10 +18,7 @@ MESH = dict(data=1, fsdp=2, tensor=4)
 
 
 def tiny_config():
-    spec = importlib.util.spec_from_file_location("aot_tiny_config", os.path.join(REPO, "configs", "tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config(os.path.join(REPO, "configs", "tiny.py"))
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = MESH["data"], -1, MESH["tensor"]
     c.generation.max_prompt_tokens = 64
     c.judge.max_prompt_tokens = 64

@@ -1,19 +1,16 @@
 """validate_config: every shipped config passes; bad values name their key."""
-import importlib.util
 import os
 
 import pytest
 
 from sparta_jax.config_check import ConfigError, validate_config
+from sparta_jax.config_files import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config(os.path.join(REPO, "configs", f"{name}.py"))
 
 
 @pytest.mark.parametrize("name", ["default", "tiny", "demo", "tpu_v4", "gpu_h100"])

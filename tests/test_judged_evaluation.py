@@ -111,12 +111,10 @@ def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_
                             for i in range(40)))
     config = tmp_path / "open_ended.py"
     config.write_text(
-        "import importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('tiny', {os.path.join(REPO, 'configs', 'tiny.py')!r})\n"
-        "tiny = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(tiny)\n"
         "import ml_collections\n"
+        "from sparta_jax.config_files import load_config\n"
         "def get_config():\n"
-        "    c = tiny.get_config()\n"
+        f"    c = load_config({os.path.join(REPO, 'configs', 'tiny.py')!r})\n"
         f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(data)!r}, instruction_field='prompt',\n"
         "                                            evaluator='judged', dev=4, test=4, seed=0))\n"
         "    return c\n")

@@ -183,11 +183,10 @@ def test_empty_dataset_is_refused(tiny_base, tmp_path, compile_cache):
     empty.write_text("")
     config = tmp_path / "mine.py"
     config.write_text(
-        "import importlib.util, ml_collections\n"
-        f"spec = importlib.util.spec_from_file_location('tiny', {TINY_CONFIG!r})\n"
-        "tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)\n"
+        "import ml_collections\n"
+        "from sparta_jax.config_files import load_config\n"
         "def get_config():\n"
-        "    c = tiny.get_config()\n"
+        f"    c = load_config({TINY_CONFIG!r})\n"
         f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(empty)!r}, instruction_field='q'))\n"
         "    return c\n")
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}

@@ -224,12 +224,9 @@ def test_a_killed_build_is_not_taken_for_a_finished_one(tmp_path):
 
 
 def _tiny_config(base, cache, every):
-    import importlib.util
+    from sparta_jax.config_files import load_config
 
-    spec = importlib.util.spec_from_file_location("tiny_config", TINY_CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config(TINY_CONFIG)
     c.tribe.base = base
     c.experts.dir, c.experts.examples, c.experts.rows_per_member = str(cache), 12, 4
     c.experts.learning_rate, c.experts.checkpoint_every = 0.01, every
