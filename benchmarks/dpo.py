@@ -15,7 +15,6 @@ LoRA (no weight gradients for the frozen base), over the chip's dense bf16 peak.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ import time
 if "--case" in sys.argv and sys.argv[sys.argv.index("--case") + 1] == "gpu":
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -33,14 +33,11 @@ from sparta_jax import dpo, sharding  # noqa: E402
 from sparta_jax.models.config import ModelConfig  # noqa: E402
 from sparta_jax.models.loading import build_model, from_pretrained  # noqa: E402
 from sparta_jax.models.lora import uniform_lora_config  # noqa: E402
+from common import heading, machine, publish  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 
 
-def machine() -> str:
-    from sampler import machine as describe  # same wording as the sampler benchmark
-
-    return describe()
 
 
 def random_batch(pairs, length, vocab, prompt=None, seed=0) -> dpo.PairBatch:
@@ -200,7 +197,7 @@ def gpu_case():
 
 
 def table(rows, where) -> str:
-    lines = ["### DPO step", "", f"{datetime.date.today().isoformat()}, {where}", "",
+    lines = heading("DPO step", where) + [
              "| case | sparta_jax tok/s | PyTorch tok/s | ratio | MFU |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         torch_s = f"{r['torch']:,.0f}" if r["torch"] else "-"
@@ -215,13 +212,9 @@ def main():
     parser.add_argument("--case", choices=("cpu", "gpu"), required=True)
     parser.add_argument("--append")
     args = parser.parse_args()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     rows = cpu_case() if args.case == "cpu" else gpu_case()
-    text = table(rows, f"{machine()}, jax {jax.__version__}, command `python benchmarks/dpo.py --case {args.case}`")
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(table(rows, f"{machine()}, jax {jax.__version__}, command `python benchmarks/dpo.py --case {args.case}`"),
+            args.append)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ summary.json (answers, judging, rating, DPO: reference log-probs and steps) and 
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -23,8 +22,11 @@ if any(a.startswith("--config=") and "gpu" in a for a in sys.argv):
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 from absl import app, flags  # noqa: E402
 from ml_collections import ConfigDict, config_flags  # noqa: E402
+from common import heading, machine, publish  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/sparta_bench_iteration", "Fresh workdir (emptied first).")
@@ -52,7 +54,7 @@ def table(workdir: str, config, where: str) -> str:
         rows.append(f"| {t} | {s['duels']} | {s['pairs_trained']} | "
                     + " | ".join(f"{p[k]:.1f}" for k in PHASES)
                     + f" | {s['seconds']:.1f} | {'-' if ev is None else f'{ev:.1f}'} |")
-    head = ["### Iteration phases", "", f"{datetime.date.today().isoformat()}, {where}", "",
+    head = heading("Iteration phases", where) + [
             "| iteration | duels | pairs trained | answers s | judging s | rating s | DPO s | iteration s | evaluation s |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     return "\n".join(head + rows)
@@ -62,8 +64,6 @@ def main(argv):
     import jax
 
     from sparta_jax import train
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from sampler import machine
 
     config = with_bundled_data(_CONFIG.value, _TASK.value)
     workdir = _WORKDIR.value
@@ -73,10 +73,7 @@ def main(argv):
     text = table(workdir, config, f"{machine()}, jax {jax.__version__}, base {config.tribe.base}, "
                                   f"{len(config.experts.sources) if config.experts.enabled else config.tribe.members} "
                                   f"members, judge {config.judge.mode}, command `{command}`")
-    print(text)
-    if _APPEND.value:
-        with open(_APPEND.value, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(text, _APPEND.value)
 
 
 if __name__ == "__main__":

@@ -20,23 +20,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sparta_jax.sparta.duel_log import DuelRecord, JudgeRecord  # noqa: E402
 from sparta_jax.sparta.rating import rate_iteration  # noqa: E402
 from sparta_jax.sparta.reputation import DEFAULT_CONSTANTS, TribeReputation, rate_compiled  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 POOL = 100_000  # distinct random duels; longer runs cycle through them
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def random_duels(n: int, members: int, judges: int, seed: int) -> list:
@@ -101,7 +92,7 @@ def main(argv=None) -> int:
     seconds = bench_records(duels[:n_records], args.per_iteration, args.members)
     rows.append(("rate_iteration (records, history, preferences)", n_records, seconds))
 
-    machine = f"{cpu_name()}, 1 core, Python {platform.python_version()}"
+    machine = f"{cpu_model()}, 1 core, Python {platform.python_version()}"
     date = datetime.date.today().isoformat()
     lines = [
         "| benchmark | duels | members | judges/duel | seconds | duel updates/s | machine | date |",

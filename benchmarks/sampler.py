@@ -15,9 +15,7 @@ Every row generates exactly the budget (no stop tokens), so tokens/s compare lik
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -26,6 +24,7 @@ if "--case" in sys.argv and sys.argv[sys.argv.index("--case") + 1] == "gpu":
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -37,17 +36,9 @@ from sparta_jax.models.config import ModelConfig  # noqa: E402
 from sparta_jax.models.loading import build_model, checkpoint_host_arrays, from_pretrained  # noqa: E402
 from sparta_jax.models.lora import uniform_lora_config  # noqa: E402
 from sparta_jax.sampling import Sampler, SamplerConfig  # noqa: E402
+from common import heading, machine, publish  # noqa: E402
 
 SAMPLING = dict(temperature=0.7, top_k=50, top_p=0.95)
-
-
-def machine() -> str:
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
-                     platform.processor())
-        return f"CPU {model}, {os.cpu_count()} cores"
-    return f"{dev.device_kind} ({dev.platform})"
 
 
 def time_ours(sampler, model, prompts, new_tokens, adapter_ids=None, repeats=2) -> float:
@@ -207,7 +198,7 @@ def _flat(model):
 
 
 def table(rows, where) -> str:
-    lines = ["### Sampler", "", f"{datetime.date.today().isoformat()}, {where}", "",
+    lines = heading("Sampler", where) + [
              "| case | sparta_jax tok/s | HF generate tok/s | ratio | % of bandwidth floor |",
              "|---|---:|---:|---:|---:|"]
     for r in rows:
@@ -225,11 +216,7 @@ def main():
     args = parser.parse_args()
     rows = cpu_case() if args.case == "cpu" else gpu_case()
     where = f"{machine()}, jax {jax.__version__}, command `python benchmarks/sampler.py --case {args.case}`"
-    text = table(rows, where)
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(table(rows, where), args.append)
 
 
 if __name__ == "__main__":
