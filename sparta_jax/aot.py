@@ -82,6 +82,14 @@ def parse_topology(spec: str) -> tuple[str, str, int | None]:
     return "tpu", generation, None
 
 
+def host_bounds(spec: str, full_host: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Chips per host for a topology: a full host's bounds, or the slice's own where it is
+    smaller than one host (v5p:1x1x1, a single chip)."""
+    dims = [int(d) for d in spec.split(":", 1)[1].split("x")]
+    dims += [1] * (3 - len(dims))
+    return tuple(min(d, h) for d, h in zip(dims, full_host))
+
+
 def get_topology(spec: str, *, chip_config_name: str | None = None, hbm_gib: float | None = None) -> Topology:
     platform, generation, count = parse_topology(spec)
     if platform == "cpu":
@@ -109,7 +117,7 @@ def get_topology(spec: str, *, chip_config_name: str | None = None, hbm_gib: flo
     known = TPU_GENERATIONS.get(generation)
     kwargs = {}
     if known is not None:
-        kwargs["chips_per_host_bounds"] = known[2]
+        kwargs["chips_per_host_bounds"] = host_bounds(spec, known[2])
         kwargs["chip_config_name"] = known[1]
     if chip_config_name:
         kwargs["chip_config_name"] = chip_config_name

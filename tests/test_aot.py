@@ -142,6 +142,9 @@ def test_topology_parsing_and_model_shapes():
     assert aot.parse_topology("cpu:8") == ("cpu", "cpu", 8)
     with pytest.raises(aot.AotError):
         aot.parse_topology("v4-32")
+    assert aot.host_bounds("v4:2x2x4", (2, 2, 1)) == (2, 2, 1)
+    assert aot.host_bounds("v5p:1x1x1", (2, 2, 1)) == (1, 1, 1)  # one chip: libtpu refuses 2x2x1 bounds
+    assert aot.host_bounds("v5e:2x1", (2, 2, 1)) == (2, 1, 1)
     qwen = aot.resolve_model_shape("qwen2.5-7b")
     assert (qwen.hidden_size, qwen.num_layers, qwen.num_kv_heads, qwen.qkv_bias) == (3584, 28, 4, True)
     assert aot.resolve_model_shape(None, "embedded").num_layers == 30
