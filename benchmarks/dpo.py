@@ -2,6 +2,7 @@
 
     python benchmarks/dpo.py --case cpu [--append BENCHMARKS.md]
     python benchmarks/dpo.py --case gpu [--append BENCHMARKS.md]
+    python benchmarks/dpo.py --case gpu --smoke     # the gpu code path at a tiny shape, any machine
 
 cpu: the embedded SmolLM2-135M (f32), 4 LoRA members (r=16, q/k/v/o) in one step, and the same
      with one member, 2 pairs x 256 tokens per member, against a torch + peft eager step.
@@ -21,6 +22,7 @@ import time
 
 if "--case" in sys.argv and sys.argv[sys.argv.index("--case") + 1] == "gpu":
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # PyTorch shares the device
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,8 +74,8 @@ def time_steps(step, state, frozen, batch, ref, repeats=3):
 def ours_lora(model, members, batch, cfg):
     graphdef, trainable, frozen = dpo.split_lora(model)
     ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
-    opt = dpo.make_optimizer(cfg, 1000, dpo.lora_member_axis)
-    seconds = time_steps(dpo.make_lora_train_step(graphdef, cfg, opt), dpo.init_train_state(trainable, opt),
+    opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+    seconds = time_steps(dpo.make_lora_train_step(graphdef, cfg, opt), dpo.init_train_state(trainable, opt, cfg, 1000),
                          frozen, batch, ref)
     return members * batch.ids.size / seconds
 
@@ -82,8 +84,9 @@ def ours_full(model, batch, cfg):
     graphdef, state = nnx.split(model)
     stacked = jax.tree.map(lambda x: x[None], state)
     ref = dpo.make_full_reference_logps(graphdef, cfg)(stacked, batch)
-    opt = dpo.make_optimizer(cfg, 1000, dpo.full_member_axis)
-    seconds = time_steps(dpo.make_full_train_step(graphdef, cfg, opt), dpo.init_train_state(stacked, opt), None, batch, ref)
+    opt = dpo.make_optimizer(cfg, dpo.full_member_axis)
+    seconds = time_steps(dpo.make_full_train_step(graphdef, cfg, opt), dpo.init_train_state(stacked, opt, cfg, 1000),
+                         None, batch, ref)
     return batch.ids.size / seconds
 
 
@@ -151,48 +154,78 @@ QWEN7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_
               num_attention_heads=28, num_key_value_heads=4, rope_theta=1e6, tie_word_embeddings=False)
 QWEN1_5B = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                 num_attention_heads=12, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True)
+TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, rope_theta=1e4)
+# The issue's GPU case, and a smoke scale that runs the same code on any machine in seconds
+# (tests run it on CPU so that the one GPU session never meets an untried line).
+GPU_SCALE = dict(lora_shape=QWEN7B, lora_name="Qwen2.5-7B shape", full_shape=QWEN1_5B,
+                 full_name="Qwen2.5-1.5B shape", pairs=4, length=512, members=10, rank=64)
+SMOKE_SCALE = dict(lora_shape={**TINY, "tie_word_embeddings": False}, lora_name="smoke (tiny, not a measurement)",
+                   full_shape={**TINY, "tie_word_embeddings": True}, full_name="smoke (tiny, not a measurement)",
+                   pairs=2, length=32, members=3, rank=4)
 
 
-def gpu_case():
-    peak = next((v for k, v in PEAK_BF16.items() if k in jax.devices()[0].device_kind), None)
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-    rows = []
-
-    def mfu(tok_s, n, per_token):
-        return None if peak is None else tok_s * per_token * n / peak
-
-    config7 = ModelConfig.from_hf_dict({**QWEN7B, "architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 32768})
-    cfg = dpo.DPOConfig(logps_chunk=128)
-    batch = random_batch(4, 512, config7.vocab_size)
-    for members in (1, 10):
-        model = build_model(config7, {}, lora=uniform_lora_config(members, 64, 128.0), dtype=jnp.bfloat16,
-                            param_dtype=jnp.bfloat16, mesh=mesh)
-        tok_s = ours_lora(model, members, batch, cfg)
-        rows.append(dict(case=f"Qwen2.5-7B shape bf16, {members} LoRA r64 qkvo, 4 pairs x 512", ours=tok_s,
-                         torch=None, mfu=mfu(tok_s, n_params(config7), 4)))
-        del model
-    config15 = ModelConfig.from_hf_dict({**QWEN1_5B, "architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 32768})
-    model = build_model(config15, {}, dtype=jnp.bfloat16, param_dtype=jnp.float32, mesh=mesh)
-    batch15 = random_batch(4, 512, config15.vocab_size)
-    tok_s = ours_full(model, batch15, cfg)
-    rows.append(dict(case="Qwen2.5-1.5B shape, full fine-tune AdamW (bf16 compute, f32 master), 4 pairs x 512",
-                     ours=tok_s, torch=None, mfu=mfu(tok_s, n_params(config15), 6)))
-    del model
+def torch_cases(scale, batch, device) -> tuple[float | None, float | None]:
+    """The two PyTorch steps (LoRA on the LoRA shape, full fine-tuning on the full shape), or
+    (None, None) where torch, transformers or peft are missing."""
     try:
         import peft
         import torch
         import transformers
     except ImportError:
-        return rows
-    with torch.device("cuda"):
-        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**QWEN7B)).to(torch.bfloat16)
-    hf = peft.get_peft_model(hf, peft.LoraConfig(r=64, lora_alpha=128, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    rows[0]["torch"] = torch_step_tokens_per_s(hf, batch, "cuda", lambda n: "lora_" in n)
+        return None, None
+    with torch.device(device):
+        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**scale["lora_shape"])).to(torch.bfloat16)
+    rank = scale["rank"]
+    hf = peft.get_peft_model(hf, peft.LoraConfig(r=rank, lora_alpha=2 * rank,
+                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    lora = torch_step_tokens_per_s(hf, batch, device, lambda n: "lora_" in n)
     del hf
-    torch.cuda.empty_cache()
-    with torch.device("cuda"):
-        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**QWEN1_5B)).to(torch.bfloat16)
-    rows[2]["torch"] = torch_step_tokens_per_s(hf, batch15, "cuda", lambda n: True)
+    with torch.device(device):
+        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**scale["full_shape"])).to(torch.bfloat16)
+    full = torch_step_tokens_per_s(hf, batch, device, lambda n: True)
+    del hf
+    if device == "cuda":
+        torch.cuda.empty_cache()  # give the memory back before XLA takes its own
+    return lora, full
+
+
+def gpu_case(scale=GPU_SCALE):
+    try:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        device = None
+    peak = next((v for k, v in PEAK_BF16.items() if k in jax.devices()[0].device_kind), None)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+
+    def mfu(tok_s, n, per_token):
+        return None if peak is None else tok_s * per_token * n / peak
+
+    def model_config(shape):
+        return ModelConfig.from_hf_dict({**shape, "architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 32768})
+
+    config_lora, config_full = model_config(scale["lora_shape"]), model_config(scale["full_shape"])
+    pairs, length, rank = scale["pairs"], scale["length"], scale["rank"]
+    # One batch for every case (token ids below the smaller vocabulary), torch measured first.
+    batch = random_batch(pairs, length, min(config_lora.vocab_size, config_full.vocab_size))
+    torch_lora, torch_full = torch_cases(scale, batch, device) if device else (None, None)
+    cfg = dpo.DPOConfig(logps_chunk=128)
+    rows = []
+    for members in (1, scale["members"]):
+        model = build_model(config_lora, {}, lora=uniform_lora_config(members, rank, 2.0 * rank), dtype=jnp.bfloat16,
+                            param_dtype=jnp.bfloat16, mesh=mesh)
+        tok_s = ours_lora(model, members, batch, cfg)
+        rows.append(dict(case=f"{scale['lora_name']} bf16, {members} LoRA r{rank} qkvo, {pairs} pairs x {length}",
+                         ours=tok_s, torch=torch_lora if members == 1 else None,
+                         mfu=mfu(tok_s, n_params(config_lora), 4)))
+        del model
+    model = build_model(config_full, {}, dtype=jnp.bfloat16, param_dtype=jnp.float32, mesh=mesh)
+    tok_s = ours_full(model, batch, cfg)
+    rows.append(dict(case=f"{scale['full_name']}, full fine-tune AdamW (bf16 compute, f32 master), "
+                          f"{pairs} pairs x {length}", ours=tok_s, torch=torch_full,
+                     mfu=mfu(tok_s, n_params(config_full), 6)))
     return rows
 
 
@@ -211,9 +244,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=("cpu", "gpu"), required=True)
     parser.add_argument("--append")
+    parser.add_argument("--smoke", action="store_true", help="gpu case at a tiny shape, on any machine")
     args = parser.parse_args()
-    rows = cpu_case() if args.case == "cpu" else gpu_case()
-    publish(table(rows, f"{machine()}, jax {jax.__version__}, command `python benchmarks/dpo.py --case {args.case}`"),
+    rows = cpu_case() if args.case == "cpu" else gpu_case(SMOKE_SCALE if args.smoke else GPU_SCALE)
+    command = f"python benchmarks/dpo.py --case {args.case}{' --smoke' * args.smoke}"
+    publish(table(rows, f"{machine()}, jax {jax.__version__}, command `{command}`"),
             args.append)
 
 

@@ -5,7 +5,9 @@
 #   pip download --no-deps -d .gpu/wheels ml_collections tensorboardX   # the device image lacks these two
 #   cp $SPARTA_JAX_CACHE/smollm2-135m-instruct/{tokenizer.json,tokenizer_config.json,special_tokens_map.json} .gpu/tokenizer
 # then run `bash benchmarks/gpu_session.sh` with carry [".gpu"]. Each table lands in $OUT/*.md,
-# each log in $OUT/*.log; a step that fails or runs out of time leaves its log and the rest go on.
+# each log in $OUT/*.log; a step that fails or runs out of time leaves its log and the rest go on
+# (the iteration logs each phase's seconds as it ends). `--smoke` runs of the first two scripts
+# are in the tests (tests/test_gpu_benchmarks_smoke.py), so no line here is untried.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
@@ -21,11 +23,11 @@ step() {  # step NAME SECONDS COMMAND...
   echo "$name: exit $? after ${SECONDS}s" >>"$OUT/steps.txt"
 }
 step sampler 170 python benchmarks/sampler.py --case gpu
-step dpo 130 python benchmarks/dpo.py --case gpu
+step dpo 150 python benchmarks/dpo.py --case gpu
 # One iteration of configs/gpu_h100.py: ten LoRA r64 members on random Qwen2.5-7B weights, 100
 # duels; logits judges (random weights never write a parseable score, so sampled judging would
 # leave DPO without pairs).
-step iteration 240 python benchmarks/iteration.py --config=configs/gpu_h100.py --workdir=/tmp/bench_iteration \
+step iteration 230 python benchmarks/iteration.py --config=configs/gpu_h100.py --workdir=/tmp/bench_iteration \
   --config.tribe.base=random:qwen2.5-7b --config.tribe.tokenizer=.gpu/tokenizer --config.iterations=1 \
   --config.instructions_per_iteration=100 --config.judge.mode=logits --config.evaluation.enabled=False \
   --config.distributed.initialize=False --bundled_task=mixed

@@ -2,6 +2,7 @@
 
     python benchmarks/sampler.py --case cpu [--append BENCHMARKS.md]
     python benchmarks/sampler.py --case gpu [--append BENCHMARKS.md]
+    python benchmarks/sampler.py --case gpu --smoke     # the gpu code path at a tiny shape, any machine
 
 cpu: the embedded SmolLM2-135M-Instruct in float32, batch 8, 64-token prompts, 64 new tokens;
      the floor is one cache-free 1-token forward of the batch (every weight read once by XLA's
@@ -22,6 +23,8 @@ import time
 if "--case" in sys.argv and sys.argv[sys.argv.index("--case") + 1] == "gpu":
     # XLA's Triton GEMMs are slow for the skinny decode matmuls; cuBLAS halves the step time.
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
+    # PyTorch shares the device: XLA takes memory as it needs it instead of 75% up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -156,38 +159,55 @@ def copy_bandwidth(n_bytes: int = 2**31) -> float:
     return 2 * x.nbytes * 10 / (time.perf_counter() - start)
 
 
-def gpu_case():
+# The GPU case, and a smoke scale that runs the same code on any machine in seconds
+# (tests run it on CPU so that the one GPU session never meets an untried line).
+GPU_SCALE = dict(shape=QWEN7B, name="Qwen2.5-7B shape", batches=(24, 64), prompt=128, new=256, adapters=10, rank=64)
+SMOKE_SCALE = dict(shape={**QWEN7B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
+                          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
+                   name="smoke (tiny Qwen2 shape, not a measurement)", batches=(4, 8), prompt=16, new=16,
+                   adapters=3, rank=4)
+
+
+def gpu_case(scale=GPU_SCALE):
     import torch
     import transformers
 
-    hf_config = transformers.Qwen2Config(**QWEN7B)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    hf_config = transformers.Qwen2Config(**scale["shape"])
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):
         hf = transformers.Qwen2ForCausalLM(hf_config).to(torch.bfloat16).eval()
     config = ModelConfig.from_hf_dict({**hf_config.to_dict(), "architectures": ["Qwen2ForCausalLM"]})
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
     shards = TorchTensors(hf.state_dict())
-    lora = uniform_lora_config(10, rank=64, alpha=128.0)
+    n_adapters = scale["adapters"]
+    lora = uniform_lora_config(n_adapters, rank=scale["rank"], alpha=2.0 * scale["rank"])
     model = build_model(config, checkpoint_host_arrays(config, shards, (), None), lora=lora,
                         dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, mesh=mesh)
     for i, (name, value) in enumerate(sorted(model.lora.arrays().items())):  # non-zero adapters
         getattr(model.lora, name).set_value(0.01 * jax.random.normal(jax.random.key(i), value.shape, value.dtype))
+    prompt_len, new = scale["prompt"], scale["new"]
+    prompts = {b: random_prompts(b, prompt_len, config.vocab_size, seed=b) for b in scale["batches"]}
+    # HF first, then its memory goes back before XLA allocates (both share the one device).
+    # One timed run each: HF needs ~30 s per batch-24 run on the H100, and the device time is short.
+    theirs = {b: time_hf(hf, prompts[b], new, device, repeats=1) for b in scale["batches"]}
+    del hf, shards
+    if device == "cuda":
+        torch.cuda.empty_cache()
     sampler = Sampler(model, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="bfloat16"))
-    bandwidth = copy_bandwidth()
+    bandwidth = copy_bandwidth(2**31 if device == "cuda" else 2**24)
     base_bytes = sum(v.nbytes for k, v in _flat(model).items() if not k.startswith("lora/"))
     lora_bytes = sum(v.nbytes for k, v in _flat(model).items() if k.startswith("lora/"))
     rows = []
-    prompt_len, new = 128, 256
-    for batch in (24, 64):
-        prompts = random_prompts(batch, prompt_len, config.vocab_size, seed=batch)
+    for batch in scale["batches"]:
         kv_bytes = 2 * config.num_layers * batch * (prompt_len + new) * config.kv_size * 2
-        theirs = time_hf(hf, prompts, new, "cuda")
-        for adapters in (None, [i % 10 for i in range(batch)]):
-            tok_s = time_ours(sampler, model, prompts, new, adapter_ids=adapters)
+        for adapters in (None, [i % n_adapters for i in range(batch)]):
+            tok_s = time_ours(sampler, model, prompts[batch], new, adapter_ids=adapters)
             step_bytes = base_bytes + kv_bytes + (lora_bytes if adapters else 0)
             floor = bandwidth / step_bytes * batch
-            name = f"Qwen2.5-7B shape bf16, batch {batch}, prompt 128, 256 new" + (", 10 LoRA r64 mixed" if adapters else "")
-            rows.append(dict(case=name, ours=tok_s, hf=None if adapters else theirs, floor=floor))
+            name = (f"{scale['name']} bf16, batch {batch}, prompt {prompt_len}, {new} new"
+                    + (f", {n_adapters} LoRA r{scale['rank']} mixed" if adapters else ""))
+            rows.append(dict(case=name, ours=tok_s, hf=None if adapters else theirs[batch], floor=floor))
     return rows
 
 
@@ -213,9 +233,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=("cpu", "gpu"), required=True)
     parser.add_argument("--append", help="append the table to this Markdown file")
+    parser.add_argument("--smoke", action="store_true", help="gpu case at a tiny shape, on any machine")
     args = parser.parse_args()
-    rows = cpu_case() if args.case == "cpu" else gpu_case()
-    where = f"{machine()}, jax {jax.__version__}, command `python benchmarks/sampler.py --case {args.case}`"
+    rows = cpu_case() if args.case == "cpu" else gpu_case(SMOKE_SCALE if args.smoke else GPU_SCALE)
+    where = f"{machine()}, jax {jax.__version__}, command `python benchmarks/sampler.py --case {args.case}{' --smoke' * args.smoke}`"
     publish(table(rows, where), args.append)
 
 

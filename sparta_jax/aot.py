@@ -324,7 +324,8 @@ def _dpo_args(mesh, graphdef_trainable_frozen, cfg, members: int, optimizer):
     _, trainable, frozen = graphdef_trainable_frozen
     params = shard_abstract(trainable, mesh)
     opt_state = shard_abstract(jax.eval_shape(optimizer.init, trainable), mesh, optimizer_rules())
-    state = dpo.TrainState(params, opt_state, _replicated(mesh, (), jnp.int32))
+    scalar = _replicated(mesh, (), jnp.int32)
+    state = dpo.TrainState(params, opt_state, scalar, scalar, scalar)
     pairs, length = int(cfg.pairs_per_step), int(cfg.max_length)
     multiple = 1
     for a in BATCH_AXES:
@@ -435,7 +436,7 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
         jobs.append(("judge_generate", shape, args, lambda a=args, k=kw: sampler._generate.lower(*a, **k)))
     cfg = dpo_config(config)
     split = dpo.split_lora(model)
-    optimizer = dpo.make_optimizer(cfg, 1000, dpo.lora_member_axis)
+    optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
     step = dpo.make_lora_train_step(split[0], cfg, optimizer)
     args, shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
     jobs.append(("dpo_step", shape, args, lambda a=args: step.lower(*a)))

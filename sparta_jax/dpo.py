@@ -67,20 +67,24 @@ def warmup_steps(cfg: DPOConfig, total_steps: int) -> int:
     return math.ceil(total_steps * cfg.warmup_ratio)
 
 
-def learning_rate_schedule(cfg: DPOConfig, total_steps: int) -> Callable:
-    """transformers' linear warmup then cosine (or constant) decay, as a function of the step."""
-    warm = warmup_steps(cfg, total_steps)
-
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        ramp = step / max(1, warm)
-        progress = (step - warm) / max(1, total_steps - warm)
-        decay = 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) if cfg.lr_schedule == "cosine" else 1.0
-        return cfg.learning_rate * jnp.where(step < warm, ramp, decay)
-
+def learning_rate(cfg: DPOConfig, step, warmup, total):
+    """transformers' linear warmup then cosine (or constant) decay at `step`. Every argument
+    but cfg may be traced, so a run whose iterations train for different numbers of steps
+    compiles its train step once."""
     if cfg.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
-    return schedule
+    step = jnp.asarray(step, jnp.float32)
+    ramp = step / jnp.maximum(1, warmup)
+    progress = (step - warmup) / jnp.maximum(1, total - warmup)
+    decay = 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) if cfg.lr_schedule == "cosine" else 1.0
+    return cfg.learning_rate * jnp.where(step < warmup, ramp, decay)
+
+
+def learning_rate_schedule(cfg: DPOConfig, total_steps: int) -> Callable:
+    """The schedule of a `total_steps`-step run, as a function of the step."""
+    warm = warmup_steps(cfg, total_steps)
+    learning_rate(cfg, 0, warm, total_steps)  # an unknown schedule fails here, not at the first step
+    return lambda step: learning_rate(cfg, step, warm, total_steps)
 
 
 def clip_per_member(max_norm: float, member_axis: Callable[[str], int]) -> optax.GradientTransformation:
@@ -134,12 +138,14 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(cfg: DPOConfig, total_steps: int, member_axis: Callable[[str], int]) -> optax.GradientTransformation:
+def make_optimizer(cfg: DPOConfig, member_axis: Callable[[str], int]) -> optax.GradientTransformation:
+    """Per-member clipping, then AdamW at unit learning rate: the train step scales the update
+    by the schedule's rate (`learning_rate`), as optax's adamw would."""
     parts = []
     if cfg.max_grad_norm and cfg.max_grad_norm > 0:
         parts.append(clip_per_member(cfg.max_grad_norm, member_axis))
-    parts.append(optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.adam_b1, b2=cfg.adam_b2,
-                             eps=cfg.adam_eps, weight_decay=cfg.weight_decay, mask=decay_mask))
+    parts.append(optax.adamw(1.0, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay, mask=decay_mask))
     return optax.chain(*parts)
 
 
@@ -235,6 +241,17 @@ class TrainState(NamedTuple):
     params: nnx.State  # what is trained: the LoRA stack, or the stacked full parameter sets
     opt_state: optax.OptState
     step: jax.Array
+    warmup_steps: jax.Array  # the schedule (arrays, not constants: a new length compiles nothing)
+    total_steps: jax.Array
+
+
+def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, cfg) -> TrainState:
+    """One optimizer update at the schedule's learning rate for `state.step`."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    rate = learning_rate(cfg, state.step, state.warmup_steps, state.total_steps)
+    updates = jax.tree.map(lambda u: u * rate.astype(u.dtype), updates)
+    return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                          step=state.step + 1)
 
 
 def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: int):
@@ -296,15 +313,53 @@ def _make_step(loss_and_grad, cfg, optimizer):
     def step(state: TrainState, frozen, batch: PairBatch, ref_logps):
         grads, metrics = _accumulate(lambda p, b, r: loss_and_grad(p, frozen, b, r), state.params, batch,
                                      ref_logps, cfg.grad_accum)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), metrics
+        return apply_gradients(state, grads, optimizer, cfg), metrics
 
-    return jax.jit(step, donate_argnums=(0,))
+    return ShardingKeepingStep(step)
 
 
-def init_train_state(params, optimizer) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+class ShardingKeepingStep:
+    """A jitted `step(state, *args) -> (state, metrics)` whose new state keeps the old one's
+    shardings. Left to itself XLA picks its own for the optimizer moments, and the next call,
+    seeing other shardings, would compile again. The state is donated; metrics are replicated."""
+
+    def __init__(self, step):
+        self._step = step
+        self._programs = {}
+
+    def _program(self, state):
+        shardings = jax.tree.map(lambda x: x.sharding, state)
+        key = (jax.tree.structure(state), tuple(jax.tree.leaves(shardings)))
+        if key not in self._programs:
+            self._programs[key] = jax.jit(self._step, donate_argnums=(0,),
+                                          out_shardings=(shardings, _replicated(jax.tree.leaves(state)[0])))
+        return self._programs[key]
+
+    def __call__(self, state, *args):
+        return self._program(state)(state, *args)
+
+    def lower(self, state, *args):
+        """For ahead-of-time compilation (`sparta_jax.aot`): state and args as ShapeDtypeStructs."""
+        return self._program(state).lower(state, *args)
+
+
+def _replicated(like):
+    """A sharding that replicates over `like`'s mesh (or sits on its one device)."""
+    sharding = like.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return sharding
+
+
+def init_train_state(params, optimizer, cfg, total_steps: int, step: int = 0) -> TrainState:
+    """A fresh optimizer state for a `total_steps`-step schedule (at `step`, for a resume).
+    Moments shard like their parameters; scalars are replicated over the same mesh, exactly
+    as the train step returns them (so its second call compiles nothing)."""
+    scalar = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+    state = TrainState(params, optimizer.init(params), scalar(step), scalar(warmup_steps(cfg, total_steps)),
+                       scalar(total_steps))
+    replicated = _replicated(jax.tree.leaves(params)[0])
+    return jax.tree.map(lambda x: jax.device_put(x, replicated) if x.ndim == 0 else x, state)
 
 
 # --------------------------------------------------------------------------- conveniences

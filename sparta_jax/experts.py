@@ -167,10 +167,10 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
     orders = _schedule([len(e) for e in per_member], rows, epochs, int(cfg.seed))
     steps = max(math.ceil(len(o) / rows) for o in orders)
     sft_cfg = sft.SFTConfig(**{k: cfg[k] for k in SFT_FIELDS})
-    optimizer = sft.make_optimizer(sft_cfg, steps)
+    optimizer = sft.make_optimizer(sft_cfg)
     graphdef, trainable, frozen = dpo.split_lora(model)
     step_fn = sft.make_lora_sft_step(graphdef, sft_cfg, optimizer)
-    state = dpo.init_train_state(trainable, optimizer)
+    state = dpo.init_train_state(trainable, optimizer, sft_cfg, steps)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     history = []
     every = int(cfg.checkpoint_every)
@@ -183,7 +183,7 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
                 params, opt_state, host = ckpt.restore(
                     done, trainable_target=checkpoints.targets_like(state.params),
                     opt_state_target=checkpoints.targets_like(state.opt_state))
-                state = dpo.TrainState(params, opt_state, jnp.asarray(done, jnp.int32))
+                state = dpo.init_train_state(params, optimizer, sft_cfg, steps, step=done)._replace(opt_state=opt_state)
                 history = host["loss_history"]
                 log(f"expert SFT: resumed after step {done}/{steps}")
         progress = Progress("expert SFT", steps - len(history), "steps")

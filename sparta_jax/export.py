@@ -58,7 +58,7 @@ def load_run_tribe(workdir: str, step: int | None = None):
         step = step if step is not None else ckpt.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
-        optimizer = dpo.make_optimizer(dpo.DPOConfig(), 1, dpo.lora_member_axis)
+        optimizer = dpo.make_optimizer(dpo.DPOConfig(), dpo.lora_member_axis)
         restored, _, _ = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
                                       opt_state_target=checkpoints.targets_like(jax.jit(optimizer.init)(trainable)))
     tribe.model = dpo.merge_lora(graphdef, restored, frozen)

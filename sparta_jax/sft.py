@@ -77,8 +77,8 @@ def member_nll(model, batch: SFTBatch, cfg: SFTConfig) -> tuple[jax.Array, jax.A
     return -jnp.sum(logps.reshape(members, rows), axis=1) / jnp.maximum(tokens, 1.0), tokens
 
 
-def make_optimizer(cfg: SFTConfig, total_steps: int) -> optax.GradientTransformation:
-    return dpo.make_optimizer(cfg, total_steps, dpo.lora_member_axis)
+def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
+    return dpo.make_optimizer(cfg, dpo.lora_member_axis)
 
 
 def make_lora_sft_step(graphdef, cfg: SFTConfig, optimizer: optax.GradientTransformation):
@@ -90,7 +90,6 @@ def make_lora_sft_step(graphdef, cfg: SFTConfig, optimizer: optax.GradientTransf
             return jnp.sum(nll), {"loss": nll, "tokens": tokens}
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return dpo.TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), metrics
+        return dpo.apply_gradients(state, grads, optimizer, cfg), metrics
 
-    return jax.jit(step, donate_argnums=(0,))
+    return dpo.ShardingKeepingStep(step)

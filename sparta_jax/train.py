@@ -163,20 +163,15 @@ def rate_phase(rater: TribeRater, t: int, records, folder: str):
 
 
 class TribeTrainer:
-    """The jitted DPO programs of a run, built once: an iteration with the same number of steps
-    as an earlier one reuses its compiled step (the schedule's length is baked into the step)."""
+    """The jitted DPO programs of a run, built once: the schedule's length is part of the train
+    state, so iterations with different numbers of steps share one compiled step."""
 
     def __init__(self, tribe: Tribe, dpo_cfg: dpo.DPOConfig):
         self.graphdef, _, self.frozen = dpo.split_lora(tribe.model)
         self.cfg = dpo_cfg
         self.reference = dpo.make_lora_reference_logps(self.graphdef, dpo_cfg)
-        self._steps = {}
-
-    def optimizer_and_step(self, total_steps: int):
-        if total_steps not in self._steps:
-            optimizer = dpo.make_optimizer(self.cfg, total_steps, dpo.lora_member_axis)
-            self._steps[total_steps] = (optimizer, dpo.make_lora_train_step(self.graphdef, self.cfg, optimizer))
-        return self._steps[total_steps]
+        self.optimizer = dpo.make_optimizer(dpo_cfg, dpo.lora_member_axis)
+        self.step = dpo.make_lora_train_step(self.graphdef, dpo_cfg, self.optimizer)
 
 
 def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: TribeTrainer):
@@ -201,12 +196,11 @@ def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: T
         chunk += [filler] * (per_step - len(chunk))
         batches.append(_pairs_batch(chunk, dpo_cfg.max_length, pad_id))
     refs = [trainer.reference(trainable, frozen, b) for b in batches]
-    optimizer, step_fn = trainer.optimizer_and_step(steps)
-    state = dpo.init_train_state(trainable, optimizer)
+    state = dpo.init_train_state(trainable, trainer.optimizer, dpo_cfg, steps)
     progress = Progress(f"iteration {t} DPO", steps, "steps")
     history = []
     for batch, ref in zip(batches, refs):
-        state, metrics = step_fn(state, frozen, batch, ref)
+        state, metrics = trainer.step(state, frozen, batch, ref)
         history.append({k: to_host(v).tolist() for k, v in metrics.items()})
         progress(1)
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
@@ -310,9 +304,8 @@ def run(config, workdir: str) -> dict:
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save) as ckpt:
-        probe_opt = dpo.make_optimizer(dpo_cfg, 1, dpo.lora_member_axis)
-        state = restore_or_start(config, tribe, ckpt, probe_opt)
         trainer = TribeTrainer(tribe, dpo_cfg)
+        state = restore_or_start(config, tribe, ckpt, trainer.optimizer)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
         tribe.model = dpo.merge_lora(trainer.graphdef, state.trainable, trainer.frozen)
         evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judge)  # e.g. the initial tribe
@@ -324,7 +317,7 @@ def run(config, workdir: str) -> dict:
             tribe.model = dpo.merge_lora(graphdef, state.trainable, frozen)  # this iteration's members
             instructions = data_lib.sample_instructions(train_split, config.instructions_per_iteration,
                                                         iteration=t, seed=config.seed, mode=config.mode)
-            clock = PhaseClock()
+            clock = PhaseClock(f"iteration {t}")
             duels = clock("answers", duel_phase, config, tribe, t, instructions, state.rater, folder)
             records = clock("judging", judge_phase, config, tribe, t, duels, folder)
             rated = clock("rating", rate_phase, state.rater, t, records, folder)
@@ -332,7 +325,7 @@ def run(config, workdir: str) -> dict:
             trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, rated.preferences,
                                                      state.trainable, trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained
-                opt_state = jax.jit(probe_opt.init)(trainable)  # jitted: global arrays, also on multi-host
+                opt_state = jax.jit(trainer.optimizer.init)(trainable)  # jitted: global arrays, also on multi-host
             host = {"iteration": t, "phase": "trained", "names": list(tribe.names),
                     "reputations": state.rater.state.to_dict(),
                     "end_reputations": {str(k): v for k, v in state.rater.end_reputations.items()},
@@ -361,15 +354,18 @@ def run(config, workdir: str) -> dict:
 
 
 class PhaseClock:
-    """Times each phase of an iteration: clock(name, fn, *args) runs fn and records its seconds."""
+    """Times each phase of an iteration: clock(name, fn, *args) runs fn, records its seconds and
+    logs them as the phase ends (so a run stopped mid-iteration still shows what it took)."""
 
-    def __init__(self):
+    def __init__(self, label: str = ""):
+        self.label = label
         self.seconds: dict[str, float] = {}
 
     def __call__(self, name, fn, *args):
         start = time.perf_counter()
         out = fn(*args)
         self.seconds[name] = time.perf_counter() - start
+        log(f"{self.label} {name}: {self.seconds[name]:.1f} s".strip())
         return out
 
 

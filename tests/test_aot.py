@@ -109,7 +109,7 @@ def test_optimizer_moments_shard_like_their_parameters(setup):
     _, trainable, _ = dpo.split_lora(model)
     params = {path_name(p): leaf.sharding.spec for p, leaf in
               jax.tree_util.tree_flatten_with_path(aot.shard_abstract(trainable, mesh))[0]}
-    optimizer = dpo.make_optimizer(aot.dpo_config(config), 10, dpo.lora_member_axis)
+    optimizer = dpo.make_optimizer(aot.dpo_config(config), dpo.lora_member_axis)
     opt = aot.shard_abstract(jax.eval_shape(optimizer.init, trainable), mesh, aot.optimizer_rules())
     moments = 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(opt)[0]:

@@ -72,9 +72,9 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
     initial = {name: np.asarray(v) for name, v in tribe.lora.arrays().items()}  # the step donates its input
     graphdef, trainable, frozen = dpo.split_lora(tribe)
     ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
-    opt = dpo.make_optimizer(cfg, 10, dpo.lora_member_axis)
+    opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
     step = dpo.make_lora_train_step(graphdef, cfg, opt)
-    state, metrics = step(dpo.init_train_state(trainable, opt), frozen, batch, ref)
+    state, metrics = step(dpo.init_train_state(trainable, opt, cfg, 10), frozen, batch, ref)
     np.testing.assert_allclose(np.asarray(metrics["loss"]), np.log(2.0), rtol=1e-6)
     # Rewards are beta * (policy - reference): zero up to float noise between the two programs
     # (so rewards/accuracies, a strict comparison of noise, is not asserted here).
@@ -91,9 +91,9 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
         g1, t1, f1 = dpo.split_lora(single)
         ref1 = dpo.make_lora_reference_logps(g1, cfg)(t1, f1, batch)
         np.testing.assert_allclose(np.asarray(ref1[0]), np.asarray(ref[m]), rtol=1e-6)
-        opt1 = dpo.make_optimizer(cfg, 10, dpo.lora_member_axis)
+        opt1 = dpo.make_optimizer(cfg, dpo.lora_member_axis)
         step1 = dpo.make_lora_train_step(g1, cfg, opt1)
-        s1, _ = step1(dpo.init_train_state(t1, opt1), f1, batch, ref1)
+        s1, _ = step1(dpo.init_train_state(t1, opt1, cfg, 10), f1, batch, ref1)
         s1, m1 = step1(s1, f1, batch, ref1)
         for path, var in nnx.to_flat_state(s1.params):
             np.testing.assert_allclose(np.asarray(var[...])[:, 0], tribe_after[path][:, m], rtol=1e-5, atol=1e-7)
@@ -110,8 +110,8 @@ def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
         graphdef, trainable, frozen = dpo.split_lora(tribe)
         ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
         ref = ref + jnp.asarray(np.random.default_rng(0).normal(0, 1, ref.shape), jnp.float32)  # policy != ref
-        opt = dpo.make_optimizer(cfg, 5, dpo.lora_member_axis)
-        state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt),
+        opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+        state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt, cfg, 5),
                                                                               frozen, batch, ref)
         results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
     (p1, m1), (p2, m2) = results
@@ -126,9 +126,9 @@ def test_training_lowers_the_loss_and_grows_margins(base_dir, mesh1):
     tribe = lora_model(base_dir, mesh1, members=2)
     graphdef, trainable, frozen = dpo.split_lora(tribe)
     ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
-    opt = dpo.make_optimizer(cfg, 30, dpo.lora_member_axis)
+    opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
     step = dpo.make_lora_train_step(graphdef, cfg, opt)
-    state = dpo.init_train_state(trainable, opt)
+    state = dpo.init_train_state(trainable, opt, cfg, 30)
     history = []
     for _ in range(30):
         state, metrics = step(state, frozen, batch, ref)
@@ -155,11 +155,11 @@ def test_full_parameter_tribe_step(base_dir, mesh1):
     mask = dpo.decay_mask(stacked)
     singles = [jax.tree.map(lambda x: jnp.array(x[m: m + 1]), stacked) for m in range(2)]  # the step donates
     before = [{sharding.path_name(p): np.asarray(v[...])[0] for p, v in nnx.to_flat_state(s)} for s in singles]
-    opt = dpo.make_optimizer(cfg, 4, dpo.full_member_axis)
-    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt), None, batch, ref)
+    opt = dpo.make_optimizer(cfg, dpo.full_member_axis)
+    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt, cfg, 4), None, batch, ref)
     for m, single in enumerate(singles):
-        opt1 = dpo.make_optimizer(cfg, 4, dpo.full_member_axis)
-        out1, m1 = dpo.make_full_train_step(graphdef, cfg, opt1)(dpo.init_train_state(single, opt1), None, batch,
+        opt1 = dpo.make_optimizer(cfg, dpo.full_member_axis)
+        out1, m1 = dpo.make_full_train_step(graphdef, cfg, opt1)(dpo.init_train_state(single, opt1, cfg, 4), None, batch,
                                                                   ref[m: m + 1])
         for (path, a), (_, b) in zip(nnx.to_flat_state(out1.params), nnx.to_flat_state(out.params)):
             name = sharding.path_name(path)
@@ -195,8 +195,8 @@ def test_filler_pairs_change_nothing(base_dir, mesh1):
         tribe = lora_model(base_dir, mesh1, members=2, seed=7)
         graphdef, trainable, frozen = dpo.split_lora(tribe)
         ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch) - 0.5
-        opt = dpo.make_optimizer(cfg, 3, dpo.lora_member_axis)
-        state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt), frozen,
+        opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+        state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt, cfg, 3), frozen,
                                                                       batch, ref)
         results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
     (p1, m1), (p2, m2) = results
@@ -204,3 +204,36 @@ def test_filler_pairs_change_nothing(base_dir, mesh1):
         np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
     for k in m1:
         np.testing.assert_allclose(np.asarray(m1[k]), np.asarray(m2[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_train_step_keeps_shardings_and_compiles_once(base_dir):
+    """On an 8-device mesh the state after a step has the shardings it came in with (moments
+    like their parameters, counters replicated), so later steps compile nothing."""
+    mesh8 = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    cfg = dpo.DPOConfig(learning_rate=1e-3)
+    batch = make_batch(seed=5)
+    model, _ = from_pretrained(base_dir, dtype=jnp.float32, mesh=mesh8, load_tokenizer=False,
+                               lora=uniform_lora_config(2, rank=4, alpha=8.0))  # adapters sharded by the rules
+    graphdef, trainable, frozen = dpo.split_lora(model)
+    ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
+    opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+    step = dpo.make_lora_train_step(graphdef, cfg, opt)
+    state = dpo.init_train_state(trainable, opt, cfg, 4)
+    before = [x.sharding for x in jax.tree.leaves(state)]
+    assert any(not s.is_fully_replicated for s in before)  # the test means something: some leaves are split
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *_, **__: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+    state, _ = step(state, frozen, batch, ref)
+    first = len(compiles)
+    assert first >= 1
+    for _ in range(2):
+        state, _ = step(state, frozen, batch, ref)
+    assert len(compiles) == first
+    after = [x.sharding for x in jax.tree.leaves(state)]
+    assert all(a.is_equivalent_to(b, x.ndim) for a, b, x in zip(after, before, jax.tree.leaves(state)))
+    assert int(state.step) == 3
+    # The next iteration trains for another number of steps: the schedule is data, not code.
+    state = dpo.init_train_state(state.params, opt, cfg, 11)
+    state, _ = step(state, frozen, batch, ref)
+    assert len(compiles) == first and int(state.total_steps) == 11 and int(state.warmup_steps) == 2

@@ -58,8 +58,8 @@ def test_full_finetune_step_matches_trl(tmp_path, mesh1):
     cfg = dpo.DPOConfig(lr_schedule="constant", warmup_ratio=0.0, **hp)
     (batch,) = our_batches(pairs, 2)
     ref_logps = dpo.make_full_reference_logps(graphdef, cfg)(stacked, batch)
-    opt = dpo.make_optimizer(cfg, 1, dpo.full_member_axis)
-    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt), None, batch, ref_logps)
+    opt = dpo.make_optimizer(cfg, dpo.full_member_axis)
+    out, metrics = dpo.make_full_train_step(graphdef, cfg, opt)(dpo.init_train_state(stacked, opt, cfg, 1), None, batch, ref_logps)
 
     for key in METRICS:
         assert abs(float(metrics[key][0]) - ref["logs"][0][key]) <= 1e-5 * max(1.0, abs(ref["logs"][0][key])), key
@@ -90,9 +90,9 @@ def test_lora_steps_with_warmup_and_accumulation_match_trl(tmp_path, mesh1):
     reference = dpo.make_lora_reference_logps(graphdef, cfg)
     batches = our_batches(pairs, 4)
     ref_logps = [reference(trainable, frozen, b) for b in batches]  # the start-of-iteration adapter
-    opt = dpo.make_optimizer(cfg, 2, dpo.lora_member_axis)
+    opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
     step = dpo.make_lora_train_step(graphdef, cfg, opt)
-    state = dpo.init_train_state(trainable, opt)
+    state = dpo.init_train_state(trainable, opt, cfg, 2)
     for i, (batch, r) in enumerate(zip(batches, ref_logps)):
         state, metrics = step(state, frozen, batch, r)
         for key in METRICS:

@@ -101,10 +101,10 @@ def test_training_specialises_each_member(tmp_path, mesh1):
     batch = sft.examples_to_batch(data, 12, pad_id=0)
     swapped = sft.examples_to_batch(data[::-1], 12, pad_id=0)
     cfg = sft.SFTConfig(learning_rate=2e-2, warmup_ratio=0.0, lr_schedule="constant")
-    optimizer = sft.make_optimizer(cfg, 30)
+    optimizer = sft.make_optimizer(cfg)
     graphdef, trainable, frozen = dpo.split_lora(model)
     step = sft.make_lora_sft_step(graphdef, cfg, optimizer)
-    state = dpo.init_train_state(trainable, optimizer)
+    state = dpo.init_train_state(trainable, optimizer, cfg, 30)
     first = None
     for _ in range(30):
         state, metrics = step(state, frozen, batch)
