@@ -28,7 +28,9 @@ TOL = dict(rtol=1e-6, atol=1e-6)
 
 def _trl_self(beta, loss_type, label_smoothing):
     """The attributes of DPOTrainer that _compute_loss reads, for plain DPO."""
-    identity = lambda x: x  # single process: gather is a no-op
+    def identity(x):  # single process: gather is a no-op
+        return x
+
     return types.SimpleNamespace(
         model=types.SimpleNamespace(training=True),
         accelerator=types.SimpleNamespace(device=torch.device("cpu"), gather=identity, gather_for_metrics=identity),
@@ -114,7 +116,9 @@ def test_matches_trl_per_example(loss_type, label_smoothing, beta):
     # IPO: TRL divides summed log-ratios by the completion length, so give it T tokens
     # and give dpo_loss the per-token averages (the documented caller contract).
     t = 4 if loss_type == "ipo" else 1
-    f32 = lambda x: np.asarray(x, np.float32)
+    def f32(x):
+        return np.asarray(x, np.float32)
+
     ours_in = [f32(x / t) for x in (pc, pr, rc, rr)]
     losses, cr, rj = dpo_loss(*map(jnp.asarray, ours_in), beta=beta, loss_type=loss_type,
                               label_smoothing=label_smoothing)

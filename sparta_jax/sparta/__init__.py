@@ -78,3 +78,20 @@ from sparta_jax.sparta.weighting import (
     scheme_weights,
     static_weights,
 )
+
+__all__ = [
+    "DEFAULT_ALPHA", "DEFAULT_CONSTANTS", "DEFAULT_K", "DuelLogError", "DuelRecord", "FittedPrompt",
+    "IterationResult", "JUDGE_MAX_PROMPT_TOKENS", "JUDGE_PROMPT_TEMPLATE", "JudgeRecord",
+    "LOGIT_ASSISTANT_PREFIX", "LOGIT_CANDIDATES", "MODES", "Matchup", "Preference", "ReplayResult",
+    "ReputationConstants", "SCHEMES", "SCORE_PATTERNS", "STATIC_FREEZE_ITERATION", "TokenCodec",
+    "TribeRater", "TribeReputation", "append_duel_log", "as_codec", "assign_leaders", "check_mode",
+    "check_scheme", "choose", "closest_opponents", "compile_duel", "confidence", "deviation",
+    "duel_from_json", "duel_to_json", "dumps_duel", "dynamic_weights", "effective_judgements",
+    "effective_pair", "fit_judge_prompt", "group_iterations", "iter_duel_log", "judge_prompt",
+    "learning_rate", "logit_candidate_ids", "logit_expected_score", "make_matchups",
+    "make_preferences", "needed_iterations", "normal_cdf", "normal_weights",
+    "opponent_probabilities", "parse_duel_line", "parse_pair", "parse_score", "rate_compiled",
+    "rate_iteration", "rating_change", "read_duel_log", "replay", "scheme_c", "scheme_weights",
+    "static_weights", "update_pair", "weighted_difference", "weighted_scores", "write_duel_log",
+    "write_text_atomic",
+]
