@@ -18,6 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.tribe = ml_collections.ConfigDict(dict(
         base="embedded",  # a HF-format folder, or "embedded" for the bundled SmolLM2-135M-Instruct
+        kind="lora",  # "lora": adapters over one frozen base; "full": whole models, every weight trained
+        member_folders=(),  # kind "full": one HF folder per member, each of tribe.base's architecture
         adapters=(),  # PEFT folders, one per member; empty: fresh adapters (B = 0, PEFT's init)
         names=(),  # member names; default member_0 .. member_{M-1} (or the adapter folder names)
         members=4,  # used when no adapter folders are given

@@ -1,7 +1,7 @@
 """The paper's setup on a Cloud TPU v4-32 pod slice: ten Qwen2.5-7B-Instruct LoRA experts.
 
     python -m sparta_jax.main --config=configs/tpu_v4.py --workdir=gs://BUCKET/run \
-        --config.tribe.base=/path/Qwen2.5-7B-Instruct --config.tribe.adapters=/experts/a,/experts/b,...
+        --config.tribe.base=/path/Qwen2.5-7B-Instruct "--config.tribe.adapters=('/experts/a', '/experts/b', ...)"
 
 Paper settings (SPEC): 8 iterations x 1000 duels, alpha 0.6, k 5, sampling T .7 / top-k 50 /
 top-p .95, 512 new tokens (answers) and 256 (judges), prompts cut at 512 tokens, DPO beta 0.1,

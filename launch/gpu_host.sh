@@ -3,7 +3,7 @@
 #
 #   launch/gpu_host.sh WORKDIR [extra --config.* flags...]
 #   e.g. launch/gpu_host.sh /scratch/run1 --config.tribe.base=/models/Qwen2.5-7B-Instruct \
-#          --config.tribe.adapters=/experts/code_alpaca,/experts/lima,...
+#          "--config.tribe.adapters=('/experts/code_alpaca', '/experts/lima', ...)"
 #
 # Environment: CONFIG (default configs/gpu_h100.py), INSTALL=0 to skip the pip install.
 # Re-running the same command after a crash or kill resumes the run.

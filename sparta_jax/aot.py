@@ -417,6 +417,8 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
     from sparta_jax.sampling import Sampler
 
     log = log or (lambda *_: None)
+    if config.tribe.get("kind", "lora") != "lora":
+        raise AotError("tribe.kind='full': the ahead-of-time check covers LoRA tribes only so far")
     model_config = resolve_model_shape(model_shape, config.tribe.get("base"))
     model, lora = abstract_model(model_config, config)
     sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)

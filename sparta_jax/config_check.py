@@ -34,6 +34,12 @@ def validate_config(config) -> None:
     _check(config, "instructions_per_iteration", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "seed", lambda v: isinstance(v, int), "must be an integer")
     _check(config, "tribe.base", lambda v: isinstance(v, str) and v, "must name a model folder or 'embedded'")
+    _check(config, "tribe.kind", lambda v: v in ("lora", "full"),
+           "must be 'lora' (adapters over one frozen base) or 'full' (whole models, all weights trained)")
+    if config.tribe.get("kind") == "full":
+        _check(config, "tribe.adapters", lambda v: not any(v),
+               "must be empty when tribe.kind='full' (the members are tribe.member_folders)")
+        _check(config, "experts.enabled", lambda v: not v, "must be False when tribe.kind='full' (experts are LoRA)")
     _check(config, "tribe.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "must be float32, bfloat16 or float16")
     _check(config, "tribe.param_dtype", lambda v: v in ("float32", "bfloat16", "float16"),
            "must be float32, bfloat16 or float16")

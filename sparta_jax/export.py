@@ -4,7 +4,8 @@
         [--step N] [--dtype float32|bfloat16]
 
 `best` is the best member by dev accuracy in the newest evaluation.json of the run. The
-folder loads in transformers (merged) or peft (adapter) and gives the same logits.
+folder loads in transformers (merged) or peft (adapter) and gives the same logits. Members of a
+full tribe (`tribe.kind = "full"`) are whole models: they export as HF folders only.
 """
 from __future__ import annotations
 
@@ -37,11 +38,12 @@ def best_member(workdir: str) -> str:
 
 
 def load_run_tribe(workdir: str, step: int | None = None):
-    """The run's tribe with the LoRA stack of checkpoint `step` (default: latest)."""
+    """The run's tribe with the members' weights of checkpoint `step` (default: latest)."""
     import jax
     import ml_collections
 
     from sparta_jax import checkpoints, dpo, sharding
+    from sparta_jax.train import TribeTrainer
     from sparta_jax.tribe import build_tribe
 
     config_path = os.path.join(workdir, "config.json")
@@ -53,15 +55,16 @@ def load_run_tribe(workdir: str, step: int | None = None):
     started = os.path.join(workdir, "tribe.json")  # the adapter folders it started from (e.g. experts)
     adapters = json.load(open(started))["adapters"] if os.path.exists(started) else None
     tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
-    graphdef, trainable, frozen = dpo.split_lora(tribe.model)
+    trainer = TribeTrainer(tribe, dpo.DPOConfig())  # only its split, merge and optimizer state shape
+    trainable = trainer.trainable(tribe.model)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
         step = step if step is not None else ckpt.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
-        optimizer = dpo.make_optimizer(dpo.DPOConfig(), dpo.lora_member_axis)
         restored, _, _ = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
-                                      opt_state_target=checkpoints.targets_like(jax.jit(optimizer.init)(trainable)))
-    tribe.model = dpo.merge_lora(graphdef, restored, frozen)
+                                      opt_state_target=checkpoints.targets_like(
+                                          jax.jit(trainer.optimizer.init)(trainable)))
+    tribe.model = trainer.members(restored)
     return tribe, step
 
 
@@ -69,12 +72,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         from sparta_jax.models.export import export_merged, export_peft
+        from sparta_jax.models.stack import MemberStack
 
         member = best_member(args.workdir) if args.member == "best" else args.member
         tribe, step = load_run_tribe(args.workdir, args.step)
         if member not in tribe.names:
             raise ValueError(f"no member {member!r}; the tribe is {list(tribe.names)}")
-        if args.peft:
+        if isinstance(tribe.model, MemberStack):
+            if args.peft:
+                raise ValueError("the members of a full tribe (tribe.kind='full') are whole models: "
+                                 "export them without --peft")
+            path = export_merged(tribe.model.member(tribe.index(member)), args.out, tokenizer=tribe.tokenizer,
+                                 dtype=args.dtype)
+        elif args.peft:
             path = export_peft(tribe.model, member, args.out, base_model_name_or_path=tribe.base_path, dtype=args.dtype)
         else:
             path = export_merged(tribe.model, args.out, member=member, tokenizer=tribe.tokenizer, dtype=args.dtype)

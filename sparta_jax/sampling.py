@@ -13,6 +13,7 @@ a stop token or its budget. Tokens after a row's end are `pad_id`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -23,6 +24,7 @@ from flax import nnx
 from sparta_jax import sharding as sharding_lib
 from sparta_jax.models.llama import LlamaForCausalLM, init_cache
 from sparta_jax.models.lora import NO_ADAPTER
+from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling_filters import sample_tokens
 
 
@@ -82,12 +84,44 @@ def _per_row(value, batch: int, dtype) -> np.ndarray:
     return np.broadcast_to(arr, (batch,)).copy() if arr.ndim == 0 else arr
 
 
-class Sampler:
-    """Generation and scoring for one model family (a base plus its adapter stack)."""
+def _at_slots(values: Sequence, slots: np.ndarray, rows: int, filler) -> list:
+    out = [filler] * rows
+    for value, slot in zip(values, slots):
+        out[slot] = value
+    return out
 
-    def __init__(self, model: LlamaForCausalLM, tokenizer=None, *, config: SamplerConfig = SamplerConfig(),
-                 mesh=None, pad_id: int | None = None):
-        self.graphdef, _ = nnx.split(model)
+
+def _fill(values: np.ndarray, slots: np.ndarray, rows: int, filler) -> np.ndarray:
+    out = np.full((rows,) + values.shape[1:], filler, values.dtype)
+    out[slots] = values
+    return out
+
+
+def _per_member(impl, kinds: Sequence[str]):
+    """impl(state, *args, **static) over a MemberStack: state leaves [M, ...]; an arg of kind
+    "rows" is [M * R, ...] (member m's rows in block m), "member" is [M, ...], "shared" is the
+    same for every member. Outputs come back as [M * R, ...]."""
+
+    def run(state, *args, **static):
+        members = jax.tree.leaves(state)[0].shape[0]
+        split = lambda x: x.reshape((members, -1) + x.shape[1:])  # noqa: E731
+        args = [jax.tree.map(split, a) if k == "rows" else a for a, k in zip(args, kinds)]
+        in_axes = (0,) + tuple(None if k == "shared" else 0 for k in kinds)
+        out = jax.vmap(functools.partial(impl, **static), in_axes=in_axes)(state, *args)
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+
+    return run
+
+
+class Sampler:
+    """Generation and scoring for one model family: a base plus its adapter stack (rows pick
+    their adapter by `adapter_ids`), or a MemberStack of full parameter sets (rows pick their
+    member by `adapter_ids`; the rows of each member run together, vmapped over the members, so
+    every member's weights are read once per step)."""
+
+    def __init__(self, model: LlamaForCausalLM | MemberStack, tokenizer=None, *,
+                 config: SamplerConfig = SamplerConfig(), mesh=None, pad_id: int | None = None):
+        self.graphdef = model.graphdef if isinstance(model, MemberStack) else nnx.split(model)[0]
         self.model_config = model.config
         self.tokenizer = tokenizer
         self.config = config
@@ -100,6 +134,11 @@ class Sampler:
         self._generate = jax.jit(self._generate_impl, static_argnames=("max_new",))
         self._score = jax.jit(self._score_impl)
         self._table = jax.jit(self._table_impl, static_argnames=("path_len",))
+        self._generate_stacked = jax.jit(_per_member(self._generate_impl, ("rows", "rows", "rows", "member")),
+                                         static_argnames=("max_new",))
+        self._score_stacked = jax.jit(_per_member(self._score_impl, ("rows",) * 4))
+        self._table_stacked = jax.jit(_per_member(self._table_impl, ("rows", "rows", "rows", "shared")),
+                                      static_argnames=("path_len",))
 
     # ------------------------------------------------------------------------------ inputs
     def encode_chat(self, prompts: Sequence[str], system_prompt: str | None = None) -> list[list[int]]:
@@ -118,17 +157,39 @@ class Sampler:
             multiple = int(np.prod([self.mesh.shape[a] for a in sharding_lib.BATCH_AXES if a in self.mesh.shape]))
         return -(-n // multiple) * multiple
 
-    def _prompt_rows(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Left-padded prompts in their length bucket, plus filler rows up to the batch multiple."""
-        rows = self._batch_rows(len(prompts))
+    def _layout(self, model, adapter_ids, n: int) -> tuple[object, int, np.ndarray, int]:
+        """(weights, members, slots, rows): where each of the n real rows sits in a batch of
+        `rows` (filler rows elsewhere). With a MemberStack, member m's rows fill slots
+        [m * R, (m + 1) * R), R the largest member's row count rounded up to a power of two (so
+        that a handful of programs serve every mix) and to the batch multiple."""
+        if not isinstance(model, MemberStack):
+            return nnx.split(model)[1], 0, np.arange(n), self._batch_rows(n)
+        members = model.num_members
+        if adapter_ids is None:
+            raise ValueError("a MemberStack needs adapter_ids: the member of each row")
+        ids = _per_row(adapter_ids, n, np.int32)
+        if ids.min() < 0 or ids.max() >= members:
+            raise ValueError(f"member ids must lie in [0, {members}), got {sorted(set(ids.tolist()))}")
+        counts = np.bincount(ids, minlength=members)
+        per_member = self._batch_rows(1 << int(counts.max() - 1).bit_length())
+        rank = np.zeros(n, np.int64)
+        for m in range(members):
+            rank[ids == m] = np.arange(counts[m])
+        return model.state, members, ids * per_member + rank, members * per_member
+
+    def _prompt_rows(self, prompts: Sequence[Sequence[int]], slots: np.ndarray, rows: int):
+        """Left-padded prompts in their length bucket, at their slots; filler rows elsewhere."""
         prompt_len = bucket(max(len(p) for p in prompts), self.config.prompt_buckets, "prompt length")
-        return left_pad(list(prompts) + [[self.pad_id]] * (rows - len(prompts)), prompt_len, self.pad_id)
+        return left_pad(_at_slots(prompts, slots, rows, [self.pad_id]), prompt_len, self.pad_id)
 
     @staticmethod
-    def _row_adapters(adapter_ids, n: int, rows: int) -> np.ndarray:
-        """Each real row's adapter (scalar or per row); filler rows use the base model."""
+    def _row_adapters(adapter_ids, n: int, slots: np.ndarray, rows: int, members: int) -> np.ndarray:
+        """Each real row's adapter (scalar or per row); filler rows use the base model. A
+        MemberStack's members have no adapters (the member is chosen by the row's slot)."""
+        if members:
+            return np.full((rows,), NO_ADAPTER, np.int32)
         real = _per_row(NO_ADAPTER if adapter_ids is None else adapter_ids, n, np.int32)
-        return np.concatenate([real, np.full((rows - n,), NO_ADAPTER, np.int32)])
+        return _fill(real, slots, rows, NO_ADAPTER)
 
     def _place(self, *arrays):
         if self.mesh is None:
@@ -136,15 +197,16 @@ class Sampler:
         return tuple(jax.device_put(a, sharding_lib.batch_sharding(self.mesh, a.ndim)) for a in arrays)
 
     # -------------------------------------------------------------------------- generation
-    def generate(self, model: LlamaForCausalLM, prompts: Sequence[Sequence[int]], *, rng, adapter_ids=None,
-                 temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=64, stop_ids=None,
+    def generate(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]], *, rng,
+                 adapter_ids=None, temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=64, stop_ids=None,
                  decode: bool = True) -> Generation:
         """Generate for token-id prompts. Per-row settings may be scalars or length-batch lists."""
         n = len(prompts)
         if n == 0:
             return Generation(np.zeros((0, 0), np.int32), np.zeros((0,), np.int32), [], [] if decode else None)
-        ids, mask = self._prompt_rows(prompts)  # filler rows generate nothing (max_new_tokens 0)
-        rows, prompt_len = ids.shape
+        state, members, slots, rows = self._layout(model, adapter_ids, n)
+        ids, mask = self._prompt_rows(prompts, slots, rows)  # filler rows generate nothing (max_new_tokens 0)
+        prompt_len = ids.shape[1]
         max_new_rows = _per_row(max_new_tokens, n, np.int32)
         max_new = bucket(int(max_new_rows.max()), self.config.new_token_buckets, "max_new_tokens")
         if prompt_len + max_new > self.model_config.max_position_embeddings:
@@ -160,13 +222,13 @@ class Sampler:
         for r, s in enumerate(stop_rows):
             if len(s) > self.config.max_stop_ids:
                 raise ValueError(f"row {r}: {len(s)} stop ids, at most {self.config.max_stop_ids}")
-            stops[r, : len(s)] = s
+            stops[slots[r], : len(s)] = s
 
         def fill(values, dtype, filler):
-            return np.concatenate([_per_row(values, n, dtype), np.full((rows - n,), filler, dtype)])
+            return _fill(_per_row(values, n, dtype), slots, rows, filler)
 
         row_params = dict(
-            adapter_ids=self._row_adapters(adapter_ids, n, rows),
+            adapter_ids=self._row_adapters(adapter_ids, n, slots, rows, members),
             temperature=fill(temperature, np.float32, 0.0),
             top_k=fill(top_k, np.int32, 0),
             top_p=fill(top_p, np.float32, 1.0),
@@ -178,9 +240,11 @@ class Sampler:
                              f"{self.config.candidates}")
         ids, mask = self._place(ids, mask)
         placed = dict(zip(row_params, self._place(*row_params.values())))
-        _, state = nnx.split(model)
-        tokens, lengths, stopped = self._generate(state, ids, mask, placed, rng, max_new=max_new)
-        tokens, lengths, stopped = (to_host(x)[:n] for x in (tokens, lengths, stopped))
+        if members:
+            out = self._generate_stacked(state, ids, mask, placed, jax.random.split(rng, members), max_new=max_new)
+        else:
+            out = self._generate(state, ids, mask, placed, rng, max_new=max_new)
+        tokens, lengths, stopped = (to_host(x)[slots] for x in out)
         tokens = tokens[:, : int(max_new_rows.max())]  # the budget bucket's extra columns are all pad
         reasons = ["stop" if s else "length" for s in stopped]
         texts = None
@@ -224,7 +288,7 @@ class Sampler:
         return tokens, lengths, stopped
 
     # ----------------------------------------------------------------------------- scoring
-    def score_continuations(self, model: LlamaForCausalLM, prompts: Sequence[Sequence[int]],
+    def score_continuations(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]],
                             continuations: Sequence[Sequence[int]], *, adapter_ids=None) -> np.ndarray:
         """log p(continuation | prompt) summed over its tokens, per row, in one forward pass.
 
@@ -234,18 +298,17 @@ class Sampler:
         n = len(prompts)
         if n != len(continuations):
             raise ValueError("one continuation per prompt")
-        pids, pmask = self._prompt_rows(prompts)
-        rows = pids.shape[0]
+        state, members, slots, rows = self._layout(model, adapter_ids, n)
+        pids, pmask = self._prompt_rows(prompts, slots, rows)
         cont_len = bucket(max(len(c) for c in continuations), self.config.new_token_buckets, "continuation length")
         cids = np.full((rows, cont_len), self.pad_id, np.int32)
         cmask = np.zeros((rows, cont_len), np.bool_)
         for r, c in enumerate(continuations):
-            cids[r, : len(c)] = c
-            cmask[r, : len(c)] = True
+            cids[slots[r], : len(c)] = c
+            cmask[slots[r], : len(c)] = True
         placed = self._place(np.concatenate([pids, cids], 1), np.concatenate([pmask, cmask], 1), cmask,
-                             self._row_adapters(adapter_ids, n, rows))
-        _, state = nnx.split(model)
-        return to_host(self._score(state, *placed))[:n]
+                             self._row_adapters(adapter_ids, n, slots, rows, members))
+        return to_host((self._score_stacked if members else self._score)(state, *placed))[slots]
 
     def _score_impl(self, state, ids, mask, target_mask, adapter_ids):
         self.trace_count += 1
@@ -260,7 +323,7 @@ class Sampler:
         token_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         return jnp.sum(jnp.where(target_mask, token_logp, 0.0), axis=-1)
 
-    def candidate_logprobs(self, model: LlamaForCausalLM, prompts: Sequence[Sequence[int]],
+    def candidate_logprobs(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]],
                            candidates: Sequence[Sequence[int]], *, adapter_ids=None) -> np.ndarray:
         """log p(candidate | prompt) for every candidate after every prompt: [rows, candidates].
 
@@ -276,13 +339,13 @@ class Sampler:
         query = sorted({t for c in candidates for t in c})
         column = {t: i for i, t in enumerate(query)}
         n = len(prompts)
-        ids, mask = self._prompt_rows(prompts)
-        rows = ids.shape[0]
+        state, members, slots, rows = self._layout(model, adapter_ids, n)
+        ids, mask = self._prompt_rows(prompts, slots, rows)
         ids = np.concatenate([ids, np.tile(np.asarray(path, np.int32), (rows, 1))], axis=1)
         mask = np.concatenate([mask, np.ones((rows, len(path)), np.bool_)], axis=1)
-        placed = self._place(ids, mask, self._row_adapters(adapter_ids, n, rows))
-        _, state = nnx.split(model)
-        table = to_host(self._table(state, *placed, np.asarray(query, np.int32), path_len=len(path)))[:n]
+        placed = self._place(ids, mask, self._row_adapters(adapter_ids, n, slots, rows, members))
+        table_fn = self._table_stacked if members else self._table
+        table = to_host(table_fn(state, *placed, np.asarray(query, np.int32), path_len=len(path)))[slots]
         out = np.zeros((n, len(candidates)), np.float64)
         for j, c in enumerate(candidates):
             steps = [table[:, i, column[t]] for i, t in enumerate(c)]  # token i is predicted at step i

@@ -22,6 +22,7 @@ import numpy as np
 from sparta_jax import checkpoints, combat, data as data_lib, dpo, preference_batches, sharding
 from sparta_jax.config_check import validate_config
 from sparta_jax.metrics import MetricsWriter, Progress
+from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
                                duel_to_json, make_matchups, write_text_atomic)
@@ -67,7 +68,7 @@ class RunState:
     """What carries from one iteration to the next."""
 
     rater: TribeRater
-    trainable: object  # the LoRA stack's nnx.State
+    trainable: object  # nnx.State: the LoRA stack, or the stacked full parameter sets
     next_iteration: int
 
 
@@ -76,8 +77,8 @@ def reputation_constants(cfg) -> ReputationConstants:
     return ReputationConstants(**{k: v for k, v in cfg.reputation.items() if k in fields})
 
 
-def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, optimizer) -> RunState:
-    graphdef, trainable, frozen = dpo.split_lora(tribe.model)
+def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, trainer: TribeTrainer) -> RunState:
+    trainable, optimizer = trainer.trainable(tribe.model), trainer.optimizer
     step = ckpt.latest_step()
     constants = reputation_constants(config)
     if step is None:
@@ -163,15 +164,34 @@ def rate_phase(rater: TribeRater, t: int, records, folder: str):
 
 
 class TribeTrainer:
-    """The jitted DPO programs of a run, built once: the schedule's length is part of the train
-    state, so iterations with different numbers of steps share one compiled step."""
+    """The jitted DPO programs of a run, built once, for either tribe shape: what is trained
+    (`trainable`: the LoRA stack, or the whole MemberStack), the reference log-probs, the
+    optimizer and the train step. The schedule's length is part of the train state, so
+    iterations with different numbers of steps share one compiled step."""
 
     def __init__(self, tribe: Tribe, dpo_cfg: dpo.DPOConfig):
-        self.graphdef, _, self.frozen = dpo.split_lora(tribe.model)
         self.cfg = dpo_cfg
-        self.reference = dpo.make_lora_reference_logps(self.graphdef, dpo_cfg)
-        self.optimizer = dpo.make_optimizer(dpo_cfg, dpo.lora_member_axis)
-        self.step = dpo.make_lora_train_step(self.graphdef, dpo_cfg, self.optimizer)
+        if isinstance(tribe.model, MemberStack):
+            self._stack, self.graphdef, self.frozen = tribe.model, tribe.model.graphdef, None
+            full_reference = dpo.make_full_reference_logps(self.graphdef, dpo_cfg)
+            self.reference = lambda trainable, frozen, batch: full_reference(trainable, batch)
+            self.optimizer = dpo.make_optimizer(dpo_cfg, dpo.full_member_axis)
+            self.step = dpo.make_full_train_step(self.graphdef, dpo_cfg, self.optimizer)
+        else:
+            self._stack = None
+            self.graphdef, _, self.frozen = dpo.split_lora(tribe.model)
+            self.reference = dpo.make_lora_reference_logps(self.graphdef, dpo_cfg)
+            self.optimizer = dpo.make_optimizer(dpo_cfg, dpo.lora_member_axis)
+            self.step = dpo.make_lora_train_step(self.graphdef, dpo_cfg, self.optimizer)
+
+    def trainable(self, model):
+        return model.state if self._stack is not None else dpo.split_lora(model)[1]
+
+    def members(self, trainable):
+        """The tribe's model with `trainable` as its members' weights."""
+        if self._stack is not None:
+            return self._stack.replace_state(trainable)
+        return dpo.merge_lora(self.graphdef, trainable, self.frozen)
 
 
 def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: TribeTrainer):
@@ -305,16 +325,15 @@ def run(config, workdir: str) -> dict:
                                      max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save) as ckpt:
         trainer = TribeTrainer(tribe, dpo_cfg)
-        state = restore_or_start(config, tribe, ckpt, trainer.optimizer)
+        state = restore_or_start(config, tribe, ckpt, trainer)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
-        tribe.model = dpo.merge_lora(trainer.graphdef, state.trainable, trainer.frozen)
+        tribe.model = trainer.members(state.trainable)
         evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judge)  # e.g. the initial tribe
-        graphdef, frozen = trainer.graphdef, trainer.frozen
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
             folder = iteration_dir(workdir, t)
             os.makedirs(folder, exist_ok=True)
-            tribe.model = dpo.merge_lora(graphdef, state.trainable, frozen)  # this iteration's members
+            tribe.model = trainer.members(state.trainable)  # this iteration's members
             instructions = data_lib.sample_instructions(train_split, config.instructions_per_iteration,
                                                         iteration=t, seed=config.seed, mode=config.mode)
             clock = PhaseClock(f"iteration {t}")
@@ -342,7 +361,7 @@ def run(config, workdir: str) -> dict:
             log(f"  checkpoint {t}: {time.perf_counter() - saving:.1f}s to hand over (written in the background)")
             state = RunState(state.rater, trainable, t + 1)
             log(one_line(summary))
-            tribe.model = dpo.merge_lora(graphdef, trainable, frozen)
+            tribe.model = trainer.members(trainable)
             evaluation_phase(config, tribe, t, data, workdir, metrics, judge)
             if jax.process_index() == 0:
                 from sparta_jax.report import write_report

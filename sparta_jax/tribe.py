@@ -1,7 +1,9 @@
-"""The tribe: one base model with a stack of LoRA members, its tokenizer and sampler.
+"""The tribe: its members, tokenizer and sampler.
 
-Members are either PEFT adapter folders (the paper's experts) or fresh adapters (B = 0, so
-they start equal to the base and diverge through sampling and training).
+Two shapes (`tribe.kind`). "lora": one frozen base with a stack of LoRA members, either PEFT
+adapter folders (the paper's experts) or fresh adapters (B = 0, so they start equal to the base
+and diverge through sampling and training). "full": a MemberStack, each member a whole copy of
+the base whose every weight DPO trains (for small models).
 """
 from __future__ import annotations
 
@@ -12,15 +14,16 @@ import jax.numpy as jnp
 
 from sparta_jax.config_check import ConfigError
 from sparta_jax.models.llama import LlamaForCausalLM
-from sparta_jax.models.loading import from_pretrained
+from sparta_jax.models.loading import from_pretrained, load_model_config, load_tokenizer_from
 from sparta_jax.models.lora import AdapterSpec, LoraConfig
+from sparta_jax.models.stack import MemberStack, stack_of
 from sparta_jax.sampling import Sampler, SamplerConfig
 
 
 @dataclasses.dataclass
 class Tribe:
     names: tuple[str, ...]
-    model: LlamaForCausalLM
+    model: LlamaForCausalLM | MemberStack  # rows pick their member by adapter id in either shape
     tokenizer: object
     sampler: Sampler
     system_prompt: str | None  # None where the chat template has no system role (Gemma)
@@ -31,6 +34,10 @@ class Tribe:
 
 
 RANDOM_PREFIX = "random:"  # "random:<shape>": random weights of a named shape (models/shapes.py)
+
+
+def tribe_kind(tribe_cfg) -> str:
+    return tribe_cfg.get("kind", "lora")  # runs from before `tribe.kind` were LoRA tribes
 
 
 def resolve_base(base: str) -> str:
@@ -62,6 +69,9 @@ def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
     base = resolve_base(tribe_cfg.base)
     names = tuple(tribe_cfg.names) or None
     dtype, param_dtype = jnp.dtype(tribe_cfg.dtype), jnp.dtype(tribe_cfg.param_dtype)
+    if tribe_kind(tribe_cfg) == "full":
+        return _finish(_full_members(tribe_cfg, base, dtype, param_dtype, mesh), load_tokenizer_from(base),
+                       tribe_cfg, sampler_cfg, mesh, base)
     if adapters:
         if names and len(names) != len(adapters):
             raise ConfigError(f"tribe.names has {len(names)} names for {len(adapters)} adapters")
@@ -73,15 +83,20 @@ def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
     return _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, base)
 
 
-def fresh_lora(tribe_cfg, names: tuple[str, ...] | None = None) -> LoraConfig:
-    """A stack of new adapters (B = 0) with tribe_cfg's rank, alpha and targets, named `names`, else
-    tribe.names, else member_0 .. member_{M-1}."""
+def member_names(tribe_cfg, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """`names`, else tribe.names, else member_0 .. member_{M-1} for M = tribe.members."""
     m = len(names) if names else int(tribe_cfg.members)
     if m < 3:
         raise ConfigError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {m}")
     names = tuple(names or tribe_cfg.names) or tuple(f"member_{i}" for i in range(m))
     if len(names) != m:
         raise ConfigError(f"tribe.names has {len(names)} names for {m} members")
+    return names
+
+
+def fresh_lora(tribe_cfg, names: tuple[str, ...] | None = None) -> LoraConfig:
+    """A stack of new adapters (B = 0) with tribe_cfg's rank, alpha and targets (member_names)."""
+    names = member_names(tribe_cfg, names)
     return LoraConfig(tuple(AdapterSpec(n, int(tribe_cfg.lora_rank), float(tribe_cfg.lora_alpha),
                                         targets=tuple(tribe_cfg.lora_targets)) for n in names))
 
@@ -92,7 +107,7 @@ def _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters) -> Tribe:
     tribe for timing, without its checkpoint."""
     from sparta_jax.models.config import ModelConfig
     from sparta_jax.models.embedded import materialize_smollm2
-    from sparta_jax.models.loading import build_model, load_tokenizer_from
+    from sparta_jax.models.loading import build_model
     from sparta_jax.models.shapes import BASE_ALIASES, MODEL_SHAPES
 
     name = tribe_cfg.base[len(RANDOM_PREFIX):].lower()
@@ -106,14 +121,46 @@ def _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters) -> Tribe:
     if len(tokenizer) > config.vocab_size:
         raise ConfigError(f"tribe.base {tribe_cfg.base!r}: vocabulary {config.vocab_size} is smaller than the "
                          f"tokenizer's {len(tokenizer)}")
-    model = build_model(config, {}, lora=fresh_lora(tribe_cfg), dtype=jnp.dtype(tribe_cfg.dtype),
-                        param_dtype=jnp.dtype(tribe_cfg.param_dtype), mesh=mesh)
-    model.source_path = tribe_cfg.base
-    return _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, tribe_cfg.base)
+    dtype, param_dtype = jnp.dtype(tribe_cfg.dtype), jnp.dtype(tribe_cfg.param_dtype)
+    if tribe_kind(tribe_cfg) == "full":  # each member its own random draw
+        names = member_names(tribe_cfg)
+        models = [build_model(config, {}, dtype=dtype, param_dtype=param_dtype, mesh=mesh, seed=i)
+                  for i in range(len(names))]
+        members = stack_of(models, names, source_path=tribe_cfg.base)
+    else:
+        members = build_model(config, {}, lora=fresh_lora(tribe_cfg), dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+        members.source_path = tribe_cfg.base
+    return _finish(members, tokenizer, tribe_cfg, sampler_cfg, mesh, tribe_cfg.base)
+
+
+def _full_members(tribe_cfg, base: str, dtype, param_dtype, mesh) -> MemberStack:
+    """tribe.member_folders as a MemberStack; tribe.base gives the tokenizer and the architecture
+    every member must have."""
+    folders = [f for f in tribe_cfg.get("member_folders", ()) if f]
+    if not folders:
+        raise ConfigError("config.tribe.member_folders is empty: tribe.kind='full' needs one model folder per "
+                          "member. Copies of one base would never differ: every member trains on the same pairs "
+                          "from the same weights, so every update is the same")
+    names = member_names(tribe_cfg, tuple(tribe_cfg.names) or tuple(os.path.basename(f.rstrip("/")) for f in folders))
+    if len(names) != len(folders):
+        raise ConfigError(f"tribe.names has {len(names)} names for {len(folders)} member folders")
+    expected = load_model_config(base)
+    models = []
+    for name, folder in zip(names, folders):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"tribe.member_folders: model folder {folder!r} does not exist")
+        model, _ = from_pretrained(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh, load_tokenizer=False)
+        if model.config != expected:
+            differ = [f.name for f in dataclasses.fields(expected)
+                      if getattr(expected, f.name) != getattr(model.config, f.name)]
+            raise ConfigError(f"tribe.member_folders: {folder!r} is not the architecture of tribe.base {base!r} "
+                              f"(differs in {', '.join(differ)})")
+        models.append(model)
+    return stack_of(models, names, source_path=folders[0])
 
 
 def _finish(model, tokenizer, tribe_cfg, sampler_cfg, mesh, base) -> Tribe:
-    names = tuple(a.name for a in model.lora_config.adapters)
+    names = model.names if isinstance(model, MemberStack) else tuple(a.name for a in model.lora_config.adapters)
     if len(set(names)) != len(names):
         raise ConfigError(f"member names must be unique, got {names}")
     system = tribe_cfg.system_prompt if supports_system_role(tokenizer) else None

@@ -190,3 +190,10 @@ def test_input_shard_bytes_match_the_compiled_arguments(setup):
     assert aot.shard_bytes(args) == rows["generate"]["argument_bytes"]
     args, _ = aot._score_args(sampler, mesh, state, config.judge.batch_size, config.judge.max_prompt_tokens)
     assert aot.shard_bytes(args) == rows["judge_score"]["argument_bytes"]
+
+
+def test_full_parameter_tribes_are_refused_with_a_reason():
+    config = load_config(f"{REPO}/configs/tiny.py")
+    config.tribe.kind = "full"
+    with pytest.raises(aot.AotError, match="covers LoRA tribes only"):
+        aot.compile_config(config, None)

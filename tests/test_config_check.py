@@ -31,3 +31,41 @@ def test_bad_expert_and_evaluation_values_name_their_key(edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         validate_config(config)
+
+
+def _full(config):
+    config.tribe.kind = "full"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: setattr(c.tribe, "kind", "half"), "config.tribe.kind = 'half'"),
+    (lambda c: (_full(c), setattr(c.tribe, "adapters", ("/x/a",))), "config.tribe.adapters = ('/x/a',): must be empty "
+                                                                     "when tribe.kind='full'"),
+    (lambda c: (_full(c), setattr(c.experts, "enabled", True)), "config.experts.enabled = True"),
+])
+def test_bad_tribe_kind_values_name_their_key(edit, message):
+    config = load("tiny")
+    edit(config)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+        validate_config(config)
+
+
+def test_full_tribe_member_folders_are_checked(tmp_path, smollm2_dir):
+    """Full tribes need distinct member folders of tribe.base's architecture; each fault is named."""
+    from tiny_models import save_hf_model, save_tiny_chat_model
+
+    from sparta_jax.tribe import build_tribe
+
+    config = load("tiny")
+    config.tribe.kind = "full"
+    config.tribe.base = save_tiny_chat_model(tmp_path / "base", smollm2_dir)
+    with pytest.raises(ConfigError, match="member_folders is empty: .* would never differ"):
+        build_tribe(config.tribe, config.sampler, None)
+    config.tribe.member_folders = (str(tmp_path / "base"), str(tmp_path / "nowhere"), str(tmp_path / "base"))
+    with pytest.raises(FileNotFoundError, match="model folder .*nowhere' does not exist"):
+        build_tribe(config.tribe, config.sampler, None)
+    save_hf_model("qwen2", tmp_path / "other")
+    config.tribe.member_folders = (str(tmp_path / "base"), str(tmp_path / "other"), str(tmp_path / "base"))
+    config.tribe.names = ("a", "b", "c")
+    with pytest.raises(ConfigError, match=r"'.*other' is not the architecture of tribe\.base .* \(differs in .*vocab_size"):
+        build_tribe(config.tribe, config.sampler, None)

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from sparta_jax.sparta import duel_from_json
 from tiny_models import save_tiny_chat_model
@@ -299,3 +300,49 @@ def test_unknown_random_shape_is_a_clear_error(tmp_path, compile_cache):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, out[-3000:]
     assert "tribe.base 'random:qwen9-900b': unknown shape; known: qwen2.5-7b" in out
+
+
+def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm2_dir, compile_cache, tmp_path):
+    """tribe.kind='full': three whole models (tribe.member_folders), every weight trained by DPO.
+    A run killed in iteration 2 resumes to the uninterrupted result, and an exported member
+    reloads in transformers with the logits of our member."""
+    import jax.numpy as jnp
+    import torch
+    import transformers
+
+    from sparta_jax.export import load_run_tribe
+
+    folders = [save_tiny_chat_model(tmp_path / f"m{i}", smollm2_dir, seed=i + 1) for i in range(3)]
+    extra = overrides(tiny_base) + ["--config.tribe.kind=full", f"--config.tribe.member_folders={tuple(folders)}"]
+    reference = str(tmp_path / "reference")
+    out = run_to_end(reference, extra, compile_cache)
+    assert "iteration 2:" in out
+    killed = str(tmp_path / "killed")
+    run_until(killed, extra, compile_cache, "iteration 2 judging:")
+    assert "resumed from the checkpoint after iteration 1" in run_to_end(killed, extra, compile_cache)
+    params_a, reps_a, prefs_a = final_state(reference)
+    params_b, reps_b, prefs_b = final_state(killed)
+    assert prefs_a == prefs_b and reps_a == reps_b and params_a.keys() == params_b.keys()
+    for key in params_a:
+        np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
+    # Whole members: no adapters; every weight has a member axis and was trained.
+    assert not any("lora" in k for k in params_a)
+    q = next(v for k, v in params_a.items() if "q_proj" in k)
+    with safe_open(os.path.join(folders[1], "model.safetensors"), "np") as f:
+        start = f.get_tensor("model.layers.0.self_attn.q_proj.weight").T  # HF stores [out, in]
+    assert q.shape == (3, 2, 64, 64) and 0 < np.abs(q[1, 0] - start).max() < 0.1
+
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", reference, "--member", "m1",
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tribe, _ = load_run_tribe(reference)
+    ids = np.asarray([tribe.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
+    ours = np.asarray(tribe.model.member(1)(jnp.asarray(ids)))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, hf(input_ids=torch.tensor(ids)).logits.numpy(), atol=1e-4)
+    refused = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", reference, "--member", "m1",
+                              "--out", str(tmp_path / "peft"), "--peft"], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert refused.returncode == 1 and "are whole models: export them without --peft" in refused.stderr

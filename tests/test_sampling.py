@@ -255,3 +255,52 @@ def test_candidate_logprobs_equal_one_row_per_candidate(smollm2_dir, mesh1):
         np.testing.assert_allclose(table[:, j], alone, atol=2e-4)
     with pytest.raises(ValueError, match="does not lie on the path"):
         sampler.candidate_logprobs(model, prompts, [[5], [6, 7], [8, 9]])
+
+
+# ------------------------------------------------------------------- full parameter stacks
+def test_member_stack_rows_equal_each_members_own_model(tmp_path, mesh1):
+    """A MemberStack of three full parameter sets: greedy tokens, continuation scores and
+    candidate tables of a mixed batch equal transformers on each member's own weights."""
+    from sparta_jax.models.export import export_merged
+    from sparta_jax.models.stack import stack_of
+
+    save_hf_model("qwen2", tmp_path / "base")
+    model, _ = from_pretrained(str(tmp_path / "base"), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
+    stack = stack_of([model] * 3, ("a", "b", "c"))
+    noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(x.size % 97), x.shape, x.dtype), stack.state)
+    stack = stack.replace_state(jax.tree.map(lambda x, e: x + e * jnp.arange(3.0).reshape((3,) + (1,) * (x.ndim - 1)),
+                                             stack.state, noise))  # member 0 is the base, 1 and 2 differ
+    hf = []
+    for m in range(3):
+        export_merged(stack.member(m), str(tmp_path / f"m{m}"), dtype="float32")
+        hf.append(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / f"m{m}", dtype=torch.float32).eval())
+
+    sampler = Sampler(stack, pad_id=0, config=SamplerConfig(cache_dtype="float32"))
+    prompts = random_prompts(7, TINY["vocab_size"], seed=11)
+    members = [2, 0, 1, 2, 2, 0, 2]  # uneven: member 2 has four rows, member 1 one
+    out = sampler.generate(stack, prompts, adapter_ids=members, rng=jax.random.key(0), max_new_tokens=10,
+                           stop_ids=[], decode=False)
+    for r, (p, m) in enumerate(zip(prompts, members)):
+        np.testing.assert_array_equal(out.tokens[r], hf_greedy(hf[m], [p], 10)[0])
+    assert len({tuple(out.tokens[r]) for r in (0, 1, 2)}) == 3  # the members really differ
+
+    conts = [[5], [7, 9], [11, 12, 13], [2], [4, 4], [8], [3, 1]]
+    scores = sampler.score_continuations(stack, prompts, conts, adapter_ids=members)
+    for r, (p, c, m) in enumerate(zip(prompts, conts, members)):
+        with torch.no_grad():
+            logp = torch.log_softmax(hf[m](input_ids=torch.tensor([p + c])).logits[0], -1)
+        expected = sum(float(logp[len(p) - 1 + j, tok]) for j, tok in enumerate(c))
+        assert abs(scores[r] - expected) < 1e-4, (r, scores[r], expected)
+
+    candidates = [[6], [6, 9], [6, 10]]  # on one path
+    table = sampler.candidate_logprobs(stack, prompts, candidates, adapter_ids=members)
+    single = Sampler(model, pad_id=0)
+    for m in range(3):
+        rows = [r for r, x in enumerate(members) if x == m]
+        alone = single.candidate_logprobs(stack.member(m), [prompts[r] for r in rows], candidates)
+        np.testing.assert_allclose(table[rows], alone, atol=1e-5)
+
+    with pytest.raises(ValueError, match=r"member ids must lie in \[0, 3\)"):
+        sampler.generate(stack, prompts[:1], adapter_ids=[3], rng=jax.random.key(0), max_new_tokens=2)
+    with pytest.raises(ValueError, match="needs adapter_ids"):
+        sampler.generate(stack, prompts[:1], rng=jax.random.key(0), max_new_tokens=2)
