@@ -2,8 +2,8 @@
 
 Two shapes (`tribe.kind`). "lora": one frozen base with a stack of LoRA members, either PEFT
 adapter folders (the paper's experts) or fresh adapters (B = 0, so they start equal to the base
-and diverge through sampling and training). "full": a MemberStack, each member a whole copy of
-the base whose every weight DPO trains (for small models).
+and diverge through sampling and training). "full": a MemberStack of whole models from
+tribe.member_folders, every weight trained by DPO (for small models).
 """
 from __future__ import annotations
 
