@@ -70,9 +70,12 @@ def main(argv):
     shutil.rmtree(workdir, ignore_errors=True)
     train.run(config, workdir)
     command = "python benchmarks/iteration.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--append"))
-    text = table(workdir, config, f"{machine()}, jax {jax.__version__}, base {config.tribe.base}, "
-                                  f"{len(config.experts.sources) if config.experts.enabled else config.tribe.members} "
-                                  f"members, judge {config.judge.mode}, command `{command}`")
+    with open(os.path.join(workdir, "tribe.json")) as f:
+        members = len(json.load(f)["names"])
+    kind = config.tribe.get("kind", "lora")
+    text = table(workdir, config, f"{machine()}, jax {jax.__version__}, base {config.tribe.base}, {members} "
+                                  f"{'LoRA' if kind == 'lora' else 'full'} members, judge {config.judge.mode}, "
+                                  f"command `{command}`")
     publish(text, _APPEND.value)
 
 

@@ -290,7 +290,7 @@ def test_random_weights_base_and_the_iteration_benchmark(smollm2_dir, compile_ca
     cells = [c.strip() for c in row[0].strip("|").split("|")]
     assert cells[1] == "4" and cells[2] == str(summary["pairs_trained"])
     assert cells[3:7] == [f"{summary['phase_seconds'][k]:.1f}" for k in ("answers", "judging", "rating", "dpo")]
-    assert "base random:tiny-chat" in proc.stdout
+    assert "base random:tiny-chat, 3 LoRA members, judge logits" in proc.stdout
     for phase in ("answers", "judging", "rating", "dpo"):  # logged as each phase ends
         assert f"iteration 1 {phase}: {summary['phase_seconds'][phase]:.1f} s" in proc.stderr
 
