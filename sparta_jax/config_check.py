@@ -36,7 +36,7 @@ def validate_config(config) -> None:
     _check(config, "tribe.base", lambda v: isinstance(v, str) and v, "must name a model folder or 'embedded'")
     _check(config, "tribe.kind", lambda v: v in ("lora", "full"),
            "must be 'lora' (adapters over one frozen base) or 'full' (whole models, all weights trained)")
-    if config.tribe.get("kind") == "full":
+    if config.tribe.kind == "full":
         _check(config, "tribe.adapters", lambda v: not any(v),
                "must be empty when tribe.kind='full' (the members are tribe.member_folders)")
         _check(config, "experts.enabled", lambda v: not v, "must be False when tribe.kind='full' (experts are LoRA)")

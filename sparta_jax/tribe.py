@@ -149,13 +149,12 @@ def _full_members(tribe_cfg, base: str, dtype, param_dtype, mesh) -> MemberStack
     for name, folder in zip(names, folders):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"tribe.member_folders: model folder {folder!r} does not exist")
-        model, _ = from_pretrained(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh, load_tokenizer=False)
-        if model.config != expected:
-            differ = [f.name for f in dataclasses.fields(expected)
-                      if getattr(expected, f.name) != getattr(model.config, f.name)]
+        found = load_model_config(folder)  # checked before any weights are read
+        if found != expected:
+            differ = [f.name for f in dataclasses.fields(expected) if getattr(expected, f.name) != getattr(found, f.name)]
             raise ConfigError(f"tribe.member_folders: {folder!r} is not the architecture of tribe.base {base!r} "
                               f"(differs in {', '.join(differ)})")
-        models.append(model)
+        models.append(from_pretrained(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh, load_tokenizer=False)[0])
     return stack_of(models, names, source_path=folders[0])
 
 
