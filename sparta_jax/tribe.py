@@ -154,7 +154,8 @@ def _full_members(tribe_cfg, base: str, dtype, param_dtype, mesh) -> MemberStack
             differ = [f.name for f in dataclasses.fields(expected) if getattr(expected, f.name) != getattr(found, f.name)]
             raise ConfigError(f"tribe.member_folders: {folder!r} is not the architecture of tribe.base {base!r} "
                               f"(differs in {', '.join(differ)})")
-        models.append(from_pretrained(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh, load_tokenizer=False)[0])
+        model, _ = from_pretrained(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh, load_tokenizer=False)
+        models.append(model)
     return stack_of(models, names, source_path=folders[0])
 
 
