@@ -151,7 +151,8 @@ def _full_members(tribe_cfg, base: str, dtype, param_dtype, mesh) -> MemberStack
             raise FileNotFoundError(f"tribe.member_folders: model folder {folder!r} does not exist")
         found = load_model_config(folder)  # checked before any weights are read
         if found != expected:
-            differ = [f.name for f in dataclasses.fields(expected) if getattr(expected, f.name) != getattr(found, f.name)]
+            differ = [f.name for f in dataclasses.fields(expected)
+                      if getattr(expected, f.name) != getattr(found, f.name)]
             raise ConfigError(f"tribe.member_folders: {folder!r} is not the architecture of tribe.base {base!r} "
                               f"(differs in {', '.join(differ)})")
         model, _ = from_pretrained(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh, load_tokenizer=False)
