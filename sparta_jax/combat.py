@@ -127,14 +127,16 @@ def judge_duels(tribe: Tribe, iteration: int, matchups, instructions, responses,
 
 def logit_scores(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, batch_size: int,
                  progress=lambda n: None) -> np.ndarray:
-    """The `logits` judge (SPEC 2.3): expected score over "1".."10" after `{"score": `, per job."""
+    """The `logits` judge (SPEC 2.3): expected score over "1".."10" after `{"score": `, per job, each
+    candidate the probability that the judge writes exactly that number (no digit follows)."""
     prefix = tribe.tokenizer.encode(LOGIT_ASSISTANT_PREFIX, add_special_tokens=False)
     candidates = logit_candidate_ids(tribe.tokenizer)
     order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]))
     out = np.zeros(len(jobs))
     for rows in _in_batches(len(jobs), batch_size, order):
         logliks = tribe.sampler.candidate_logprobs(tribe.model, [jobs[i][1] + prefix for i in rows], candidates,
-                                                   adapter_ids=[jobs[i][0] for i in rows])
+                                                   adapter_ids=[jobs[i][0] for i in rows],
+                                                   continuation_ids=tribe.number_token_ids)
         _, expected = logit_expected_score(logliks)
         out[rows] = expected
         progress(len(rows))

@@ -133,12 +133,12 @@ class Sampler:
         self.trace_count = 0  # how many programs were traced (each trace is a compilation)
         self._generate = jax.jit(self._generate_impl, static_argnames=("max_new",))
         self._score = jax.jit(self._score_impl)
-        self._table = jax.jit(self._table_impl, static_argnames=("path_len",))
+        self._table = jax.jit(self._table_impl, static_argnames=("tree",))
         self._generate_stacked = jax.jit(_per_member(self._generate_impl, ("rows", "rows", "rows", "member")),
                                          static_argnames=("max_new",))
         self._score_stacked = jax.jit(_per_member(self._score_impl, ("rows",) * 4))
-        self._table_stacked = jax.jit(_per_member(self._table_impl, ("rows", "rows", "rows", "shared")),
-                                      static_argnames=("path_len",))
+        self._table_stacked = jax.jit(_per_member(self._table_impl, ("rows", "rows", "rows", "shared", "shared")),
+                                      static_argnames=("tree",))
 
     # ------------------------------------------------------------------------------ inputs
     def encode_chat(self, prompts: Sequence[str], system_prompt: str | None = None) -> list[list[int]]:
@@ -324,39 +324,85 @@ class Sampler:
         return jnp.sum(jnp.where(target_mask, token_logp, 0.0), axis=-1)
 
     def candidate_logprobs(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]],
-                           candidates: Sequence[Sequence[int]], *, adapter_ids=None) -> np.ndarray:
+                           candidates: Sequence[Sequence[int]], *, adapter_ids=None,
+                           continuation_ids: Sequence[int] | None = None) -> np.ndarray:
         """log p(candidate | prompt) for every candidate after every prompt: [rows, candidates].
 
-        The candidates must lie on one path: each, but for its last token, is a prefix of the
-        longest one (true of the judges' "1".."10" under digit-splitting tokenizers, where "10"
-        is "1" then "0", and trivially of single-token candidates). Then one row per prompt,
-        prompt + the longest candidate, scores all of them in a single forward pass.
+        One forward pass per prompt: the candidates are laid after it as a token tree (shared
+        first tokens once: under a digit-splitting tokenizer "10" is "1" then "0", so "1" and
+        "10" share a node), each tree token seeing the prompt and its own ancestors only.
+        With `continuation_ids` a candidate counts only where it is not continued by one of
+        those tokens: log p(candidate) + log(1 - sum p(t | candidate) over t in
+        continuation_ids), computed as the log of the remaining mass (no cancellation). That
+        makes "1" mean the number 1, not a prefix of "10" (the judges' `logits` mode).
         """
-        path = list(max(candidates, key=len))
-        for c in candidates:
-            if not c or list(c[:-1]) != path[: len(c) - 1]:
-                raise ValueError(f"candidate {list(c)} does not lie on the path {path}")
-        query = sorted({t for c in candidates for t in c})
-        column = {t: i for i, t in enumerate(query)}
+        parents, ends = candidate_tree(candidates)
+        tokens = [token for token, _ in parents]
+        tree = tuple(parent for _, parent in parents)
+        query = sorted(set(tokens))
+        continues = np.zeros((self.model_config.vocab_size,), np.bool_)
+        if continuation_ids is not None:
+            continues[np.asarray(list(continuation_ids), np.int64)] = True
         n = len(prompts)
         state, members, slots, rows = self._layout(model, adapter_ids, n)
         ids, mask = self._prompt_rows(prompts, slots, rows)
-        ids = np.concatenate([ids, np.tile(np.asarray(path, np.int32), (rows, 1))], axis=1)
-        mask = np.concatenate([mask, np.ones((rows, len(path)), np.bool_)], axis=1)
+        ids = np.concatenate([ids, np.tile(np.asarray(tokens, np.int32), (rows, 1))], axis=1)
+        mask = np.concatenate([mask, np.ones((rows, len(tokens)), np.bool_)], axis=1)
         placed = self._place(ids, mask, self._row_adapters(adapter_ids, n, slots, rows, members))
         table_fn = self._table_stacked if members else self._table
-        table = to_host(table_fn(state, *placed, np.asarray(query, np.int32), path_len=len(path)))[slots]
-        out = np.zeros((n, len(candidates)), np.float64)
-        for j, c in enumerate(candidates):
-            steps = [table[:, i, column[t]] for i, t in enumerate(c)]  # token i is predicted at step i
-            out[:, j] = np.sum(steps, axis=0)
-        return out
+        table, stop = (to_host(x)[slots] for x in table_fn(state, *placed, np.asarray(query, np.int32), continues,
+                                                            tree=tree))
+        return tree_candidate_logprobs(table, stop if continuation_ids is not None else None, parents, ends, query)
 
-    def _table_impl(self, state, ids, mask, adapter_ids, query_ids, *, path_len: int):
-        """[rows, path_len, queries]: log p(query token) at each step of the appended path."""
+    def _table_impl(self, state, ids, mask, adapter_ids, query_ids, continues, *, tree: tuple[int, ...]):
+        """([rows, nodes + 1, queries] log p(query token), [rows, nodes + 1] log p(a token outside
+        `continues`)) after the prompt's last slot and after each node of the appended tree."""
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
-        hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids)
-        predictors = hidden[:, -path_len - 1: -1]  # the last prompt slot predicts the path's first token
+        hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids, suffix_tree=tree)
+        predictors = hidden[:, -len(tree) - 1:]
         logp = jax.nn.log_softmax(model.logits_from_hidden(predictors), axis=-1)
-        return jnp.take(logp, query_ids, axis=-1)
+        stop = jax.nn.logsumexp(jnp.where(continues, -jnp.inf, logp), axis=-1)
+        return jnp.take(logp, query_ids, axis=-1), stop
+
+
+def tree_candidate_logprobs(table: np.ndarray, stop: np.ndarray | None, nodes: Sequence[tuple[int, int]],
+                            ends: Sequence[int], query: Sequence[int]) -> np.ndarray:
+    """Each candidate's log-likelihood from the per-node tables of `Sampler.candidate_logprobs`.
+
+    table [rows, nodes + 1, queries]: log p(query[q]) after predictor k, where predictor 0 is the
+    prompt's last slot and predictor k + 1 is tree node k; stop [rows, nodes + 1]: log p(the
+    candidate is not continued) after each predictor, or None to leave it out. A candidate's
+    log-likelihood is the sum over its nodes of log p(node token | parent), plus stop at its end.
+    """
+    column = {t: i for i, t in enumerate(query)}
+    out = np.zeros((table.shape[0], len(ends)), np.float64)
+    for j, end in enumerate(ends):
+        node = end
+        while node >= 0:
+            token, parent = nodes[node]
+            out[:, j] += table[:, parent + 1, column[token]]
+            node = parent
+        if stop is not None:
+            out[:, j] += stop[:, end + 1]
+    return out
+
+
+def candidate_tree(candidates: Sequence[Sequence[int]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Candidates as a token trie: (nodes as (token, parent node or -1), parents before children;
+    the node where each candidate ends). Shared prefixes become one branch."""
+    nodes: list[tuple[int, int]] = []
+    child: dict[tuple[int, int], int] = {}
+    ends = []
+    for c in candidates:
+        if not len(c):
+            raise ValueError("a candidate needs at least one token")
+        node = -1
+        for token in c:
+            key = (node, int(token))
+            if key not in child:
+                child[key] = len(nodes)
+                nodes.append((int(token), node))
+            node = child[key]
+        ends.append(node)
+    return nodes, ends

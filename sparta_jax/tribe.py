@@ -8,9 +8,11 @@ tribe.member_folders, every weight trained by DPO (for small models).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax.numpy as jnp
+import numpy as np
 
 from sparta_jax.config_check import ConfigError
 from sparta_jax.models.llama import LlamaForCausalLM
@@ -18,6 +20,7 @@ from sparta_jax.models.loading import from_pretrained, load_model_config, load_t
 from sparta_jax.models.lora import AdapterSpec, LoraConfig
 from sparta_jax.models.stack import MemberStack, stack_of
 from sparta_jax.sampling import Sampler, SamplerConfig
+from sparta_jax.sparta import number_continuation_ids
 
 
 @dataclasses.dataclass
@@ -31,6 +34,12 @@ class Tribe:
 
     def index(self, name: str) -> int:
         return self.names.index(name)
+
+    @functools.cached_property
+    def number_token_ids(self) -> np.ndarray:
+        """Tokens that continue a number (text starting with a digit): the `logits` judge's
+        candidate "1" counts only where none of them follows."""
+        return number_continuation_ids(self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))]))
 
 
 RANDOM_PREFIX = "random:"  # "random:<shape>": random weights of a named shape (models/shapes.py)

@@ -240,7 +240,8 @@ def test_continuation_scores_equal_transformers_logprobs(tmp_path, mesh1):
 
 
 def test_candidate_logprobs_equal_one_row_per_candidate(smollm2_dir, mesh1):
-    """The judges' "1".."10" scored from one row per prompt == scoring each candidate alone."""
+    """The judges' "1".."10" scored from one token tree per prompt == scoring each candidate alone,
+    and so are candidates on several branches of any depth."""
     from sparta_jax.sparta import LOGIT_ASSISTANT_PREFIX, logit_candidate_ids
 
     model, tokenizer = from_pretrained(smollm2_dir, dtype=jnp.float32, mesh=mesh1)
@@ -253,8 +254,12 @@ def test_candidate_logprobs_equal_one_row_per_candidate(smollm2_dir, mesh1):
     for j, cand in enumerate(candidates):
         alone = sampler.score_continuations(model, prompts, [list(cand)] * 2)
         np.testing.assert_allclose(table[:, j], alone, atol=2e-4)
-    with pytest.raises(ValueError, match="does not lie on the path"):
-        sampler.candidate_logprobs(model, prompts, [[5], [6, 7], [8, 9]])
+    branches = [[5], [6, 7], [8, 9], [6, 8, 4], [6], [8, 9, 4]]
+    table = sampler.candidate_logprobs(model, prompts, branches)
+    for j, cand in enumerate(branches):
+        np.testing.assert_allclose(table[:, j], sampler.score_continuations(model, prompts, [cand] * 2), atol=2e-4)
+    with pytest.raises(ValueError, match="at least one token"):
+        sampler.candidate_logprobs(model, prompts, [[5], []])
 
 
 # ------------------------------------------------------------------- full parameter stacks

@@ -148,13 +148,20 @@ class LlamaForCausalLM(nnx.Module):
         hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None)
         return self.logits_from_hidden(hidden)
 
-    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None, remat: bool = False) -> jax.Array:
+    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None, remat: bool = False,
+                      suffix_tree: tuple[int, ...] | None = None) -> jax.Array:
         """Final-normed hidden states [batch, length, hidden]; unembed only what you need.
 
         `remat` recomputes each layer in the backward pass instead of storing its activations
         (training memory then grows with one layer's activations, not all of them).
+        `suffix_tree` (static) makes the last T slots a token tree instead of a sequence: entry i
+        is the parent of suffix slot i (an earlier suffix slot, or -1 for a child of the last
+        prefix token). Each suffix token then sees the prefix and its own ancestors only, at the
+        position it would have on its own branch, so one pass scores many continuations that
+        share a prompt. The suffix slots must all be real tokens.
         """
-        hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None, remat=remat)
+        hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None, remat=remat,
+                                  suffix_tree=suffix_tree)
         return hidden
 
     def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, last_only: bool = False):
@@ -190,7 +197,8 @@ class LlamaForCausalLM(nnx.Module):
             return x
         return jax.lax.with_sharding_constraint(x, sharding)
 
-    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None, remat: bool = False):
+    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None, remat: bool = False,
+                 suffix_tree: tuple[int, ...] | None = None):
         c = self.config
         batch, length = input_ids.shape
         if attention_mask is None:
@@ -212,6 +220,12 @@ class LlamaForCausalLM(nnx.Module):
             key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, cache.index))
 
         visible = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])
+        if suffix_tree is not None:
+            if cache is not None:
+                raise ValueError("suffix_tree is for cache-free forward passes")
+            tree_visible, position_offset = suffix_tree_layout(suffix_tree, length)
+            visible &= tree_visible[None]
+            positions = positions - position_offset[None]
         if c.sliding_window is not None:
             visible &= (query_slots[None, :, None] - key_slots[None, None, :]) < c.sliding_window
         inv_freq = rope_lib.inverse_frequencies(c.rope, c.head_dim)  # a trace-time constant
@@ -289,6 +303,31 @@ class LlamaForCausalLM(nnx.Module):
                 index=cache.index + length,
             )
         return _rms_norm(x, self.final_norm[...], c.rms_norm_eps), new_cache
+
+
+def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Trace-time constants for a token tree in the last len(parents) of `length` slots.
+
+    Returns (visible [length, length]: False where a suffix slot would see a suffix slot that is
+    not its ancestor or itself; position_offset [length]: how far each slot's sequential position
+    lies beyond its depth in the tree). Parents must precede their children.
+    """
+    n = len(parents)
+    if n > length:
+        raise ValueError(f"a suffix tree of {n} tokens does not fit {length} slots")
+    ancestor = np.eye(n, dtype=bool)  # ancestor[i, j]: j is i or an ancestor of i
+    depth = np.zeros(n, np.int32)
+    for i, parent in enumerate(parents):
+        if not -1 <= parent < i:
+            raise ValueError(f"suffix tree slot {i} has parent {parent}: parents must precede their children")
+        if parent >= 0:
+            ancestor[i] |= ancestor[parent]
+            depth[i] = depth[parent] + 1
+    visible = np.ones((length, length), bool)
+    visible[length - n:, length - n:] = ancestor
+    position_offset = np.zeros(length, np.int32)
+    position_offset[length - n:] = np.arange(n) - depth
+    return visible, position_offset
 
 
 def _attention(q, k, v, visible, c: ModelConfig):

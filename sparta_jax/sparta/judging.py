@@ -309,9 +309,12 @@ def effective_judgements(
 def logit_expected_score(logliks: Any) -> Tuple[np.ndarray, np.ndarray]:
     """Ten candidate log-likelihoods ("1".."10", last axis) -> (softmax probs, expected score).
 
-    A candidate's log-likelihood is the sum of its tokens' log-probabilities after the
-    prefix LOGIT_ASSISTANT_PREFIX. Works on any leading batch shape; -inf entries get
-    probability 0. Raises ValueError on NaN, +inf or a row that is all -inf.
+    A candidate's log-likelihood is that of the judge writing exactly that number after
+    LOGIT_ASSISTANT_PREFIX: its tokens' log-probabilities plus the log-probability that no
+    digit follows (see `number_continuation_ids`), so "1" is not counted again inside "10".
+    Normalising over the ten conditions on the judge writing a whole number in 1..10. Works on
+    any leading batch shape; -inf entries get probability 0. Raises ValueError on NaN, +inf or
+    a row that is all -inf.
     """
     x = np.asarray(logliks, dtype=np.float64)
     if x.ndim == 0 or x.shape[-1] != len(LOGIT_CANDIDATES):
@@ -325,6 +328,18 @@ def logit_expected_score(logliks: Any) -> Tuple[np.ndarray, np.ndarray]:
     probs = e / e.sum(axis=-1, keepdims=True)
     expected = probs @ LOGIT_CANDIDATE_VALUES
     return probs, expected
+
+
+def number_continuation_ids(token_texts: Sequence[str]) -> np.ndarray:
+    """Ids of the tokens whose text starts with an ASCII digit: after a judge has written "1",
+    any of them makes a longer number ("10", "15", "1.5" does not: the parser truncates it to
+    1, as int() in SPEC 2.3 does). `token_texts[i]` is token i decoded on its own.
+
+    Why "no digit follows" rather than "the closing brace follows": the number has ended
+    whatever comes next ("}", " }", ",", a newline), and every one of those is parsed as that
+    number; a brace rule would also depend on how the tokenizer merges "}" with what follows.
+    """
+    return np.asarray([i for i, text in enumerate(token_texts) if text[:1] in "0123456789" and text], np.int64)
 
 
 def logit_candidate_ids(tokenizer: Any, prefix: str = LOGIT_ASSISTANT_PREFIX) -> Tuple[Tuple[int, ...], ...]:
@@ -365,4 +380,5 @@ __all__ = [
     "effective_judgements",
     "logit_expected_score",
     "logit_candidate_ids",
+    "number_continuation_ids",
 ]
