@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from sparta_jax import evaluation
+
 from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_judge_prompt,
                                logit_candidate_ids, logit_expected_score)
 from sparta_jax.tribe import Tribe
@@ -96,14 +98,39 @@ def single_scores(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, judge_
         raw = generate_texts(tribe, jobs, gen_cfg=judge_cfg, rng=rng, batch_size=judge_cfg.batch_size,
                              progress=progress)
         return np.array([np.nan if (s := parse_score(text)) is None else float(s) for text in raw])
-    raise ValueError(f"judge.mode must be 'sampled' or 'logits', got {judge_cfg.mode!r}")
+    if judge_cfg.mode == "verifier":
+        raise ValueError("judge.mode='verifier' scores answers against references; open-ended (\"judged\") "
+                         "evaluation items have none: use 'logits' or 'sampled' judges, or a verifiable split")
+    raise ValueError(f"judge.mode must be 'sampled', 'logits' or 'verifier', got {judge_cfg.mode!r}")
+
+
+VERIFIER_SCORES = (1.0, 10.0)  # judge.mode="verifier": a wrong answer's score, a right one's
+
+
+def verifier_score(response: str, reference) -> float:
+    """The verifier control's score: 10 for an answer the task's evaluator accepts, 1 otherwise."""
+    if reference is None or reference.get("answer") is None or reference.get("evaluator") is None:
+        raise ValueError("judge.mode='verifier' needs instructions with an answer and an evaluator; "
+                         f"this one has none: {reference!r:.200}")
+    return VERIFIER_SCORES[evaluation.score(response, reference["answer"], reference["evaluator"]) == 1.0]
 
 
 def judge_duels(tribe: Tribe, iteration: int, matchups, instructions, responses, *, judge_cfg, mode: str, rng,
-                progress=lambda n: None) -> list[DuelRecord]:
-    """Judge every duel with every non-duelist, in the configured mode, into duel-log records."""
-    jobs = judge_jobs(tribe, matchups, instructions, responses, judge_cfg=judge_cfg, mode=mode)
+                progress=lambda n: None, references=None) -> list[DuelRecord]:
+    """Judge every duel with every non-duelist, in the configured mode, into duel-log records.
+
+    judge.mode="verifier" is a control, not Sparta: every judge gives each answer the score the
+    task's evaluator implies (`verifier_score`; `references[d]` is duel d's instruction record),
+    so the rest of the loop runs on perfect judgments."""
     verdicts: dict[tuple[int, str], list] = {}
+    if judge_cfg.mode == "verifier":
+        if references is None:
+            raise ValueError("judge.mode='verifier' needs the instructions' reference answers")
+        pairs = [tuple(verifier_score(r, ref) for r in pair) for pair, ref in zip(responses, references)]
+        judges_of = lambda d, judge: JudgeRecord(pairs[d], None)  # noqa: E731
+        progress(sum(2 * (len(tribe.names) - 2) for _ in matchups))
+        return _records(tribe, iteration, matchups, instructions, responses, judges_of)
+    jobs = judge_jobs(tribe, matchups, instructions, responses, judge_cfg=judge_cfg, mode=mode)
     if judge_cfg.mode == "sampled":
         raw = generate_texts(tribe, [(j, ids) for _, _, _, j, ids in jobs], gen_cfg=judge_cfg, rng=rng,
                              batch_size=judge_cfg.batch_size, progress=progress)
@@ -117,7 +144,11 @@ def judge_duels(tribe: Tribe, iteration: int, matchups, instructions, responses,
             verdicts.setdefault((d, judge), [None, None])[side] = float(score)
         judges_of = lambda d, judge: JudgeRecord(tuple(verdicts[(d, judge)]), None)  # noqa: E731
     else:
-        raise ValueError(f"judge.mode must be 'sampled' or 'logits', got {judge_cfg.mode!r}")
+        raise ValueError(f"judge.mode must be 'sampled', 'logits' or 'verifier', got {judge_cfg.mode!r}")
+    return _records(tribe, iteration, matchups, instructions, responses, judges_of)
+
+
+def _records(tribe: Tribe, iteration: int, matchups, instructions, responses, judges_of) -> list[DuelRecord]:
     records = []
     for d, (m, text, pair) in enumerate(zip(matchups, instructions, responses)):
         judges = {judge: judges_of(d, judge) for judge in tribe.names if judge not in m.models}

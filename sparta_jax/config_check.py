@@ -59,7 +59,8 @@ def validate_config(config) -> None:
                f"must fit the largest sampler.new_token_buckets entry ({max(config.sampler.new_token_buckets)})")
         _check(config, f"{section}.max_prompt_tokens", lambda v: v <= max(config.sampler.prompt_buckets),
                f"must fit the largest sampler.prompt_buckets entry ({max(config.sampler.prompt_buckets)})")
-    _check(config, "judge.mode", lambda v: v in ("sampled", "logits"), "must be 'sampled' or 'logits'")
+    _check(config, "judge.mode", lambda v: v in ("sampled", "logits", "verifier"),
+           "must be 'sampled', 'logits' or 'verifier' (a control: the task's answer checker in place of judges)")
     _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic"),
            "must be 'normal', 'static' or 'dynamic'")
     _check(config, "dpo.beta", positive, "must be > 0")

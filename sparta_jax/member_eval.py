@@ -47,9 +47,14 @@ def answers(tribe: Tribe, members: Sequence[int], records: Sequence[dict], eval_
     return [texts[k * len(records):(k + 1) * len(records)] for k in range(len(members))]
 
 
-def summarize(result: dict) -> dict:
+def summarize(result: dict, texts: Sequence[str]) -> dict:
+    """A verifiable split's summary, with the per-item 0/1 scores (for paired tests between
+    evaluations of the same items) and the mean answer length in characters (a gain that only
+    comes from answering within the token budget shows there)."""
     out = {k: result[k] for k in SUMMARY_KEYS}
     out["ci95"] = list(out["ci95"])
+    out["scores"] = [int(s) for s in result["scores"]]
+    out["mean_answer_chars"] = float(np.mean([len(t) for t in texts])) if len(texts) else 0.0
     return out
 
 
@@ -79,7 +84,7 @@ class TribeScorer:
         """texts[k][i]: member members[k]'s answer to records[i] -> one summary per member."""
         if split_kind(records) == JUDGED:
             return [judged_summary(s) for s in self.judge_scores(members, records, texts)]
-        return [summarize(evaluation.evaluate(t, records)) for t in texts]
+        return [summarize(evaluation.evaluate(t, records), t) for t in texts]
 
     def judge_scores(self, members, records, texts) -> np.ndarray:
         """[members, items] mean judge score of each answer."""

@@ -27,7 +27,9 @@ def test_shipped_configs_pass(name):
     (lambda c: setattr(c.evaluation, "judge", ""), "config.evaluation.judge"),
 ])
 def test_bad_expert_and_evaluation_values_name_their_key(edit, message):
-    config = load("demo")  # experts enabled
+    config = load("demo")
+    config.experts.enabled = True
+    validate_config(config)  # demo.py with its experts is valid before the edit
     edit(config)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         validate_config(config)
@@ -35,6 +37,15 @@ def test_bad_expert_and_evaluation_values_name_their_key(edit, message):
 
 def _full(config):
     config.tribe.kind = "full"
+
+
+def test_judge_mode_names_the_control():
+    config = load("default")
+    config.judge.mode = "oracle"
+    with pytest.raises(ConfigError, match=r"config\.judge\.mode = 'oracle': must be 'sampled', 'logits' or 'verifier'"):
+        validate_config(config)
+    config.judge.mode = "verifier"
+    validate_config(config)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -1,0 +1,55 @@
+"""Small statistics for judge audits and demonstrations: an exact paired test and a bootstrap.
+
+Pure NumPy / SciPy-free: the binomial tail is summed exactly (in log space for large n).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def binomial_tail(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2.0) for i in range(k + 1)]
+    top = max(logs)
+    return float(min(1.0, math.exp(top) * sum(math.exp(x - top) for x in logs)))
+
+
+def mcnemar_exact(before: Sequence[int], after: Sequence[int]) -> dict:
+    """McNemar's exact test on paired 0/1 outcomes of the same items (two-sided).
+
+    b: items right before and wrong after; c: wrong before and right after. Under no change the
+    discordant items split b ~ Binomial(b + c, 1/2); p = min(1, 2 P(X <= min(b, c))).
+    """
+    x, y = np.asarray(before, np.int64), np.asarray(after, np.int64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired outcomes need equal 1-D shapes, got {x.shape} and {y.shape}")
+    if not np.isin(x, (0, 1)).all() or not np.isin(y, (0, 1)).all():
+        raise ValueError("outcomes must be 0 or 1")
+    b = int(np.sum((x == 1) & (y == 0)))
+    c = int(np.sum((x == 0) & (y == 1)))
+    p = 1.0 if b + c == 0 else min(1.0, 2.0 * binomial_tail(min(b, c), b + c))
+    return {"n": int(x.size), "right_before": int(x.sum()), "right_after": int(y.sum()), "lost": b, "gained": c,
+            "p_value": p}
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], float | None], n: int, *, seed: int = 0,
+                       resamples: int = 2000, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of statistic(indices) over n units resampled with replacement.
+
+    Resamples where the statistic is undefined (None) are skipped; None when all are."""
+    if n == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
+    values = np.asarray([v for v in values if v is not None], np.float64)
+    if not values.size:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
