@@ -1,23 +1,35 @@
-"""The measured demonstration (README): a diverse SmolLM2 tribe on the bundled `mixed` task.
+"""The measured demonstration (README, "Measured demonstration"): does the loop move a model?
 
-    python -m sparta_jax.main --config=configs/demo.py --workdir=demo
+Three arms on the same tribe, data and seeds (four SmolLM2-135M-Instruct LoRA members, bundled
+arithmetic, 2 iterations x 64 duels, the best member scored on the same 400 held-out items):
 
-Four LoRA experts, each fine-tuned first on a different bundled task (arithmetic, word
-problems, multiple choice, a mix; `python -m sparta_jax.experts`, cached after the first
-run), then three Sparta iterations on `mixed` instructions. Every member is scored on the same
-60 dev and 120 test items before the first iteration and after each one.
+    python -m sparta_jax.audit --config=configs/demo.py --out=demo_sparta/audit.json
+    python -m sparta_jax.main --config=configs/demo.py --workdir=demo_sparta
+    python -m sparta_jax.main --config=configs/demo.py --workdir=demo_verifier --config.judge.mode=verifier
+    python -m sparta_jax.compare demo_sparta demo_verifier
+
+The first arm is Sparta with the members' own `logits` judges; the second is the verifier
+control (each judge's score is the task's answer check: a control, not Sparta); the "no
+training" reference is the iteration-0 evaluation both runs share. `compare` gives McNemar's
+exact test of the best member before against after on the same test items.
+
+DPO as measured in DESIGN.md ("does the loop move a model on this CPU?"): lr 1e-3, 2 epochs,
+4 pairs per step, 10% warmup. Diverse SFT'd starting experts are one flag away:
+--config.experts.enabled=True (four adapters, one per bundled task; `python -m sparta_jax.experts`).
 """
 from sparta_jax.config_files import sibling_config
 
 
 def get_config():
     c = sibling_config(__file__, "default")
-    c.iterations = 3
-    c.instructions_per_iteration = 24
-    c.experts.enabled = True
-    c.experts.examples = 128
-    c.data.task = "mixed"
-    c.data.train, c.data.dev, c.data.test = 300, 60, 120
-    c.evaluation.dev, c.evaluation.test = 60, 120
-    c.evaluation.test_all_members = True
+    c.iterations = 2
+    c.instructions_per_iteration = 64
+    c.data.task = "arithmetic"
+    c.data.train, c.data.dev, c.data.test = 300, 60, 400
+    c.evaluation.dev, c.evaluation.test = 60, 400
+    c.experts.examples = 128  # used with --config.experts.enabled=True
+    c.dpo.learning_rate = 1e-3
+    c.dpo.pairs_per_step = 4
+    c.dpo.epochs = 2
+    c.dpo.warmup_ratio = 0.1
     return c

@@ -4,6 +4,7 @@ from sparta_jax.config_files import sibling_config
 
 def get_config():
     c = sibling_config(__file__, "default")
+    c.mode = "faithful"  # the tests exercise the released code's rules
     c.instructions_per_iteration = 6
     c.tribe.members = 3
     c.tribe.lora_rank = 4
@@ -14,6 +15,7 @@ def get_config():
     c.judge.batch_size = 8
     c.judge.max_new_tokens = 12
     c.dpo.pairs_per_step = 2
+    c.dpo.epochs = 1
     c.dpo.max_length = 128
     c.dpo.max_prompt_length = 112
     c.dpo.learning_rate = 1e-3

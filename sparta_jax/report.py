@@ -17,6 +17,8 @@ Panels (in this order, after a headline table):
   3. Judge agreement           pairwise judge agreement and agreement with the majority
   4. Judge signal              on verifiable tasks: do judges prefer the right answer
                                (iteration_NNN/judge_signal.json)
+     Judge audit               when the workdir holds audit.json (`python -m sparta_jax.audit`):
+                               each judge on right and near-miss wrong answers, before training
   5. Preference margins        histogram of |S_a - S_b| per iteration
   6. Unparseable judge scores  per iteration, overall and per judge
   7. Dev and test accuracy     per member per iteration (iteration_NNN/evaluation.json)
@@ -54,6 +56,7 @@ PANELS = (
     ("win_matrix", "Win matrix"),
     ("judge_agreement", "Judge agreement"),
     ("judge_signal", "Judge signal"),
+    ("audit", "Judge audit"),
     ("margins", "Preference margins"),
     ("unparseable", "Unparseable judge scores"),
     ("evaluation", "Dev and test accuracy"),
@@ -98,6 +101,7 @@ class RunData:
     iterations: List[IterationData]  # sorted by t; t = 0 holds only the initial evaluation
     names: List[str]  # tribe order
     problems: List[str]
+    audit: Optional[dict] = None  # audit.json (python -m sparta_jax.audit), when present
 
     @property
     def trained(self) -> List[IterationData]:
@@ -180,7 +184,11 @@ def load_run(workdir: str) -> RunData:
         it.judge_signal = _read_json(j("judge_signal.json"), p, f"{entry}/judge_signal.json")
         iterations.append(it)
     iterations.sort(key=lambda it: it.t)
-    return RunData(workdir, config, metrics, iterations, _tribe_names(config, iterations), problems)
+    audit = _read_json(os.path.join(workdir, "audit.json"), problems, "audit.json")
+    if audit is not None and not isinstance(audit, dict):
+        problems.append("audit.json: not a JSON object")
+        audit = None
+    return RunData(workdir, config, metrics, iterations, _tribe_names(config, iterations), problems, audit)
 
 
 def _tribe_names(config: Optional[dict], iterations: Sequence[IterationData]) -> List[str]:
@@ -713,6 +721,57 @@ def panel_judge_signal(run: RunData, colors) -> Panel:
     return panel
 
 
+def panel_audit(run: RunData, colors) -> Panel:
+    panel = Panel("audit", PANEL_TITLES["audit"])
+    audit = run.audit
+    if audit is None:
+        panel.notes.append("No audit.json in this workdir. `python -m sparta_jax.audit --config=... "
+                           "--out=WORKDIR/audit.json` measures, before any training, whether each judge scores a "
+                           "right answer above a near-miss wrong one.")
+        return panel
+    panel.notes.append(
+        f"Before training: {audit.get('items')} training-split instructions, each with a right and a near-miss "
+        f"wrong answer written as {audit.get('template')!r}, judged by every member ({audit.get('judge_mode')} "
+        "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2, Wilson 95% "
+        "interval); AUC: all right scores against all wrong ones (bootstrap 95% interval over instructions). "
+        "0.5 is chance.")
+    rows = list((audit.get("per_judge") or {}).items()) + [("pooled", audit.get("pooled") or {})]
+    names = [n for n, _ in rows]
+    fig = _new_figure(max(6, 1.2 * len(rows) + 2), 3.8)
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    for k, key in enumerate(("matched", "auc")):
+        values, low, high = [], [], []
+        for _, f in rows:
+            if key == "matched":
+                v, ci = (f.get("matched") or {}).get("accuracy"), (f.get("matched") or {}).get("ci95")
+            else:
+                v, ci = f.get("auc"), f.get("auc_ci95")
+            v = v if _is_num(v) else np.nan
+            values.append(v)
+            low.append(v - ci[0] if ci and _is_num(v) else 0)
+            high.append(ci[1] - v if ci and _is_num(v) else 0)
+        ax.bar(x + (k - 0.5) * 0.38, values, 0.38, yerr=[low, high], capsize=3,
+               label="matched accuracy" if key == "matched" else "AUC")
+    ax.axhline(0.5, color="black", lw=0.8, ls=":")
+    ax.set_xticks(x, names, rotation=45 if len(names) > 4 else 0, fontsize=9, ha="right" if len(names) > 4 else "center")
+    ax.set_ylim(0, 1.15)
+    ax.set_title("judges on right vs near-miss wrong answers (before training)")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    panel.image = _png(fig)
+    panel.alt = "judge audit"
+
+    def ci_text(ci):
+        return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–"
+
+    table = [[n, _fmt((f.get("matched") or {}).get("accuracy"), 3), ci_text((f.get("matched") or {}).get("ci95")),
+              _fmt(f.get("auc"), 3), ci_text(f.get("auc_ci95")), _fmt(f.get("mean_score_right"), 2),
+              _fmt(f.get("mean_score_wrong"), 2), f.get("unscored")] for n, f in rows]
+    panel.html.append(_table(["judge", "matched accuracy", "95% CI", "AUC", "95% CI", "mean score right",
+                              "mean score wrong", "unscored"], table, 'class="data" id="judge-audit"'))
+    return panel
+
+
 # ---------------------------------------------------------------------------- 4. margins
 def panel_margins(run: RunData, colors) -> Panel:
     panel = Panel("margins", PANEL_TITLES["margins"])
@@ -1124,6 +1183,7 @@ _BUILDERS = {
     "evaluation": panel_evaluation,
     "dpo": panel_dpo,
     "config": panel_config,
+    "audit": panel_audit,
 }
 
 

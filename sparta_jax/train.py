@@ -122,7 +122,7 @@ def duel_phase(config, tribe: Tribe, t: int, instructions, rater: TribeRater, fo
     return rows
 
 
-def judge_phase(config, tribe: Tribe, t: int, duels: list[dict], folder: str) -> list[DuelRecord]:
+def judge_phase(config, tribe: Tribe, t: int, duels: list[dict], instructions, folder: str) -> list[DuelRecord]:
     path = os.path.join(folder, "duels.jsonl")
     if os.path.exists(path):
         return [duel_from_json(r, tribe.names) for r in read_jsonl(path)]
@@ -133,7 +133,8 @@ def judge_phase(config, tribe: Tribe, t: int, duels: list[dict], folder: str) ->
     progress = Progress(f"iteration {t} judging", jobs, "verdicts")
     records = combat.judge_duels(tribe, t, matchups, [d["instruction"] for d in duels],
                                  [tuple(d["responses"]) for d in duels], judge_cfg=config.judge, mode=config.mode,
-                                 rng=phase_key(config.seed, t, "judges"), progress=progress)
+                                 rng=phase_key(config.seed, t, "judges"), progress=progress,
+                                 references=instructions)
     write_jsonl(path, [duel_to_json(r) for r in records])
     return records
 
@@ -224,9 +225,25 @@ def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: T
         history.append({k: to_host(v).tolist() for k, v in metrics.items()})
         progress(1)
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
+    first_epoch = math.ceil(len(triples) / per_step)  # every pair once
+    after = trained_pair_metrics(trainer, state.params, batches[:first_epoch], refs[:first_epoch], dpo_cfg)
     return state.params, state.opt_state, {"members": list(tribe.names), "pairs_trained": len(triples),
                           "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
-                          "dpo_per_member": per_member, "dpo_history": history}
+                          "dpo_per_member": per_member, "dpo_after": after, "dpo_history": history}
+
+
+def trained_pair_metrics(trainer: TribeTrainer, params, batches, refs, dpo_cfg) -> dict:
+    """DPO metrics of the trained members on all the iteration's pairs ({name: [members]}): where
+    training ended, which the mean over steps (it includes the first step, at log 2) hides."""
+    sums, pairs = None, 0
+    for batch, ref in zip(batches, refs):
+        valid = dpo.pair_validity(batch)
+        _, metrics = dpo.tribe_loss(trainer.reference(params, trainer.frozen, batch), ref, dpo_cfg, valid)
+        n = int(to_host(valid).sum())
+        metrics = {k: to_host(v) * n for k, v in metrics.items()}
+        sums = metrics if sums is None else {k: sums[k] + metrics[k] for k in sums}
+        pairs += n
+    return {k: (v / pairs).tolist() for k, v in sums.items()}
 
 
 def _pairs_batch(triples, length, pad_id) -> dpo.PairBatch:
@@ -301,6 +318,9 @@ def run(config, workdir: str) -> dict:
     """Runs (or resumes) the configured iterations; returns the final reputations."""
     validate_config(config)
     sharding.initialize_from_config(config.distributed)
+    if config.judge.mode == "verifier":
+        log("judge.mode='verifier': a CONTROL, not Sparta. Every judge's score is the task's answer check "
+            "(10 right, 1 wrong), so this run shows what the training half does with perfect judgments.")
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(dict(config.mesh))
     data = data_lib.load_instructions(config.data)
@@ -338,7 +358,7 @@ def run(config, workdir: str) -> dict:
                                                         iteration=t, seed=config.seed, mode=config.mode)
             clock = PhaseClock(f"iteration {t}")
             duels = clock("answers", duel_phase, config, tribe, t, instructions, state.rater, folder)
-            records = clock("judging", judge_phase, config, tribe, t, duels, folder)
+            records = clock("judging", judge_phase, config, tribe, t, duels, instructions, folder)
             rated = clock("rating", rate_phase, state.rater, t, records, folder)
             signal = judge_signal_phase(instructions, records, rated, folder)
             trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, rated.preferences,
@@ -393,6 +413,7 @@ def iteration_summary(t, records, rated, train_info, seconds) -> dict:
     unparseable = sum(1 for j in judged for s in (j.scores or (None, None)) if s is None)
     R = [v["R"] for v in rated.end.to_dict().values()]
     per_member = train_info.get("dpo_per_member", {})
+    after = train_info.get("dpo_after", {})
     return {
         "iteration": t, "duels": len(records), "pairs": len(rated.preferences),
         "ties_dropped": len(records) - len(rated.preferences), "judge_scores": 2 * len(judged),
@@ -400,13 +421,17 @@ def iteration_summary(t, records, rated, train_info, seconds) -> dict:
         "reputation_min": min(R), "reputation_max": max(R),
         "dpo_loss": float(np.mean(per_member["loss"])) if per_member else None,
         "dpo_margin": float(np.mean(per_member["rewards/margins"])) if per_member else None,
+        "dpo_reward_accuracy": float(np.mean(per_member["rewards/accuracies"])) if per_member else None,
+        "dpo_loss_after": float(np.mean(after["loss"])) if after else None,
+        "dpo_reward_accuracy_after": float(np.mean(after["rewards/accuracies"])) if after else None,
         "pairs_trained": train_info["pairs_trained"], "seconds": seconds,
     }
 
 
 def one_line(s: dict) -> str:
-    dpo_part = (f"DPO loss {s['dpo_loss']:.4f} margin {s['dpo_margin']:+.4f}" if s["dpo_loss"] is not None
-                else "no DPO (no pairs)")
+    dpo_part = (f"DPO loss {s['dpo_loss']:.4f} margin {s['dpo_margin']:+.4f} over the steps, after training "
+                f"loss {s['dpo_loss_after']:.4f} reward accuracy {s['dpo_reward_accuracy_after']:.2f}"
+                if s["dpo_loss"] is not None else "no DPO (no pairs)")
     return (f"iteration {s['iteration']}: {s['pairs']} pairs from {s['duels']} duels ({s['ties_dropped']} dropped), "
             f"{s['unparseable_scores']}/{s['judge_scores']} judge scores unparseable, reputation spread "
             f"{s['reputation_spread']:.3f} [{s['reputation_min']:.3f}, {s['reputation_max']:.3f}], {dpo_part}, "

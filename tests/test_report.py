@@ -20,7 +20,7 @@ from sparta_jax.sparta import DuelRecord, JudgeRecord, TribeRater, duel_to_json,
 from sparta_jax.sparta.judge_signal import judge_signal
 
 FOUR = ["member_0", "member_1", "member_2", "member_3"]
-TITLES = ["Reputation trajectories", "Win matrix", "Judge agreement", "Judge signal", "Preference margins",
+TITLES = ["Reputation trajectories", "Win matrix", "Judge agreement", "Judge signal", "Judge audit", "Preference margins",
           "Unparseable judge scores", "Dev and test accuracy", "DPO training", "Config"]
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
 PLOTTED = ["reputation", "win_matrix", "judge_agreement", "judge_signal", "margins", "unparseable", "evaluation", "dpo"]

@@ -1,0 +1,185 @@
+"""Do my judges carry any signal? A judge audit before any training.
+
+    python -m sparta_jax.audit --config=configs/default.py [--items=100] --out=workdir/audit.json
+
+Sparta's only training signal is the judges' scores, so before GPU-days go into a run it pays
+to know whether the tribe's judges tell a right answer from a wrong one. On a verifiable task
+(items with reference answers) the audit writes, for N training-split instructions, a right
+answer and a near-miss wrong one of the same form (`--template`, default "The answer is
+{answer}."; the wrong one changes the answer only: a number off by 1, 2 or 10, another option
+letter). Every member then judges both answers of every instruction with the run's judge prompt
+and mode (`judge.mode`, `logits` or `sampled`), and the audit reports per judge and pooled:
+matched accuracy (the right answer scored higher on the same instruction, Wilson 95% interval),
+AUC (bootstrap 95% interval over instructions), and the mean scores of right and wrong answers.
+0.5 is chance. It prints a table and writes JSON; the run report shows an audit panel when the
+file is `audit.json` in the run's workdir.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_TEMPLATE = "The answer is {answer}."
+NUMERIC_OFFSETS = (1, -1, 2, -2, 10, -10)
+
+
+class AuditError(ValueError):
+    pass
+
+
+def near_miss(record: dict, rng: np.random.Generator) -> str | None:
+    """A wrong answer close to the reference, in the reference's own form; None when the
+    evaluator has no near miss this module can write (exact strings, math expressions)."""
+    from sparta_jax import evaluation
+    from sparta_jax.tasks import LETTERS
+
+    answer, evaluator = record.get("answer"), record.get("evaluator")
+    if evaluator == "numeric":
+        value = evaluation.extract_number(str(answer))
+        if value is None:
+            return None
+        offsets = [o for o in NUMERIC_OFFSETS if not (value >= 0 > value + o)]  # keep the sign
+        wrong = value + offsets[int(rng.integers(len(offsets)))]
+        return str(int(wrong)) if float(wrong).is_integer() else str(wrong)
+    if evaluator == "choice":
+        others = [x for x in LETTERS if x != str(answer).strip().upper()[:1]]
+        return others[int(rng.integers(len(others)))]
+    return None
+
+
+def audit_items(records: Sequence[dict], n: int, template: str, seed: int) -> list[dict]:
+    """Up to n items {instruction, right, wrong} from records with a near miss, in a seeded order.
+
+    Each pair is checked with the task's own evaluator: right scores 1, wrong scores 0."""
+    from sparta_jax import evaluation
+
+    rng = np.random.default_rng([seed, 17])
+    items = []
+    for i in rng.permutation(len(records)):
+        record = records[int(i)]
+        wrong_answer = near_miss(record, rng)
+        if wrong_answer is None:
+            continue
+        right, wrong = template.format(answer=record["answer"]), template.format(answer=wrong_answer)
+        ok = evaluation.score(right, record["answer"], record["evaluator"])
+        bad = evaluation.score(wrong, record["answer"], record["evaluator"])
+        if (ok, bad) != (1.0, 0.0):
+            raise AuditError(f"--template {template!r} does not make answers the task's evaluator reads: for "
+                             f"{record.get('id', record['instruction'][:60])!r} right scores {ok}, wrong {bad}")
+        items.append({"id": record.get("id"), "instruction": record["instruction"], "right": right,
+                      "wrong": wrong, "task": record.get("task")})
+        if len(items) == n:
+            break
+    if not items:
+        raise AuditError("no instruction with a numeric or multiple-choice reference answer: the audit needs a "
+                         "verifiable task")
+    return items
+
+
+def judge_items(tribe, items: Sequence[dict], judge_cfg, mode: str, rng, progress) -> tuple[np.ndarray, np.ndarray]:
+    """[members, items] scores of the right and the wrong answers, every member judging each."""
+    from sparta_jax import combat
+
+    jobs = []
+    for item in items:
+        sides = [combat.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg, mode=mode)
+                 for side in ("right", "wrong")]
+        jobs += [(j, ids) for j in range(len(tribe.names)) for ids in sides]
+    scores = combat.single_scores(tribe, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
+    scores = scores.reshape(len(items), len(tribe.names), 2)
+    return scores[..., 0].T, scores[..., 1].T
+
+
+def run_audit(config, n_items: int, template: str, log=lambda s: None) -> dict:
+    import jax
+
+    from sparta_jax import data as data_lib, sharding
+    from sparta_jax.config_check import validate_config
+    from sparta_jax.metrics import Progress
+    from sparta_jax.sparta.judge_signal import audit_statistics
+    from sparta_jax.tribe import build_tribe
+
+    validate_config(config)
+    if config.judge.mode == "verifier":
+        raise AuditError("judge.mode='verifier' has no judges to audit (it is the answer checker itself); "
+                         "audit with --config.judge.mode=logits or sampled")
+    if n_items < 1:
+        raise AuditError(f"--items must be >= 1, got {n_items}")
+    sharding.initialize_from_config(config.distributed)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    items = audit_items(data_lib.load_instructions(config.data).get("train") or [], n_items, template, config.seed)
+    adapters = None
+    if config.experts.enabled:
+        from sparta_jax.experts import ensure_experts
+
+        adapters = ensure_experts(config, mesh, log=log)
+    tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
+    started = time.perf_counter()
+    progress = Progress("audit judging", 2 * len(items) * len(tribe.names), "scores")
+    right, wrong = judge_items(tribe, items, config.judge, config.mode, jax.random.key(config.seed), progress)
+    stats = audit_statistics(right, wrong, tribe.names, seed=config.seed)
+    return {"judge_mode": config.judge.mode, "mode": config.mode, "template": template, "base": tribe.base_path,
+            "members": list(tribe.names), "seconds": time.perf_counter() - started, **stats,
+            "scores": [{**item, "right_scores": right[:, i].tolist(), "wrong_scores": wrong[:, i].tolist()}
+                       for i, item in enumerate(items)]}
+
+
+def _ci(interval) -> str:
+    return f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "–"
+
+
+def _num(x, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def audit_table(result: dict) -> str:
+    """The audit as a Markdown table, one row per judge and a pooled row."""
+    lines = [f"judge audit: {result['items']} items, judge mode {result['judge_mode']}, answers like "
+             f"{result['template']!r}",
+             "| judge | matched accuracy | 95% CI | AUC | 95% CI | mean score right | mean score wrong | unscored |",
+             "|---|---:|---|---:|---|---:|---:|---:|"]
+    rows = list(result["per_judge"].items()) + [("pooled", result["pooled"])]
+    for name, f in rows:
+        lines.append(f"| {name} | {_num(f['matched']['accuracy'], 3)} | {_ci(f['matched']['ci95'])} | "
+                     f"{_num(f['auc'], 3)} | {_ci(f['auc_ci95'])} | {_num(f['mean_score_right'])} | "
+                     f"{_num(f['mean_score_wrong'])} | {f['unscored']} |")
+    return "\n".join(lines)
+
+
+def main(argv) -> int:
+    import json
+
+    from sparta_jax import data as data_lib
+    from sparta_jax.config_check import ConfigError
+    from sparta_jax.sparta import write_text_atomic
+
+    del argv
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        result = run_audit(_CONFIG.value, _ITEMS.value, _TEMPLATE.value, log=log)
+    except (AuditError, ConfigError, data_lib.DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = _OUT.value
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    write_text_atomic(out, json.dumps(result, indent=1) + "\n")
+    print(audit_table(result))
+    log(f"audit written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config (a file with get_config()).")
+    _ITEMS = flags.DEFINE_integer("items", 100, "Instructions to audit (each gets a right and a wrong answer).")
+    _TEMPLATE = flags.DEFINE_string("template", DEFAULT_TEMPLATE, "How an answer is written; {answer} is replaced.")
+    _OUT = flags.DEFINE_string("out", "audit.json", "Where the JSON goes (audit.json in a run's workdir: the "
+                                                    "report shows it).")
+    app.run(lambda argv: sys.exit(main(argv)))
