@@ -237,3 +237,30 @@ def test_train_step_keeps_shardings_and_compiles_once(base_dir):
     state = dpo.init_train_state(state.params, opt, cfg, 11)
     state, _ = step(state, frozen, batch, ref)
     assert len(compiles) == first and int(state.total_steps) == 11 and int(state.warmup_steps) == 2
+
+
+def test_trained_pair_metrics_weigh_every_real_pair_once(base_dir, mesh1):
+    """The summary's after-training DPO figures: per member, the mean over every real pair of the
+    iteration, whatever batch it sat in (filler pairs excluded) == one batch of all real pairs."""
+    import types
+
+    from sparta_jax.train import trained_pair_metrics
+
+    cfg = dpo.DPOConfig()
+    start = lora_model(base_dir, mesh1, members=3, seed=0)
+    trained = lora_model(base_dir, mesh1, members=3, seed=1)
+    graphdef, start_params, frozen = dpo.split_lora(start)
+    trained_params = dpo.split_lora(trained)[1]
+    reference = dpo.make_lora_reference_logps(graphdef, cfg)
+    full, part = make_batch(seed=1), make_batch(seed=2)
+    part = dpo.PairBatch(part.ids, part.mask, part.response_mask.at[2:].set(False))  # 2 real pairs + 2 fillers
+    batches = [full, part]
+    refs = [reference(start_params, frozen, b) for b in batches]
+    trainer = types.SimpleNamespace(reference=reference, frozen=frozen)
+    got = trained_pair_metrics(trainer, trained_params, batches, refs, cfg)
+
+    real = dpo.PairBatch(*(jnp.concatenate([a, b[:2]]) for a, b in zip(full, part)))
+    _, want = dpo.tribe_loss(reference(trained_params, frozen, real), reference(start_params, frozen, real), cfg)
+    for key in ("loss", "rewards/accuracies", "rewards/margins"):
+        np.testing.assert_allclose(got[key], np.asarray(want[key]), rtol=1e-5, atol=1e-6)
+    assert len(got["loss"]) == 3 and not np.allclose(got["loss"], np.log(2.0))
