@@ -45,6 +45,15 @@ class MetricsWriter:
             self._tb.close()
 
 
+def rate_text(done: int, seconds: float, unit: str) -> str:
+    """"6.1/s" at one item a second or more; below that seconds per item, "28 s/step" (the
+    singular of `unit`, a plural in "s"), which reads right where "0.0/s" would not."""
+    if done and seconds / done > 1.0:
+        per = seconds / done
+        return f"{per:.1f} s/{unit[:-1]}" if per < 10 else f"{per:.0f} s/{unit[:-1]}"
+    return f"{done / max(seconds, 1e-9):.1f}/s"
+
+
 class Progress:
     """`phase: done/total (rate/s, ETA)` lines on stderr, at most one every `every` seconds."""
 
@@ -59,10 +68,10 @@ class Progress:
         now = time.perf_counter()
         if self.enabled and (now - self.last >= self.every or self.done >= self.total):
             self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            print(f"  {self.phase}: {self.done}/{self.total} {self.unit} ({rate:.1f}/s, ETA {eta:.0f}s)",
-                  file=sys.stderr, flush=True)
+            elapsed = max(now - self.start, 1e-9)
+            eta = (self.total - self.done) * elapsed / self.done if self.done else float("inf")
+            print(f"  {self.phase}: {self.done}/{self.total} {self.unit} ({rate_text(self.done, elapsed, self.unit)}, "
+                  f"ETA {eta:.0f}s)", file=sys.stderr, flush=True)
 
     @property
     def seconds(self) -> float:

@@ -280,3 +280,13 @@ def test_evaluate_errors_and_override():
         evaluate(["3"], [{"id": "x", "evaluator": "numeric"}])
     empty = evaluate([], [])
     assert empty["n"] == 0 and empty["accuracy"] == 0.0 and empty["ci95"] == (0.0, 1.0)
+
+
+def test_progress_rates_read_right():
+    from sparta_jax.metrics import rate_text
+
+    assert rate_text(3, 84.0, "steps") == "28 s/step"
+    assert rate_text(1, 1.5, "answers") == "1.5 s/answer"
+    assert rate_text(61, 10.0, "answers") == "6.1/s"
+    assert rate_text(10, 10.0, "verdicts") == "1.0/s"
+    assert rate_text(0, 5.0, "steps") == "0.0/s"
