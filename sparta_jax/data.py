@@ -367,11 +367,7 @@ def _load_tfds(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
     out: Dict[str, List[dict]] = {}
     for ours, their in _split_map(spec, {"train": "train", "test": "test"}).items():
         try:
-            ds = tfds.load(name, split=their, data_dir=data_dir, download=download)
-            if hasattr(ds, "as_numpy_iterator") or type(ds).__module__.startswith(
-                    "tensorflow"):
-                ds = tfds.as_numpy(ds)
-            rows = list(ds)
+            rows = _tfds_rows(tfds, name, their, data_dir, download)
         except DataError:
             raise
         except Exception as e:
@@ -381,6 +377,22 @@ def _load_tfds(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
                             f"{_describe(e)}.{hint}") from e
         out[ours] = _records_from_rows(rows, spec, ours, f"{label} split {their!r}")
     return out
+
+
+def _tfds_rows(tfds, name: str, split: str, data_dir, download: bool) -> list:
+    """A TFDS split's rows. `tfds.data_source` reads array_record datasets with no TensorFlow
+    (which this project does not install); `tfds.load` (TensorFlow) reads the rest."""
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+        return [source[i] for i in range(len(source))]
+    except Exception as first:
+        try:
+            ds = tfds.load(name, split=split, data_dir=data_dir, download=download)
+        except Exception as second:
+            raise second from first
+        if hasattr(ds, "as_numpy_iterator") or type(ds).__module__.startswith("tensorflow"):
+            ds = tfds.as_numpy(ds)
+        return list(ds)
 
 
 # ---------------------------------------------------------------------------------------

@@ -448,3 +448,71 @@ def test_tfds_source_real_unprepared_dir(tmp_path):
     with pytest.raises(DataError, match=r"could not load TFDS dataset 'mnist' in .*download=True"):
         load_instructions({"kind": "tfds", "name": "mnist", "data_dir": str(tmp_path),
                            "split": "train", "instruction_field": "image"})
+
+
+TINY_TFDS_BUILDER = '''
+import sys
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class SpartaTinyQa(tfds.core.GeneratorBasedBuilder):
+    """Questions with answers, built with TFDS's own builder API (no download)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+            {"question": tfds.features.Text(), "answer": tfds.features.Text(), "idx": tfds.features.Scalar(np.int64)}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 12), "validation": self._generate_examples(100, 5)}
+
+    def _generate_examples(self, start, n):
+        for i in range(start, start + n):
+            yield i, {"question": f"What is {i} + 1?", "answer": str(i + 1), "idx": i}
+
+
+SpartaTinyQa(data_dir=sys.argv[1], file_format="array_record").download_and_prepare()
+'''
+
+
+def test_tfds_source_reads_a_real_locally_built_dataset(tmp_path):
+    """A dataset prepared with TFDS's builder API in another process (so this one knows only its
+    files), loaded through kind="tfds" with a field mapping and a split mapping, no TensorFlow."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "build.py"
+    script.write_text(TINY_TFDS_BUILDER)
+    built = subprocess.run([sys.executable, str(script), str(tmp_path / "tfds")], capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    out = load_instructions({"kind": "tfds", "name": "sparta_tiny_qa", "data_dir": str(tmp_path / "tfds"),
+                             "split": {"train": "train", "dev": "validation[:3]"},
+                             "instruction_field": "question", "answer_field": "answer", "id_field": "idx",
+                             "evaluator": "numeric"})
+    assert sorted(out) == ["dev", "train"] and len(out["train"]) == 12 and len(out["dev"]) == 3
+    assert sorted(int(r["id"]) for r in out["train"]) == list(range(12))
+    for r in out["train"] + out["dev"]:
+        assert r["instruction"] == f"What is {r['id']} + 1?" and r["answer"] == str(int(r["id"]) + 1)
+        assert r["evaluator"] == "numeric"
+    assert {int(r["id"]) for r in out["dev"]} <= set(range(100, 105))
+    with pytest.raises(DataError, match=r"could not load TFDS dataset 'sparta_tiny_qa'.*split 'test'"):
+        load_instructions({"kind": "tfds", "name": "sparta_tiny_qa", "data_dir": str(tmp_path / "tfds"),
+                           "split": "test", "instruction_field": "question"})
+
+
+def test_hf_source_reads_a_local_dataset_folder(tmp_path):
+    """kind="hf" with a local folder of data files: the real `datasets.load_dataset`, no network."""
+    folder = tmp_path / "qa"
+    folder.mkdir()
+    for split, start, n in (("train", 0, 6), ("test", 50, 3)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"q": f"What is {i} * 2?", "a": str(2 * i), "key": f"k{i}"}) + "\n" for i in range(start, start + n)))
+    out = load_instructions({"kind": "hf", "name": str(folder), "instruction_field": "q", "answer_field": "a",
+                             "id_field": "key", "evaluator": "numeric"})
+    assert sorted(out) == ["test", "train"] and len(out["train"]) == 6 and len(out["test"]) == 3
+    assert out["test"][0] == {"id": "k50", "instruction": "What is 50 * 2?", "answer": "100", "evaluator": "numeric"}
+    dev = load_instructions({"kind": "hf", "name": str(folder), "split": {"dev": "test"}, "instruction_field": "q"})
+    assert [r["instruction"] for r in dev["dev"]] == [f"What is {i} * 2?" for i in (50, 51, 52)]
