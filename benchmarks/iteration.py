@@ -8,7 +8,8 @@
 
 Runs `sparta_jax.train.run` (the same program as `python -m sparta_jax.main`, compilation
 included) in a fresh workdir, then prints a Markdown table of each iteration's phases from its
-summary.json (answers, judging, rating, DPO: reference log-probs and steps) and evaluation.json.
+summary.json (answers, judging, rating, DPO: reference log-probs and steps) and evaluation.json,
+and the whole run's wall time.
 `--bundled_task=TASK` swaps in a bundled task (no download) for configs that name a dataset. `--append FILE` also appends the table to FILE.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import time
 
 if any(a.startswith("--config=") and "gpu" in a for a in sys.argv):
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
@@ -42,7 +44,7 @@ def with_bundled_data(config, task: str):
     return config
 
 
-def table(workdir: str, config, where: str) -> str:
+def table(workdir: str, config, where: str, wall: float) -> str:
     rows = []
     for t in range(1, config.iterations + 1):
         folder = os.path.join(workdir, f"iteration_{t:03d}")
@@ -57,7 +59,13 @@ def table(workdir: str, config, where: str) -> str:
     head = heading("Iteration phases", where) + [
             "| iteration | duels | pairs trained | answers s | judging s | rating s | DPO s | iteration s | evaluation s |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    return "\n".join(head + rows)
+    last = os.path.join(workdir, f"iteration_{config.iterations:03d}", "summary.json")
+    with open(last) as f:
+        s = json.load(f)
+    after = (f"; last iteration's DPO on its pairs after training: loss {s['dpo_loss_after']:.3f}, reward accuracy "
+             f"{s['dpo_reward_accuracy_after']:.2f}" if s.get("dpo_loss_after") is not None else "")
+    return "\n".join(head + rows + ["", f"Whole run (model load, compilation, every evaluation and checkpoint "
+                                         f"included): {wall:.0f} s{after}."])
 
 
 def main(argv):
@@ -68,14 +76,16 @@ def main(argv):
     config = with_bundled_data(_CONFIG.value, _TASK.value)
     workdir = _WORKDIR.value
     shutil.rmtree(workdir, ignore_errors=True)
+    started = time.perf_counter()
     train.run(config, workdir)
+    wall = time.perf_counter() - started
     command = "python benchmarks/iteration.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--append"))
     with open(os.path.join(workdir, "tribe.json")) as f:
         members = len(json.load(f)["names"])
     kind = config.tribe.get("kind", "lora")
     text = table(workdir, config, f"{machine()}, jax {jax.__version__}, base {config.tribe.base}, {members} "
                                   f"{'LoRA' if kind == 'lora' else 'full'} members, judge {config.judge.mode}, "
-                                  f"command `{command}`")
+                                  f"command `{command}`", wall)
     publish(text, _APPEND.value)
 
 

@@ -157,7 +157,10 @@ def main(argv) -> int:
     from sparta_jax.config_check import ConfigError
     from sparta_jax.sparta import write_text_atomic
 
+    from sparta_jax.logs import quiet_third_party
+
     del argv
+    quiet_third_party()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
         result = run_audit(_CONFIG.value, _ITEMS.value, _TEMPLATE.value, log=log)

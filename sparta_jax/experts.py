@@ -261,7 +261,10 @@ def main(argv):
     from sparta_jax import sharding
     from sparta_jax.config_check import validate_config
 
+    from sparta_jax.logs import quiet_third_party
+
     del argv
+    quiet_third_party()
     config = _CONFIG.value
     try:
         validate_config(config)

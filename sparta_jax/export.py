@@ -26,6 +26,7 @@ def parse_args(argv=None):
     kind.add_argument("--peft", action="store_true", help="a PEFT LoRA adapter folder")
     p.add_argument("--step", type=int, help="checkpoint step (iteration); default: the latest")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--verbose", action="store_true", help="also print third-party INFO lines (Orbax, absl)")
     return p.parse_args(argv)
 
 
@@ -69,7 +70,10 @@ def load_run_tribe(workdir: str, step: int | None = None):
 
 
 def main(argv=None) -> int:
+    from sparta_jax.logs import quiet_third_party
+
     args = parse_args(argv)
+    quiet_third_party(args.verbose)
     try:
         from sparta_jax.models.export import export_merged, export_peft
         from sparta_jax.models.stack import MemberStack

@@ -17,6 +17,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where outputs, checkpoints
 
 def main(argv):
     del argv
+    from sparta_jax.logs import quiet_third_party
+
+    quiet_third_party()
     from sparta_jax.config_check import ConfigError
     from sparta_jax.data import DataError
     from sparta_jax.models.config import UnsupportedModelError

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparta_jax.evaluation import wilson_interval
+from sparta_jax.sparta.judge_signal import pooled_matched
 from sparta_jax.sparta.duel_log import write_bytes_atomic
 
 REPORT_DIR = "report"
@@ -1112,9 +1113,7 @@ def _headline(run: RunData) -> str:
         rows.append(("best member", "no evaluation in this run"))
     signals = [it.judge_signal for it in run.trained if isinstance(it.judge_signal, dict)]
     if signals:  # pooled over iterations: how often a judge scored the right answer higher
-        matched = [(s["matched"]["accuracy"] * s["matched"]["n"], s["matched"]["n"]) for s in signals
-                   if isinstance(s.get("matched"), dict) and s["matched"].get("n")]
-        wins, n = sum(w for w, _ in matched), sum(k for _, k in matched)
+        wins, n = pooled_matched(signals)
         if n:
             lo, hi = wilson_interval(int(round(wins)), n)
             rows.append(("judge signal (all iterations)", _esc(

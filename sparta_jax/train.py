@@ -389,6 +389,12 @@ def run(config, workdir: str) -> dict:
                 log(f"report: {write_report(workdir)}")
         ckpt.wait()
         metrics.close()
+        if jax.process_index() == 0:
+            from sparta_jax.run_summary import closing_summary
+
+            step = ckpt.latest_step()
+            log(closing_summary(workdir, config.iterations,
+                                None if step is None else os.path.join(ckpt.directory, str(step))))
     return state.rater.state.to_dict()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,43 @@ def _flatten(tree, prefix=""):
 def finished_run(tiny_base, compile_cache, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("finished") / "run")
     return workdir, run_to_end(workdir, overrides(tiny_base), compile_cache)
+
+
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's own prefix, e.g. "I1201 23:23:04.649756"
+
+
+def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny_base, compile_cache):
+    """Orbax's absl INFO lines are off (absl's --verbosity brings them back); the run ends with the
+    closing summary, and a finished run started again prints it again."""
+    workdir, out = finished_run
+    assert not [line for line in out.splitlines() if ABSL_LINE.match(line)], out[-3000:]
+    assert "CheckpointManagerOptions" not in out and "PyTorch was not found" not in out
+    ev0, ev2 = (json.load(open(os.path.join(workdir, f"iteration_00{t}", "evaluation.json"))) for t in (0, 2))
+    block = out[out.index("== run finished: 2 iteration(s)"):]
+    for when, ev in (("before training", ev0), ("after iteration 2", ev2)):
+        best, test = ev["best_member"], ev["best_test"]
+        assert (f"  {when}: {best} | " in block and f"| {test['accuracy']:.3f} [{test['ci95'][0]:.3f}, "
+                f"{test['ci95'][1]:.3f}] ({test['n_correct']}/{test['n']})" in block), block
+    pairs = [json.load(open(os.path.join(workdir, f"iteration_00{t}", "summary.json")))["pairs_trained"] for t in (1, 2)]
+    assert f"pairs trained: {sum(pairs)} ({pairs[0]} + {pairs[1]} per iteration)" in block
+    assert os.path.join(workdir, "report", "report.html") in block and os.path.join(workdir, "checkpoints", "2") in block
+    assert f"python -m sparta_jax.export --workdir={workdir} --member=best" in block and "tensorboard --logdir" in block
+
+    again = run_to_end(workdir, overrides(tiny_base) + ["--verbosity=0"], compile_cache)
+    assert "== run finished: 2 iteration(s)" in again and "iteration 1:" not in again  # nothing redone
+    assert [line for line in again.splitlines() if ABSL_LINE.match(line)]  # --verbosity brings INFO back
+
+
+def test_the_package_silences_the_no_pytorch_notice():
+    script = ("import sys\nsys.modules['torch'] = None  # transformers then finds no PyTorch\n"
+              "{}\nimport transformers\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}  # as a fresh shell has it
+    bare = subprocess.run([sys.executable, "-c", script.format("")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    ours = subprocess.run([sys.executable, "-c", script.format("import sparta_jax")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "PyTorch was not found" in bare.stderr  # the notice exists where torch is missing
+    assert "PyTorch was not found" not in ours.stderr and ours.returncode == 0
 
 
 def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
@@ -291,6 +329,9 @@ def test_random_weights_base_and_the_iteration_benchmark(smollm2_dir, compile_ca
     assert cells[1] == "4" and cells[2] == str(summary["pairs_trained"])
     assert cells[3:7] == [f"{summary['phase_seconds'][k]:.1f}" for k in ("answers", "judging", "rating", "dpo")]
     assert "base random:tiny-chat, 3 LoRA members, judge logits" in proc.stdout
+    whole = [line for line in proc.stdout.splitlines() if line.startswith("Whole run")]
+    assert len(whole) == 1 and f"loss {summary['dpo_loss_after']:.3f}, reward accuracy " in whole[0]
+    assert summary["seconds"] <= float(whole[0].split("included): ")[1].split(" s")[0]) + 0.5
     for phase in ("answers", "judging", "rating", "dpo"):  # logged as each phase ends
         assert f"iteration 1 {phase}: {summary['phase_seconds'][phase]:.1f} s" in proc.stderr
 

@@ -115,6 +115,12 @@ def judge_signal(duels: Sequence[Mapping], references: Mapping[str, Mapping],
     return out
 
 
+def pooled_matched(signals: Sequence[Mapping]) -> tuple[float, int]:
+    """(right-scored-higher count, verdicts) of several iterations' judge_signal results together."""
+    matched = [s["matched"] for s in signals if isinstance(s.get("matched"), dict) and s["matched"].get("n")]
+    return sum(m["accuracy"] * m["n"] for m in matched), sum(m["n"] for m in matched)
+
+
 def audit_statistics(right: np.ndarray, wrong: np.ndarray, judges: Sequence[str], *, seed: int = 0,
                      resamples: int = 1000) -> dict:
     """A judge audit's figures from scores of a right and a wrong answer to the same items.

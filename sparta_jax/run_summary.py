@@ -1,0 +1,70 @@
+"""The block a run prints when it ends (and again when a finished run is started once more).
+
+What a user wants to know once the loop is done: did the best member get better (dev and test,
+before against after, with intervals), how many pairs trained it, did the judges carry signal,
+where the time went, where the outputs are, and what to run next. Read from the workdir's own
+files, like the report, so it needs no model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from sparta_jax.sparta.judge_signal import pooled_matched
+
+
+def _read(path: str) -> Optional[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _acc(entry: Optional[dict]) -> str:
+    if not entry:
+        return "–"
+    lo, hi = entry["ci95"]
+    count = f" ({entry['n_correct']}/{entry['n']})" if entry.get("n_correct") is not None else f" (n={entry['n']})"
+    return f"{entry['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]{count}"
+
+
+def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) -> str:
+    """The closing block for `iterations` completed iterations; `checkpoint` is the latest one's folder."""
+    folder = lambda t: os.path.join(workdir, f"iteration_{t:03d}")  # noqa: E731
+    summaries = [s for s in (_read(os.path.join(folder(t), "summary.json")) for t in range(1, iterations + 1)) if s]
+    evals = {t: e for t in range(iterations + 1) if (e := _read(os.path.join(folder(t), "evaluation.json")))}
+    lines = ["", f"== run finished: {iterations} iteration(s) in {workdir} =="]
+    if evals:
+        first, last = min(evals), max(evals)
+        lines.append("best member (by dev accuracy) | dev | test")
+        for t in sorted({first, last}):
+            ev = evals[t]
+            best = ev["best_member"]
+            when = "before training" if t == 0 else f"after iteration {t}"
+            lines.append(f"  {when}: {best} | {_acc(ev['dev'].get(best))} | {_acc(ev.get('best_test'))}")
+    else:
+        lines.append("no evaluation in this run (evaluation.enabled, or a split without answers)")
+    pairs = [s.get("pairs_trained", 0) for s in summaries]
+    lines.append(f"pairs trained: {sum(pairs)} ({' + '.join(map(str, pairs))} per iteration)")
+    signals = [_read(os.path.join(folder(t), "judge_signal.json")) for t in range(1, iterations + 1)]
+    wins, n = pooled_matched([s for s in signals if s])
+    if n:
+        lines.append(f"judge signal: the right answer scored higher in {wins / n:.2f} of {n} verdicts on duels with "
+                     "exactly one right answer (0.5 = chance)")
+    elif any(signals):
+        lines.append("judge signal: no judge verdict on a duel with exactly one right answer")
+    phases: dict[str, float] = {}
+    for s in summaries:
+        for k, v in (s.get("phase_seconds") or {}).items():
+            phases[k] = phases.get(k, 0.0) + v
+    phases["evaluation"] = sum(e.get("seconds", 0.0) for e in evals.values())
+    lines.append("minutes per phase: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in phases.items()))
+    lines += [f"report:      {os.path.join(workdir, 'report', 'report.html')}",
+              f"metrics:     {os.path.join(workdir, 'metrics.jsonl')}",
+              f"checkpoint:  {checkpoint or '–'}",
+              f"export the best member:  python -m sparta_jax.export --workdir={workdir} --member=best "
+              f"--out=best_member",
+              f"TensorBoard:             tensorboard --logdir={os.path.join(workdir, 'tensorboard')}"]
+    return "\n".join(lines)
