@@ -9,8 +9,8 @@ answer and a near-miss wrong one of the same form (`--template`, default "The an
 {answer}."; the wrong one changes the answer only: a number off by 1, 2 or 10, another option
 letter). Every member then judges both answers of every instruction with the run's judge prompt
 and mode (`judge.mode`, `logits` or `sampled`), and the audit reports per judge and pooled:
-matched accuracy (the right answer scored higher on the same instruction, Wilson 95% interval),
-AUC (bootstrap 95% interval over instructions), and the mean scores of right and wrong answers.
+matched accuracy (the right answer scored higher on the same instruction; 95% interval: Wilson's
+for one judge, a bootstrap over instructions pooled), AUC (bootstrap 95% interval over instructions), and the mean scores of right and wrong answers.
 0.5 is chance. It prints a table and writes JSON; the run report shows an audit panel when the
 file is `audit.json` in the run's workdir.
 """

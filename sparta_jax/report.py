@@ -733,8 +733,8 @@ def panel_audit(run: RunData, colors) -> Panel:
     panel.notes.append(
         f"Before training: {audit.get('items')} training-split instructions, each with a right and a near-miss "
         f"wrong answer written as {audit.get('template')!r}, judged by every member ({audit.get('judge_mode')} "
-        "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2, Wilson 95% "
-        "interval); AUC: all right scores against all wrong ones (bootstrap 95% interval over instructions). "
+        "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2; 95% interval: "
+        "Wilson's per judge, a bootstrap over instructions pooled); AUC: all right scores against all wrong ones (bootstrap 95% interval over instructions). "
         "0.5 is chance.")
     rows = list((audit.get("per_judge") or {}).items()) + [("pooled", audit.get("pooled") or {})]
     names = [n for n, _ in rows]

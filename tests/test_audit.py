@@ -61,8 +61,19 @@ def test_audit_statistics_by_hand():
     assert b["matched"]["accuracy"] == pytest.approx(0.25) and b["matched"]["n"] == 2 and b["unscored"] == 1
     assert b["auc"] == pytest.approx((0.5 + 0.5 + 0 + 0.5 + 0.5 + 0) / 6)
     assert pooled["matched"]["n"] == 5 and pooled["matched"]["accuracy"] == pytest.approx(3.0 / 5)
-    assert pooled["matched"]["ci95"] == pytest.approx(list(evaluation.wilson_interval(3, 5)))
+    assert a["matched"]["ci95"] == pytest.approx(list(evaluation.wilson_interval(2, 3)))  # 2.5 wins rounded
     assert a["auc_ci95"][0] <= a["auc"] <= a["auc_ci95"][1]
+    # Copies of one judge are one judge: pooling them changes neither the figures nor the intervals.
+    rng = np.random.default_rng(0)
+    one_r, one_w = rng.integers(1, 11, (1, 40)).astype(float), rng.integers(1, 11, (1, 40)).astype(float)
+    alone = audit_statistics(one_r, one_w, ["a"], resamples=300)["per_judge"]["a"]
+    copies = audit_statistics(np.repeat(one_r, 4, 0), np.repeat(one_w, 4, 0), list("abcd"), resamples=300)["pooled"]
+    assert copies["matched"]["accuracy"] == pytest.approx(alone["matched"]["accuracy"])
+    assert copies["auc"] == pytest.approx(alone["auc"]) and copies["matched"]["n"] == 4 * alone["matched"]["n"]
+    lo, hi = copies["matched"]["ci95"]
+    wilson_pooled = evaluation.wilson_interval(int(round(copies["matched"]["accuracy"] * 160)), 160)
+    assert hi - lo > 1.5 * (wilson_pooled[1] - wilson_pooled[0])  # not narrowed as if 160 independent verdicts
+    assert hi - lo == pytest.approx(alone["matched"]["ci95"][1] - alone["matched"]["ci95"][0], rel=0.35)
     with pytest.raises(ValueError):
         audit_statistics(right, wrong[:, :2], ["a", "b"])
 

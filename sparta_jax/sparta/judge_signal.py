@@ -127,8 +127,10 @@ def audit_statistics(right: np.ndarray, wrong: np.ndarray, judges: Sequence[str]
 
     right, wrong: [judges, items] scores (nan where a judge's output had no score). Per judge and
     pooled over judges: matched accuracy (right scored above wrong on the same item, ties 1/2,
-    over items both scored) with a Wilson 95% interval; AUC of all right scores against all wrong
-    ones with a bootstrap 95% interval over items; mean scores of right and wrong answers.
+    over items both scored) with a 95% interval; AUC of all right scores against all wrong ones
+    with a bootstrap 95% interval over items; mean scores of right and wrong answers. A single
+    judge's matched interval is Wilson's; the pooled one is a bootstrap over items, since several
+    judges' verdicts on one item are not independent (four copies of one judge are one judge).
     """
     from sparta_jax.stats import bootstrap_interval
 
@@ -142,14 +144,21 @@ def audit_statistics(right: np.ndarray, wrong: np.ndarray, judges: Sequence[str]
         r, w = right[np.ix_(rows, cols)].ravel(), wrong[np.ix_(rows, cols)].ravel()
         return pooled_auc(r[~np.isnan(r)].tolist(), w[~np.isnan(w)].tolist())
 
+    def matched_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        r, w = right[np.ix_(rows, cols)], wrong[np.ix_(rows, cols)]
+        return ((r > w) + 0.5 * (r == w))[~np.isnan(r) & ~np.isnan(w)]
+
     def figures(rows: np.ndarray, salt: int) -> dict:
         r, w = right[rows], wrong[rows]
-        both = ~np.isnan(r) & ~np.isnan(w)
-        matched = ((r > w) + 0.5 * (r == w))[both]
-        n = int(both.sum())
+        matched = matched_of(rows, np.arange(items))
+        n = int(matched.size)
+        if len(rows) == 1:
+            interval = _interval(float(matched.sum()), n)
+        else:
+            interval = bootstrap_interval(lambda idx: float(m.mean()) if (m := matched_of(rows, idx)).size else None,
+                                          items, seed=seed + 1000 + salt, resamples=resamples) or [0.0, 1.0]
         return {
-            "matched": {"accuracy": float(matched.mean()) if n else None, "n": n,
-                        "ci95": _interval(float(matched.sum()), n)},
+            "matched": {"accuracy": float(matched.mean()) if n else None, "n": n, "ci95": interval},
             "auc": auc(rows, np.arange(items)),
             "auc_ci95": bootstrap_interval(lambda idx: auc(rows, idx), items, seed=seed + salt, resamples=resamples),
             "mean_score_right": float(np.nanmean(r)) if (~np.isnan(r)).any() else None,
