@@ -20,15 +20,8 @@ import sys
 from typing import Optional, Sequence
 
 from sparta_jax.evaluation import wilson_interval
+from sparta_jax.run_summary import read_json as _read
 from sparta_jax.stats import mcnemar_exact
-
-
-def _read(path: str) -> Optional[dict]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def arm_label(config: dict) -> str:

@@ -14,7 +14,8 @@ from typing import Optional
 from sparta_jax.sparta.judge_signal import pooled_matched
 
 
-def _read(path: str) -> Optional[dict]:
+def read_json(path: str) -> Optional[dict]:
+    """A workdir's JSON file, or None when it is missing or unreadable (a run still going)."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -33,8 +34,8 @@ def _acc(entry: Optional[dict]) -> str:
 def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) -> str:
     """The closing block for `iterations` completed iterations; `checkpoint` is the latest one's folder."""
     folder = lambda t: os.path.join(workdir, f"iteration_{t:03d}")  # noqa: E731
-    summaries = [s for s in (_read(os.path.join(folder(t), "summary.json")) for t in range(1, iterations + 1)) if s]
-    evals = {t: e for t in range(iterations + 1) if (e := _read(os.path.join(folder(t), "evaluation.json")))}
+    summaries = [s for s in (read_json(os.path.join(folder(t), "summary.json")) for t in range(1, iterations + 1)) if s]
+    evals = {t: e for t in range(iterations + 1) if (e := read_json(os.path.join(folder(t), "evaluation.json")))}
     lines = ["", f"== run finished: {iterations} iteration(s) in {workdir} =="]
     if evals:
         first, last = min(evals), max(evals)
@@ -48,7 +49,7 @@ def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) ->
         lines.append("no evaluation in this run (evaluation.enabled, or a split without answers)")
     pairs = [s.get("pairs_trained", 0) for s in summaries]
     lines.append(f"pairs trained: {sum(pairs)} ({' + '.join(map(str, pairs))} per iteration)")
-    signals = [_read(os.path.join(folder(t), "judge_signal.json")) for t in range(1, iterations + 1)]
+    signals = [read_json(os.path.join(folder(t), "judge_signal.json")) for t in range(1, iterations + 1)]
     wins, n = pooled_matched([s for s in signals if s])
     if n:
         lines.append(f"judge signal: the right answer scored higher in {wins / n:.2f} of {n} verdicts on duels with "
