@@ -10,8 +10,8 @@ answer and a near-miss wrong one of the same form (`--template`, default "The an
 letter). Every member then judges both answers of every instruction with the run's judge prompt
 and mode (`judge.mode`, `logits` or `sampled`), and the audit reports per judge and pooled:
 matched accuracy (the right answer scored higher on the same instruction; 95% interval: Wilson's
-for one judge, a bootstrap over instructions pooled), AUC (bootstrap 95% interval over instructions), and the mean scores of right and wrong answers.
-0.5 is chance. It prints a table and writes JSON; the run report shows an audit panel when the
+for one judge, a bootstrap over instructions pooled), AUC (bootstrap 95% interval over
+instructions), and the mean scores of right and wrong answers. 0.5 is chance. It prints a table and writes JSON; the run report shows an audit panel when the
 file is `audit.json` in the run's workdir.
 """
 from __future__ import annotations
@@ -155,9 +155,8 @@ def main(argv) -> int:
 
     from sparta_jax import data as data_lib
     from sparta_jax.config_check import ConfigError
-    from sparta_jax.sparta import write_text_atomic
-
     from sparta_jax.logs import quiet_third_party
+    from sparta_jax.sparta import write_text_atomic
 
     del argv
     quiet_third_party()

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 
 from sparta_jax import evaluation
-
 from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_judge_prompt,
                                logit_candidate_ids, logit_expected_score)
 from sparta_jax.tribe import Tribe

@@ -260,7 +260,6 @@ def _write_experts(adapters: dict, report, base, final, config) -> None:
 def main(argv):
     from sparta_jax import sharding
     from sparta_jax.config_check import validate_config
-
     from sparta_jax.logs import quiet_third_party
 
     del argv

@@ -44,8 +44,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparta_jax.evaluation import wilson_interval
-from sparta_jax.sparta.judge_signal import pooled_matched
 from sparta_jax.sparta.duel_log import write_bytes_atomic
+from sparta_jax.sparta.judge_signal import pooled_matched
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
@@ -733,9 +733,9 @@ def panel_audit(run: RunData, colors) -> Panel:
     panel.notes.append(
         f"Before training: {audit.get('items')} training-split instructions, each with a right and a near-miss "
         f"wrong answer written as {audit.get('template')!r}, judged by every member ({audit.get('judge_mode')} "
-        "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2; 95% interval: "
-        "Wilson's per judge, a bootstrap over instructions pooled); AUC: all right scores against all wrong ones (bootstrap 95% interval over instructions). "
-        "0.5 is chance.")
+        "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2; 95% "
+        "interval: Wilson's per judge, a bootstrap over instructions pooled); AUC: all right scores against all "
+        "wrong ones (bootstrap 95% interval over instructions). 0.5 is chance.")
     rows = list((audit.get("per_judge") or {}).items()) + [("pooled", audit.get("pooled") or {})]
     names = [n for n, _ in rows]
     fig = _new_figure(max(6, 1.2 * len(rows) + 2), 3.8)
