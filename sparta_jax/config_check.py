@@ -61,8 +61,8 @@ def validate_config(config) -> None:
                f"must fit the largest sampler.prompt_buckets entry ({max(config.sampler.prompt_buckets)})")
     _check(config, "judge.mode", lambda v: v in ("sampled", "logits", "verifier"),
            "must be 'sampled', 'logits' or 'verifier' (a control: the task's answer checker in place of judges)")
-    _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic"),
-           "must be 'normal', 'static' or 'dynamic'")
+    _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic", "uniform"),
+           "must be 'normal', 'static', 'dynamic' or 'uniform' (judges unweighted: an ablation)")
     _check(config, "dpo.beta", positive, "must be > 0")
     _check(config, "dpo.loss_type", lambda v: v in ("sigmoid", "ipo", "hinge"), "must be sigmoid, ipo or hinge")
     _check(config, "dpo.learning_rate", positive, "must be > 0")

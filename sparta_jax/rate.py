@@ -1,7 +1,7 @@
 """Replays a duel log into reputations, per-duel history and preference pairs.
 
     python -m sparta_jax.rate --duels DUELS.jsonl --tribe a,b,c [--reputations IN.json]
-        [--scheme normal|static|dynamic] [--weights W.json] [--mode faithful|fixed]
+        [--scheme normal|static|dynamic|uniform] [--weights W.json] [--mode faithful|fixed]
         --out OUT.json
 
 IN.json: {name: {"R": float, "sigma": float}} at the start of the log's first iteration

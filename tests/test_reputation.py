@@ -611,3 +611,27 @@ def test_benchmark_script_runs_and_appends_only_when_asked(tmp_path):
     proc = subprocess.run(cmd + ["--append", str(target)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "duel updates/s" in target.read_text()
+
+
+def test_uniform_scheme_counts_every_judge_once():
+    """`uniform` (the paper's ablation without reputation weighting): judges count 1 each in Delta
+    and in the preference, by hand; with reputation weights the same duel goes the other way."""
+    names = ["a", "b", "c", "d"]
+    start = TribeReputation(tuple(names), [100.0, 100.0, 150.0, 50.0], [0.5, 0.5, 0.5, 0.5])
+    record = duel(0, "a", "b", {"c": (8, 2), "d": (1, 9)}, responses=("A", "B"))
+
+    uniform = TribeRater(names, scheme="uniform", start=start).rate([record])
+    # Delta = ((8 - 2) + (1 - 9)) / 2 = -1; equal R and sigma: z = 0, so the confidence is eps = 0.01.
+    delta_a = K1 * -1.0 * TANH_HALF * 0.01 / 20
+    assert uniform.end.R[0] == pytest.approx(100 + delta_a, abs=1e-12)
+    # b's z uses a's new R: |erf(|delta_a| / (sqrt 2 * sqrt(0.5)))| < eps, so eps again.
+    assert uniform.end.R[1] == pytest.approx(100 - delta_a, abs=1e-12)
+    assert uniform.weights == dict.fromkeys(names, 1.0) and uniform.c == 20.0
+    (pref,) = uniform.preferences
+    assert (pref.chosen, pref.chosen_model) == ("B", "b")  # S_a = 4.5, S_b = 5.5
+    assert pref.weighted_scores == pytest.approx((5.5, 4.5)) and pref.margin == pytest.approx(1.0)
+
+    weighted = TribeRater(names, scheme="normal", start=start).rate([record])
+    # Delta = (150 * 6 + 50 * -8) / 200 = 2.5 for a.
+    assert weighted.end.R[0] == pytest.approx(100 + K1 * 2.5 * TANH_HALF * 0.01 / 20, abs=1e-12)
+    assert weighted.preferences[0].chosen_model == "a"  # S_a = 6.25, S_b = 3.75 with R_c = 150, R_d = 50

@@ -16,7 +16,7 @@ from sparta_jax.sparta.reputation import (
     TribeReputation,
     rate_compiled,
 )
-from sparta_jax.sparta.weighting import check_scheme, scheme_c, scheme_weights
+from sparta_jax.sparta.weighting import check_scheme, judges_weighted, scheme_c, scheme_weights
 
 
 def compile_duel(record: DuelRecord, index_of: Mapping[str, int], mode: str) -> CompiledDuel:
@@ -59,10 +59,13 @@ def rate_iteration(
     mode: str = "faithful",
     constants: ReputationConstants = DEFAULT_CONSTANTS,
     history: bool = True,
+    judges_weighted: bool = True,
 ) -> IterationResult:
     """Rates one iteration's duels in the given order, then makes its preferences.
 
-    `weights` {name: w} default to 1 (absent names: 1). `state` is not modified."""
+    `weights` {name: w} default to 1 (absent names: 1). `state` is not modified. Without
+    `judges_weighted` (the `uniform` scheme) every judge counts 1, in Delta and in the
+    preferences, instead of its reputation."""
     check_mode(mode)
     names = state.names
     index_of = {n: i for i, n in enumerate(names)}
@@ -72,7 +75,8 @@ def rate_iteration(
             raise ValueError(f"weight for unknown model {name!r}")
         w[name] = float(value)
     compiled = [compile_duel(r, index_of, mode) for r in records]
-    end, snaps = rate_compiled(state, compiled, [w[n] for n in names], c, constants, snapshots=history)
+    end, snaps = rate_compiled(state, compiled, [w[n] for n in names], c, constants, snapshots=history,
+                               judges_weighted=judges_weighted)
     hist = []
     if history:
         for record, (r, s) in zip(records, snaps):
@@ -83,7 +87,7 @@ def rate_iteration(
                     "reputations": {n: {"R": r[i], "sigma": s[i]} for i, n in enumerate(names)},
                 }
             )
-    prefs = make_preferences(records, end.reputations(), mode)
+    prefs = make_preferences(records, end.reputations() if judges_weighted else dict.fromkeys(names, 1.0), mode)
     return IterationResult(iteration, state.copy(), end, w, float(c), hist, prefs)
 
 
@@ -144,6 +148,7 @@ class TribeRater:
             mode=self.mode,
             constants=self.constants,
             history=history,
+            judges_weighted=judges_weighted(self.scheme),
         )
         self.state = result.end
         self.end_reputations[t] = result.end.reputations()

@@ -180,13 +180,15 @@ def rate_compiled(
     c: float,
     constants: ReputationConstants = DEFAULT_CONSTANTS,
     snapshots: bool = False,
+    judges_weighted: bool = True,
 ) -> Tuple[TribeReputation, list]:
     """Rates one iteration's duels in order (SPEC 2.4) and returns (new state, snapshots).
 
     n and the change histories restart here (one call = one iteration); R and sigma carry
     over from `state` (not modified). `weights` are the per-model w of the scheme (index =
     tribe order). A duel with no judge still counts in n but changes nothing. With
-    `snapshots`, the second result holds (R tuple, sigma tuple) after every duel.
+    `snapshots`, the second result holds (R tuple, sigma tuple) after every duel. Judges count
+    with their live R inside Delta, or 1 each when not `judges_weighted` (the `uniform` ablation).
     """
     R = list(state.R)
     S = list(state.sigma)
@@ -212,7 +214,7 @@ def rate_compiled(
         num = 0.0
         den = 0.0
         for j, x, y in zip(js, xa, xb):
-            r = R[j]
+            r = R[j] if judges_weighted else 1.0
             num += r * (wa * x - wb * y)
             den += r
         d = num / den

@@ -10,7 +10,10 @@ from typing import Mapping, Sequence, Union
 
 from sparta_jax.sparta.reputation import DEFAULT_CONSTANTS, ReputationConstants
 
-SCHEMES = ("normal", "static", "dynamic")
+SCHEMES = ("normal", "static", "dynamic", "uniform")
+# `uniform` is the paper's ablation without reputation weighting: every judge counts 1 (inside
+# Delta and in the preferences) instead of its R, and w = 1; reputations still move (match-making
+# reads them). `judges_weighted(scheme)` tells the rating code which.
 STATIC_FREEZE_ITERATION = 7  # from iteration 8 on, the static weights of iteration 7 hold
 WEIGHT_STEP = 0.1  # the k-th weighted model (from 0) gets k * 0.1
 
@@ -88,7 +91,7 @@ def dynamic_weights(names: Sequence[str], end_reputations: EndReputations, itera
 def scheme_weights(scheme: str, names: Sequence[str], end_reputations: EndReputations, iteration: int) -> dict:
     """The w of `scheme` at `iteration`, {name: w}."""
     check_scheme(scheme)
-    if scheme == "normal":
+    if scheme in ("normal", "uniform"):
         return normal_weights(names)
     if scheme == "static":
         return static_weights(names, end_reputations, iteration)
@@ -103,6 +106,11 @@ def needed_iterations(scheme: str, iteration: int) -> list:
     if scheme == "dynamic":
         return [iteration - 1] if iteration >= 2 else []
     return []
+
+
+def judges_weighted(scheme: str) -> bool:
+    """Whether judges count with their reputation R (every scheme of the paper) or 1 (`uniform`)."""
+    return check_scheme(scheme) != "uniform"
 
 
 def scheme_c(scheme: str, constants: ReputationConstants = DEFAULT_CONSTANTS) -> float:
@@ -120,5 +128,6 @@ __all__ = [
     "dynamic_weights",
     "scheme_weights",
     "needed_iterations",
+    "judges_weighted",
     "scheme_c",
 ]
