@@ -65,12 +65,17 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
 
 def judge_prompt_ids(tribe: Tribe, instruction: str, response: str, *, judge_cfg, mode: str) -> list[int]:
     """The judge's chat prompt for one response (SPEC 2.3), fitted to judge.max_prompt_tokens."""
-    wrap = lambda user: tribe.tokenizer.apply_chat_template(  # noqa: E731
-        ([{"role": "system", "content": tribe.system_prompt}] if tribe.system_prompt else [])
+    return judge_chat_ids(tribe.tokenizer, tribe.system_prompt, instruction, response,
+                          max_tokens=judge_cfg.max_prompt_tokens, mode=mode)
+
+
+def judge_chat_ids(tokenizer, system_prompt: str | None, instruction: str, response: str, *, max_tokens: int,
+                   mode: str) -> list[int]:
+    """The judge prompt (SPEC 2.3) as one user turn of `tokenizer`'s chat template, fitted to max_tokens."""
+    wrap = lambda user: tokenizer.apply_chat_template(  # noqa: E731
+        ([{"role": "system", "content": system_prompt}] if system_prompt else [])
         + [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-    fitted = fit_judge_prompt(instruction, response, tribe.tokenizer, max_tokens=judge_cfg.max_prompt_tokens,
-                              mode=mode, wrap=wrap)
-    return list(fitted.ids)
+    return list(fit_judge_prompt(instruction, response, tokenizer, max_tokens=max_tokens, mode=mode, wrap=wrap).ids)
 
 
 def judge_jobs(tribe: Tribe, matchups, instructions, responses, *, judge_cfg, mode: str):

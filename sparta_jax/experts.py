@@ -87,6 +87,58 @@ def sft_examples(tokenizer, records, *, template: str, system_prompt: str | None
     return out, skipped
 
 
+JUDGE_DEFAULTS = dict(share=0.5, right_score=9, wrong_score=2, noise=0.0, max_prompt_tokens=512)
+
+
+def judge_settings(spec: dict) -> dict | None:
+    """A source's `judge` entry with its defaults, or None when the source teaches no judging."""
+    judge = _plain(spec.get("judge"))
+    if not judge:
+        return None
+    unknown = set(judge) - set(JUDGE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"experts.sources judge settings: unknown keys {sorted(unknown)}; known: "
+                          f"{sorted(JUDGE_DEFAULTS)}")
+    out = {**JUDGE_DEFAULTS, **judge}
+    if not 0.0 < out["share"] < 1.0:
+        raise ConfigError(f"experts.sources judge share must lie in (0, 1), got {out['share']}")
+    for key in ("right_score", "wrong_score"):
+        if not 1 <= out[key] <= 10:
+            raise ConfigError(f"experts.sources judge {key} must lie in [1, 10], got {out[key]}")
+    return out
+
+
+def judge_examples(tokenizer, records, judge: dict, count: int, *, template: str, system_prompt: str | None,
+                   max_prompt_length: int, max_length: int, held_out: set[str], seed: int):
+    """SFT examples that teach judging: the Sparta judge prompt (SPEC 2.3, the judges' own chat
+    prompt) over a right or a near-miss wrong answer to a training instruction (alternating), with
+    the target `{"score": N}`: N = judge["right_score"] or judge["wrong_score"] plus Gaussian noise
+    of std judge["noise"], rounded and kept in 1..10. This stands in for the judging skill large
+    instruct models bring; it is not part of Sparta. Returns (examples, skipped counts)."""
+    from sparta_jax.audit import near_miss
+    from sparta_jax.combat import judge_chat_ids
+
+    rng = np.random.default_rng([seed, 23])
+    usable = [r for r in records if r["instruction"] not in held_out and r.get("answer") is not None]
+    out, skipped = [], {"no_near_miss": 0, "too_long": 0}
+    for i in range(count if usable else 0):
+        record, right = usable[(i // 2) % len(usable)], i % 2 == 0
+        answer = record["answer"] if right else near_miss(record, rng)
+        if answer is None:
+            skipped["no_near_miss"] += 1
+            continue
+        target = judge["right_score"] if right else judge["wrong_score"]
+        score = int(np.clip(np.rint(target + judge["noise"] * rng.standard_normal()), 1, 10))
+        prompt = judge_chat_ids(tokenizer, system_prompt, record["instruction"], template.format(answer=answer),
+                                max_tokens=int(judge["max_prompt_tokens"]), mode="fixed")
+        response = tokenizer.encode(f'{{"score": {score}}}', add_special_tokens=False) + [tokenizer.eos_token_id]
+        if len(prompt) > max_prompt_length or len(prompt) + len(response) > max_length:
+            skipped["too_long"] += 1
+            continue
+        out.append((prompt, response))
+    return out, skipped
+
+
 # --------------------------------------------------------------------------------- the cache
 def _base_fingerprint(base_path: str) -> dict:
     files = {}
@@ -154,15 +206,27 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
     system = t.system_prompt if supports_system_role(tokenizer) else None
     held_out = held_out_instructions(config.data)
     per_member, report = [], {}
-    for name, spec in sources:
-        records = data_lib.load_instructions(spec).get("train") or []
+    for m, (name, spec) in enumerate(sources):
+        judge = judge_settings(spec)
+        data_spec = {k: v for k, v in spec.items() if k != "judge"}
+        records = data_lib.load_instructions(data_spec).get("train") or []
+        lengths = dict(system_prompt=system or None, max_prompt_length=int(cfg.max_prompt_length),
+                       max_length=int(cfg.max_length), held_out=held_out)
         examples, skipped = sft_examples(tokenizer, records[: int(cfg.examples)], template=cfg.response_template,
-                                         system_prompt=system or None, max_prompt_length=int(cfg.max_prompt_length),
-                                         max_length=int(cfg.max_length), held_out=held_out)
+                                         **lengths)
         if not examples:
             raise data_lib.DataError(f"expert {name!r}: no usable training example in {spec} ({skipped})")
-        per_member.append(examples)
         report[name] = {"source": spec, "examples": len(examples), "skipped": skipped}
+        if judge is not None:  # judge examples mixed in at the configured share of this expert's data
+            count = round(len(examples) * judge["share"] / (1.0 - judge["share"]))
+            judging, judge_skipped = judge_examples(tokenizer, records[: int(cfg.examples)], judge, count,
+                                                    template=cfg.response_template, seed=int(cfg.seed) + m, **lengths)
+            if not judging:
+                raise data_lib.DataError(f"expert {name!r}: no usable judge example ({judge_skipped}); judge prompts "
+                                         "are long: raise experts.max_length and experts.max_prompt_length")
+            examples = examples + judging
+            report[name].update(judge_examples=len(judging), judge_skipped=judge_skipped)
+        per_member.append(examples)
     rows, epochs = int(cfg.rows_per_member), int(cfg.epochs)
     orders = _schedule([len(e) for e in per_member], rows, epochs, int(cfg.seed))
     steps = max(math.ceil(len(o) / rows) for o in orders)

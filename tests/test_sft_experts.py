@@ -305,3 +305,59 @@ def test_two_processes_build_the_same_experts_as_one(tmp_path, tiny_chat_base):
         ta, tb = (load_file(os.path.join(f, "adapter_model.safetensors")) for f in (a, b))
         for k in ta:
             np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+
+
+def test_judge_examples_are_the_judges_own_prompt_with_a_score_target(smollm2_dir):
+    """Experts may learn to judge: the exact chat prompt the tribe's judges read, over a right or a
+    near-miss wrong answer to a training instruction, with `{"score": N}` as the target."""
+    from sparta_jax import combat, evaluation
+    from sparta_jax.tasks import generate_task
+
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
+    records = generate_task("arithmetic", 8, seed=4)
+    held_out = {records[1]["instruction"]}
+    judge = experts.judge_settings({"judge": {"share": 0.5, "right_score": 9, "wrong_score": 2}})
+    out, skipped = experts.judge_examples(tok, records, judge, 6, template="The answer is {answer}.",
+                                          system_prompt="Be brief.", max_prompt_length=400, max_length=420,
+                                          held_out=held_out, seed=0)
+    assert len(out) == 6 and skipped == {"no_near_miss": 0, "too_long": 0}
+    usable = [r for r in records if r["instruction"] not in held_out]
+    for i, (prompt, response) in enumerate(out):
+        record, right = usable[i // 2], i % 2 == 0
+        assert tok.decode(response) == ('{"score": 9}' if right else '{"score": 2}') + "<|im_end|>"
+        text = tok.decode(prompt)
+        answer = text.split("Response to be evaluated: ")[1].split("\n")[0]
+        assert evaluation.score(answer, record["answer"], "numeric") == (1.0 if right else 0.0)
+        assert prompt == combat.judge_chat_ids(tok, "Be brief.", record["instruction"], answer, max_tokens=512,
+                                               mode="fixed")
+    # Noise moves scores around their targets, seeded, within 1..10; too-long prompts are skipped.
+    noisy = experts.judge_settings({"judge": {"noise": 3.0, "right_score": 10, "wrong_score": 1}})
+    scores = [int(tok.decode(r).split(": ")[1].split("}")[0]) for _, r in experts.judge_examples(
+        tok, records, noisy, 40, template="{answer}", system_prompt=None, max_prompt_length=400, max_length=420,
+        held_out=set(), seed=1)[0]]
+    assert all(1 <= s <= 10 for s in scores) and len(set(scores)) > 3
+    assert np.mean(scores[0::2]) > np.mean(scores[1::2]) + 3
+    _, skipped = experts.judge_examples(tok, records, judge, 4, template="{answer}", system_prompt=None,
+                                        max_prompt_length=64, max_length=96, held_out=set(), seed=0)
+    assert skipped["too_long"] == 4
+    assert experts.judge_settings({"kind": "bundled"}) is None
+    for bad, message in (({"share": 1.0}, "share"), ({"right_score": 11}, "right_score"), ({"shares": 0.5}, "unknown")):
+        with pytest.raises(experts.ConfigError, match=message):
+            experts.judge_settings({"judge": bad})
+
+
+def test_experts_mix_in_judge_examples_at_their_share(tmp_path, tiny_chat_base, mesh1):
+    from sparta_jax.config_files import load_config
+
+    config = load_config(TINY_CONFIG)
+    config.tribe.base = tiny_chat_base
+    config.experts.examples, config.experts.rows_per_member = 8, 4
+    config.experts.max_length, config.experts.max_prompt_length = 200, 190
+    sources = [dict(s) for s in config.experts.sources[:3]]
+    sources[0]["judge"] = {"share": 0.25}
+    config.experts.sources = tuple(sources)
+    _, _, names, report = experts.train_experts(config, mesh1)
+    first, second = report["members"][names[0]], report["members"][names[1]]
+    assert first["judge_examples"] == round(first["examples"] / 3) > 0  # a quarter of the mix
+    assert "judge_examples" not in second
+    assert first["loss_last_step"] < first["loss_first_step"]
