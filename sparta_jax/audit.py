@@ -1,10 +1,11 @@
 """Do my judges carry any signal? A judge audit before any training.
 
-    python -m sparta_jax.audit --config=configs/default.py [--items=100] --out=workdir/audit.json
+    python -m sparta_jax.audit --config=configs/default.py [--items=100] [--split=train] --out=workdir/audit.json
 
 Sparta's only training signal is the judges' scores, so before GPU-days go into a run it pays
 to know whether the tribe's judges tell a right answer from a wrong one. On a verifiable task
-(items with reference answers) the audit writes, for N training-split instructions, a right
+(items with reference answers) the audit writes, for N instructions of a split (`--split`, default
+the training split; `dev` or `test` when experts may have trained on training items), a right
 answer and a near-miss wrong one of the same form (`--template`, default "The answer is
 {answer}."; the wrong one changes the answer only: a number off by 1, 2 or 10, another option
 letter). Every member then judges both answers of every instruction with the run's judge prompt
@@ -94,7 +95,7 @@ def judge_items(tribe, items: Sequence[dict], judge_cfg, mode: str, rng, progres
     return scores[..., 0].T, scores[..., 1].T
 
 
-def run_audit(config, n_items: int, template: str, log=lambda s: None) -> dict:
+def run_audit(config, n_items: int, template: str, split: str = "train", log=lambda s: None) -> dict:
     import jax
 
     from sparta_jax import data as data_lib, sharding
@@ -111,7 +112,10 @@ def run_audit(config, n_items: int, template: str, log=lambda s: None) -> dict:
         raise AuditError(f"--items must be >= 1, got {n_items}")
     sharding.initialize_from_config(config.distributed)
     mesh = sharding.make_mesh(dict(config.mesh))
-    items = audit_items(data_lib.load_instructions(config.data).get("train") or [], n_items, template, config.seed)
+    records = data_lib.load_instructions(config.data).get(split)
+    if not records:
+        raise AuditError(f"the data source has no {split!r} split to audit on")
+    items = audit_items(records, n_items, template, config.seed)
     adapters = None
     if config.experts.enabled:
         from sparta_jax.experts import ensure_experts
@@ -122,7 +126,8 @@ def run_audit(config, n_items: int, template: str, log=lambda s: None) -> dict:
     progress = Progress("audit judging", 2 * len(items) * len(tribe.names), "scores")
     right, wrong = judge_items(tribe, items, config.judge, config.mode, jax.random.key(config.seed), progress)
     stats = audit_statistics(right, wrong, tribe.names, seed=config.seed)
-    return {"judge_mode": config.judge.mode, "mode": config.mode, "template": template, "base": tribe.base_path,
+    return {"judge_mode": config.judge.mode, "mode": config.mode, "template": template, "split": split,
+            "base": tribe.base_path,
             "members": list(tribe.names), "seconds": time.perf_counter() - started, **stats,
             "scores": [{**item, "right_scores": right[:, i].tolist(), "wrong_scores": wrong[:, i].tolist()}
                        for i, item in enumerate(items)]}
@@ -138,7 +143,8 @@ def _num(x, digits: int = 2) -> str:
 
 def audit_table(result: dict) -> str:
     """The audit as a Markdown table, one row per judge and a pooled row."""
-    lines = [f"judge audit: {result['items']} items, judge mode {result['judge_mode']}, answers like "
+    lines = [f"judge audit: {result['items']} {result.get('split', 'train')} items, judge mode {result['judge_mode']}, "
+             "answers like "
              f"{result['template']!r}",
              "| judge | matched accuracy | 95% CI | AUC | 95% CI | mean score right | mean score wrong | unscored |",
              "|---|---:|---|---:|---|---:|---:|---:|"]
@@ -162,7 +168,7 @@ def main(argv) -> int:
     quiet_third_party()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        result = run_audit(_CONFIG.value, _ITEMS.value, _TEMPLATE.value, log=log)
+        result = run_audit(_CONFIG.value, _ITEMS.value, _TEMPLATE.value, _SPLIT.value, log=log)
     except (AuditError, ConfigError, data_lib.DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -181,6 +187,7 @@ if __name__ == "__main__":
 
     _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config (a file with get_config()).")
     _ITEMS = flags.DEFINE_integer("items", 100, "Instructions to audit (each gets a right and a wrong answer).")
+    _SPLIT = flags.DEFINE_string("split", "train", "Which split's instructions to audit on (train, dev, test).")
     _TEMPLATE = flags.DEFINE_string("template", DEFAULT_TEMPLATE, "How an answer is written; {answer} is replaced.")
     _OUT = flags.DEFINE_string("out", "audit.json", "Where the JSON goes (audit.json in a run's workdir: the "
                                                     "report shows it).")

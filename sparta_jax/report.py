@@ -731,7 +731,8 @@ def panel_audit(run: RunData, colors) -> Panel:
                            "right answer above a near-miss wrong one.")
         return panel
     panel.notes.append(
-        f"Before training: {audit.get('items')} training-split instructions, each with a right and a near-miss "
+        f"Before training: {audit.get('items')} {audit.get('split', 'train')}-split instructions, each with a right "
+        "and a near-miss "
         f"wrong answer written as {audit.get('template')!r}, judged by every member ({audit.get('judge_mode')} "
         "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2; 95% "
         "interval: Wilson's per judge, a bootstrap over instructions pooled); AUC: all right scores against all "

@@ -110,6 +110,7 @@ def test_audit_cli_on_the_embedded_tribe(tmp_path, smollm2_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["items"] == 6 and result["members"] == ["member_0", "member_1", "member_2"]
+    assert result["split"] == "train" and "judge audit: 6 train items" in proc.stdout
     assert "| pooled |" in proc.stdout and "| member_2 |" in proc.stdout
     right = np.array([s["right_scores"] for s in result["scores"]]).T
     wrong = np.array([s["wrong_scores"] for s in result["scores"]]).T
@@ -140,3 +141,7 @@ def test_audit_cli_on_the_embedded_tribe(tmp_path, smollm2_dir):
                           "--config.judge.mode=verifier", f"--config.tribe.base={smollm2_dir}", f"--out={tmp_path / 'x.json'}"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "no judges to audit" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "sparta_jax.audit", "--config=configs/tiny.py", "--split=holdout",
+                          f"--config.tribe.base={smollm2_dir}", f"--out={tmp_path / 'x.json'}"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "no 'holdout' split to audit on" in bad.stderr and not (tmp_path / "x.json").exists()

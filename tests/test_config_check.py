@@ -13,7 +13,7 @@ def load(name):
     return load_config(os.path.join(REPO, "configs", f"{name}.py"))
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "demo", "tpu_v4", "gpu_h100"])
+@pytest.mark.parametrize("name", ["default", "tiny", "demo", "competent_judges", "tpu_v4", "gpu_h100"])
 def test_shipped_configs_pass(name):
     validate_config(load(name))
 
