@@ -99,14 +99,23 @@ def test_near_misses_are_wrong_and_of_the_same_form():
 
 
 # ------------------------------------------------------------------------------ the CLI
-def test_audit_cli_on_the_embedded_tribe(tmp_path, smollm2_dir):
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory, smollm2_dir):
+    """A tiny random Llama with SmolLM2's tokenizer and chat template: the real judge prompts, fast."""
+    from tiny_models import save_tiny_chat_model
+
+    return save_tiny_chat_model(tmp_path_factory.mktemp("audit_base"), smollm2_dir)
+
+
+def test_audit_cli(tmp_path, chat_base):
     """Every member judges both answers of each item; the scores are the run's own judge's, the
     table and JSON agree, and the report shows the audit panel."""
     out = tmp_path / "run" / "audit.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "sparta_jax.audit", "--config=configs/tiny.py", "--items=6",
-                           f"--config.tribe.base={smollm2_dir}", f"--out={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           f"--config.tribe.base={chat_base}", f"--out={out}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["items"] == 6 and result["members"] == ["member_0", "member_1", "member_2"]
@@ -115,6 +124,7 @@ def test_audit_cli_on_the_embedded_tribe(tmp_path, smollm2_dir):
     right = np.array([s["right_scores"] for s in result["scores"]]).T
     wrong = np.array([s["wrong_scores"] for s in result["scores"]]).T
     assert right.shape == (3, 6) and ((right >= 1) & (right <= 10)).all()
+    assert len({round(x, 6) for x in right[0]}) > 1  # the scores depend on the item
     # Fresh LoRA members (B = 0) are the base model: all three judges give the same scores.
     np.testing.assert_allclose(right[0], right[2], atol=1e-4)
     stats = audit_statistics(right, wrong, result["members"], seed=0)
@@ -125,7 +135,7 @@ def test_audit_cli_on_the_embedded_tribe(tmp_path, smollm2_dir):
     from sparta_jax.tribe import build_tribe
 
     config = load_config(os.path.join(REPO, "configs/tiny.py"))
-    config.tribe.base = smollm2_dir
+    config.tribe.base = chat_base
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
     tribe = build_tribe(config.tribe, config.sampler, mesh)
     item = result["scores"][0]
@@ -137,11 +147,14 @@ def test_audit_cli_on_the_embedded_tribe(tmp_path, smollm2_dir):
     html = open(write_report(str(tmp_path / "run"))).read()
     assert 'id="judge-audit"' in html and "member_2" in html
 
-    bad = subprocess.run([sys.executable, "-m", "sparta_jax.audit", "--config=configs/tiny.py",
-                          "--config.judge.mode=verifier", f"--config.tribe.base={smollm2_dir}", f"--out={tmp_path / 'x.json'}"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "no judges to audit" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "sparta_jax.audit", "--config=configs/tiny.py", "--split=holdout",
-                          f"--config.tribe.base={smollm2_dir}", f"--out={tmp_path / 'x.json'}"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "no 'holdout' split to audit on" in bad.stderr and not (tmp_path / "x.json").exists()
+
+def test_audit_refuses_what_it_cannot_audit():
+    config = load_config(os.path.join(REPO, "configs/tiny.py"))
+    config.judge.mode = "verifier"
+    with pytest.raises(audit.AuditError, match="no judges to audit"):
+        audit.run_audit(config, 4, audit.DEFAULT_TEMPLATE)
+    config.judge.mode = "logits"
+    with pytest.raises(audit.AuditError, match="no 'holdout' split to audit on"):
+        audit.run_audit(config, 4, audit.DEFAULT_TEMPLATE, split="holdout")
+    with pytest.raises(audit.AuditError, match="--items must be >= 1"):
+        audit.run_audit(config, 0, audit.DEFAULT_TEMPLATE)

@@ -60,11 +60,14 @@ def test_verifier_scores_and_preferences():
 def test_verifier_run_is_labelled_and_compare_reads_it(tmp_path, smollm2_dir):
     """A tiny verifier-control run: labelled a control, every judge score is the answer check,
     and `compare` prints its paired before/after row."""
+    from tiny_models import save_tiny_chat_model
+
+    base = save_tiny_chat_model(tmp_path / "base", smollm2_dir)  # real chat template, fast
     workdir = tmp_path / "verifier"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "sparta_jax.main", "--config=configs/tiny.py",
-                           f"--workdir={workdir}", f"--config.tribe.base={smollm2_dir}", "--config.iterations=1",
+                           f"--workdir={workdir}", f"--config.tribe.base={base}", "--config.iterations=1",
                            "--config.judge.mode=verifier", "--config.mode=fixed"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
