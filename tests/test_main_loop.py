@@ -96,6 +96,10 @@ def finished_run(tiny_base, compile_cache, tmp_path_factory):
 
 
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's own prefix, e.g. "I1201 23:23:04.649756"
+PROJECT_LINE = re.compile(  # every line shape the main loop itself prints
+    r"^(  (iteration \d+ \w+: \d+/\d+ |checkpoint \d+: |before training: |after iteration \d+: )|iteration \d+[ :]"
+    r"|evaluation after iteration |report: |== run finished: |best member \(by dev accuracy\)|pairs trained: "
+    r"|judge signal: |minutes per phase: |metrics: |checkpoint: |export the best member: |TensorBoard: |resumed from |$)")
 
 
 def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny_base, compile_cache):
@@ -103,6 +107,8 @@ def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny
     closing summary, and a finished run started again prints it again."""
     workdir, out = finished_run
     assert not [line for line in out.splitlines() if ABSL_LINE.match(line)], out[-3000:]
+    foreign = [line for line in out.splitlines() if not PROJECT_LINE.match(line) and "warning" not in line.lower()]
+    assert not foreign, foreign
     assert "CheckpointManagerOptions" not in out and "PyTorch was not found" not in out
     ev0, ev2 = (json.load(open(os.path.join(workdir, f"iteration_00{t}", "evaluation.json"))) for t in (0, 2))
     block = out[out.index("== run finished: 2 iteration(s)"):]
@@ -117,7 +123,8 @@ def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny
 
     again = run_to_end(workdir, overrides(tiny_base) + ["--verbosity=0"], compile_cache)
     assert "== run finished: 2 iteration(s)" in again and "iteration 1:" not in again  # nothing redone
-    assert [line for line in again.splitlines() if ABSL_LINE.match(line)]  # --verbosity brings INFO back
+    chatter = [line for line in again.splitlines() if ABSL_LINE.match(line)]  # --verbosity brings INFO back
+    assert chatter and not any(PROJECT_LINE.match(line) for line in chatter)
 
 
 def test_the_package_silences_the_no_pytorch_notice():
