@@ -1,4 +1,4 @@
-"""A CPU tribe whose judges carry signal: two experts taught to judge, two not.
+"""Toward a CPU tribe whose judges carry signal: two experts taught to judge, two not.
 
     python -m sparta_jax.experts --config=configs/competent_judges.py          # builds and caches the experts
     python -m sparta_jax.audit --config=configs/competent_judges.py --out=cj/audit.json
@@ -10,6 +10,13 @@ SFT: half of their examples are the tribe's own judge prompt over a right or a n
 answer to a training instruction, with the target {"score": 9} or {"score": 2} (a stand-in for
 the instruct models' skill, not part of Sparta; README, "Diverse experts"). The other two learn
 only to answer. The run is Sparta on bundled arithmetic with the members' own `logits` judges.
+
+Not there yet (measured 2026-12-01 on the 2-core CPU, 14 min 46 s of expert SFT, one epoch):
+the audit on 100 test items gives the judge-taught experts AUC 0.51 and 0.51 (0.44 and 0.47 for
+the others); arith_judge scores every answer about 7.6, right or wrong. At 135M, telling
+"37 + 13 = 50" from "37 + 13 = 51" needs the arithmetic the model lacks, and 114 examples teach
+only the scores' prior. What to try next: more judge examples and epochs, wrong answers that are
+further off, and tasks where checking is easier than answering.
 """
 from sparta_jax.config_files import sibling_config
 
