@@ -72,7 +72,9 @@ def main(argv):
     import jax
 
     from sparta_jax import train
+    from sparta_jax.logs import quiet_third_party
 
+    quiet_third_party()  # as `sparta_jax.main`: third-party INFO lines only with --verbosity
     config = with_bundled_data(_CONFIG.value, _TASK.value)
     workdir = _WORKDIR.value
     shutil.rmtree(workdir, ignore_errors=True)
