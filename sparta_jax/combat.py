@@ -132,7 +132,7 @@ def judge_duels(tribe: Tribe, iteration: int, matchups, instructions, responses,
             raise ValueError("judge.mode='verifier' needs the instructions' reference answers")
         pairs = [tuple(verifier_score(r, ref) for r in pair) for pair, ref in zip(responses, references)]
         judges_of = lambda d, judge: JudgeRecord(pairs[d], None)  # noqa: E731
-        progress(sum(2 * (len(tribe.names) - 2) for _ in matchups))
+        progress(2 * (len(tribe.names) - 2) * len(matchups))
         return _records(tribe, iteration, matchups, instructions, responses, judges_of)
     jobs = judge_jobs(tribe, matchups, instructions, responses, judge_cfg=judge_cfg, mode=mode)
     if judge_cfg.mode == "sampled":

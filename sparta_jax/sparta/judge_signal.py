@@ -142,7 +142,7 @@ def audit_statistics(right: np.ndarray, wrong: np.ndarray, judges: Sequence[str]
 
     def auc(rows: np.ndarray, cols: np.ndarray) -> float | None:
         r, w = right[np.ix_(rows, cols)].ravel(), wrong[np.ix_(rows, cols)].ravel()
-        return pooled_auc(r[~np.isnan(r)].tolist(), w[~np.isnan(w)].tolist())
+        return pooled_auc(r[~np.isnan(r)], w[~np.isnan(w)])
 
     def matched_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         r, w = right[np.ix_(rows, cols)], wrong[np.ix_(rows, cols)]
