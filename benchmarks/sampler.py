@@ -6,7 +6,9 @@
 
 cpu: the embedded SmolLM2-135M-Instruct in float32, batch 8, 64-token prompts, 64 new tokens;
      the floor is one cache-free 1-token forward of the batch (every weight read once by XLA's
-     own matmuls, logits included): tok/s no decode loop on this machine can beat.
+     own matmuls, logits included): tok/s no decode loop on this machine can beat. Then one
+     decode step, compiled alone, against the cache length (128 / 576 / 1088 slots): its time
+     should grow as the bytes it must move (weights plus the whole cache read once) grow.
 gpu: the Qwen2.5-7B shape with random bf16 weights, prompt 128, 256 new tokens, temperature 0.7,
      top-k 50, top-p 0.95, batch 24 and 64, with and without 10 LoRA adapters (r=64, q/k/v/o)
      mixed in one batch; also % of the bandwidth floor (bytes of weights + KV cache read per
@@ -38,7 +40,8 @@ from sparta_jax import sharding  # noqa: E402
 from sparta_jax.models.config import ModelConfig  # noqa: E402
 from sparta_jax.models.loading import build_model, checkpoint_host_arrays, from_pretrained  # noqa: E402
 from sparta_jax.models.lora import uniform_lora_config  # noqa: E402
-from sparta_jax.sampling import Sampler, SamplerConfig  # noqa: E402
+from sparta_jax.models.llama import init_cache  # noqa: E402
+from sparta_jax.sampling import Sampler, SamplerConfig, decode_step  # noqa: E402
 from common import heading, machine, publish  # noqa: E402
 
 SAMPLING = dict(temperature=0.7, top_k=50, top_p=0.95)
@@ -101,7 +104,52 @@ def cpu_case():
     # is measured as what XLA's matmuls achieve: one token per row through every weight (a
     # cache-free 1-token forward, logits included), the least a decode step must do.
     return [dict(case="SmolLM2-135M f32, batch 8, prompt 64, 64 new", ours=ours, hf=theirs,
-                 floor=batch / weight_pass_seconds(model, batch))]
+                 floor=batch / weight_pass_seconds(model, batch))], decode_step_curve(model, batch)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def decode_step_curve(model, batch: int, lengths=(128, 576, 1088), repeats: int = 20) -> list[dict]:
+    """Best time of one decode step (compiled alone, its cache donated) at each cache length, and
+    the bytes it must move: every weight once, every cache slot read once, the logits written."""
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    layers = jax.jit(lambda st: nnx.merge(graphdef, st).layer_weights())(state)
+    step = jax.jit(lambda st, lw, t, c: decode_step(nnx.merge(graphdef, st), lw, t, jnp.ones_like(t, bool), c, None),
+                   donate_argnums=3)
+    weights = _nbytes(layers) + _nbytes(model.final_norm[...]) + _nbytes(model.unembedding())
+    token = jnp.full((batch,), 100, jnp.int32)
+    rows = []
+    for length in lengths:
+        cache = init_cache(model.config, batch, length, jnp.float32)
+        ideal = weights + _nbytes((cache.k, cache.v)) + batch * model.config.vocab_size * 4
+        logits, cache = step(state, layers, token, cache)
+        jax.block_until_ready(cache)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            logits, cache = step(state, layers, token, cache)
+            jax.block_until_ready(cache)
+            best = min(best, time.perf_counter() - start)
+        rows.append(dict(length=length, seconds=best, ideal_bytes=ideal))
+    return rows
+
+
+def curve_table(rows, where) -> str:
+    first = rows[0]
+    lines = heading("Decode step against cache length", where) + [
+        "| cache slots | step ms | bytes it must move | time growth from the first row | bytes growth | "
+        "time growth / bytes growth |",
+        "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        time_growth = r["seconds"] / first["seconds"]
+        byte_growth = r["ideal_bytes"] / first["ideal_bytes"]
+        lines.append(f"| {r['length']} | {1e3 * r['seconds']:.1f} | {r['ideal_bytes'] / 1e6:,.0f} MB | "
+                     f"{time_growth:.2f}x | {byte_growth:.2f}x | {time_growth / byte_growth:.2f} |")
+    return "\n".join(lines)
 
 
 def weight_pass_seconds(model, batch: int, repeats: int = 20) -> float:
@@ -235,9 +283,15 @@ def main():
     parser.add_argument("--append", help="append the table to this Markdown file")
     parser.add_argument("--smoke", action="store_true", help="gpu case at a tiny shape, on any machine")
     args = parser.parse_args()
-    rows = cpu_case() if args.case == "cpu" else gpu_case(SMOKE_SCALE if args.smoke else GPU_SCALE)
+    curve = None
+    if args.case == "cpu":
+        rows, curve = cpu_case()
+    else:
+        rows = gpu_case(SMOKE_SCALE if args.smoke else GPU_SCALE)
     where = f"{machine()}, jax {jax.__version__}, command `python benchmarks/sampler.py --case {args.case}{' --smoke' * args.smoke}`"
     publish(table(rows, where), args.append)
+    if curve:
+        publish(curve_table(curve, where), args.append)
 
 
 if __name__ == "__main__":

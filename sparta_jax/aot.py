@@ -32,6 +32,7 @@ import re
 import sys
 from typing import Mapping
 
+from sparta_jax import roofline as roofline_lib
 from sparta_jax.models.shapes import BASE_ALIASES as _BASE_ALIASES, MODEL_SHAPES
 
 # Per-generation facts about TPU chips. chip_config_name and chips_per_host_bounds are what
@@ -475,6 +476,165 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
     return rows
 
 
+# ------------------------------------------------------------------------------- roofline
+def _layer_shardings(layers, stacked_shape, mesh):
+    """Each per-layer weight slice sharded like its stack, minus the layer axis."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from sparta_jax.sharding import spec_for
+
+    def one(prefix):
+        def shard(path, leaf):
+            name = path[-1].key
+            spec = spec_for(f"{prefix}/{name}", stacked_shape(prefix, name), mesh)
+            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*spec[1:])))
+        return shard
+
+    import jax
+
+    return tuple((jax.tree_util.tree_map_with_path(one("layers"), w),
+                  jax.tree_util.tree_map_with_path(one("lora"), lw)) for w, lw in layers)
+
+
+def _cache_sds(mesh, model_config, rows: int, length: int, dtype):
+    """The KV cache as the decode loop carries it: rows over the batch axes, kv heads over tensor."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from sparta_jax.models.llama import init_cache
+    from sparta_jax.sharding import BATCH_AXES
+
+    import jax
+
+    batch_axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
+    tensor = "tensor" if "tensor" in mesh.shape and model_config.num_kv_heads % mesh.shape["tensor"] == 0 else None
+    abstract = jax.eval_shape(lambda: init_cache(model_config, rows, length, dtype))
+    layer = NamedSharding(mesh, P(batch_axes, tensor, None, None))
+    return type(abstract)(
+        k=tuple(_sds(a.shape, a.dtype, layer) for a in abstract.k),
+        v=tuple(_sds(a.shape, a.dtype, layer) for a in abstract.v),
+        key_mask=_batch_sds(mesh, abstract.key_mask.shape, abstract.key_mask.dtype),
+        next_position=_batch_sds(mesh, abstract.next_position.shape, abstract.next_position.dtype),
+        index=_replicated(mesh, (), abstract.index.dtype),
+    )
+
+
+def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
+    """One decode step of the config's generation, compiled on its own, against the chip's peaks.
+
+    Shapes: generation.batch_size rows (padded as the Sampler pads them), a cache of the prompt
+    bucket plus the new-token bucket, the members' adapters mixed over the rows. Ideal bytes:
+    each device's shard of the layer weights, LoRA factors, final norm and unembedding, of the
+    whole KV cache (every slot is read), and of the logits written.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sparta_jax.sampling import Sampler, bucket, decode_step
+
+    log = log or (lambda *_: None)
+    model, lora = abstract_model(model_config, config)
+    sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)
+    graphdef, state = nnx.split(model)
+    abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).layer_weights(), state)
+    state = shard_abstract(state, mesh)
+    gen = config.generation
+    rows = sampler._batch_rows(int(gen.batch_size))
+    length = (bucket(int(gen.max_prompt_tokens), sampler.config.prompt_buckets, "prompt length")
+              + bucket(int(gen.max_new_tokens), sampler.config.new_token_buckets, "max_new_tokens"))
+    layers = _layer_shardings(abstract_layers, lambda prefix, name: state[prefix][name].shape, mesh)
+    cache = _cache_sds(mesh, model_config, rows, length, jnp.dtype(sampler.config.cache_dtype))
+    token = _batch_sds(mesh, (rows,), jnp.int32)
+    live = _batch_sds(mesh, (rows,), jnp.bool_)
+    adapter_ids = _batch_sds(mesh, (rows,), jnp.int32)
+    head = state["lm_head"] if "lm_head" in state else state["embed"]
+    logits = _batch_sds(mesh, (rows, model_config.vocab_size), jnp.float32)
+    ideal = shard_bytes((layers, state["final_norm"], head, cache.k, cache.v, logits))
+    layer_bytes = shard_bytes(cache.k[0])
+
+    def step(state, layers, token, live, cache, adapter_ids):
+        return decode_step(nnx.merge(graphdef, state), layers, token, live, cache, adapter_ids)
+
+    args = (state, layers, token, live, cache, adapter_ids)
+    shardings = jax.tree.map(lambda x: x.sharding, args)
+    out_shardings = (logits.sharding, shardings[4])
+    if mesh.devices.flat[0].platform == "tpu":
+        # In the decode loop XLA lays out the carried cache and the sliced weights as it likes; a
+        # step compiled alone with default argument layouts would add a relayout copy of each.
+        from jax.experimental.layout import Format, Layout
+
+        auto = lambda tree: jax.tree.map(lambda s: Format(Layout.AUTO, s), tree)  # noqa: E731
+        cache_formats = dataclasses.replace(shardings[4], k=auto(shardings[4].k), v=auto(shardings[4].v))
+        shardings = (shardings[0], auto(shardings[1]), *shardings[2:4], cache_formats, shardings[5])
+        out_shardings = (logits.sharding, cache_formats)
+
+    log(f"compiling one decode step [{rows} rows, cache {length}] ...")
+    with jax.set_mesh(mesh):
+        compiled = jax.jit(step, in_shardings=shardings, out_shardings=out_shardings,
+                           donate_argnums=(4,)).lower(*args).compile(_hbm_only_options(mesh))
+    flops, accessed = roofline_lib.program_cost(compiled)
+    row = roofline_lib.decode_row(f"decode step ({rows} rows, cache {length})", flops=flops, bytes_accessed=accessed,
+                                  ideal_bytes=ideal, chip=chip, tokens_per_step=rows, chips=mesh.devices.size)
+    row["copies"] = roofline_lib.large_copies(compiled.as_text(), layer_bytes)
+    return row
+
+
+def _hbm_only_options(mesh) -> dict:
+    """Compiler options for costing HBM traffic. On chips with CMEM (v4), XLA stages arrays
+    through it with async copies that its cost analysis counts as bytes accessed; without that
+    staging the count is the program's HBM traffic (CMEM can only lower it)."""
+    if mesh.devices.flat[0].platform == "tpu":
+        return {"xla_tpu_cmem_memory_space_assignment": False}
+    return {}
+
+
+def dpo_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
+    """The LoRA DPO step at the config's shapes, costed whole, against the chip's peaks.
+
+    XLA counts a loop body once, so the step is compiled with every scan unrolled (micro-batches,
+    log-prob chunks, layers) at one and at two layers, and costed at the model's depth by
+    `roofline.per_layer_extrapolation`. Ideal bytes: each device's shard of the frozen base read
+    twice (forward and backward), of the train state (LoRA factors and Adam moments) read and
+    written, and of the batch; activations are left out, so the ratio shows what they add.
+    """
+    import jax
+
+    from sparta_jax import dpo
+
+    log = log or (lambda *_: None)
+    cfg = dataclasses.replace(dpo_config(config), unroll_scans=True)
+    costs = []
+    for depth in (1, 2):
+        shallow = dataclasses.replace(model_config, num_layers=depth)
+        model, lora = abstract_model(shallow, config)
+        split = dpo.split_lora(model)
+        optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+        step = dpo.make_lora_train_step(split[0], cfg, optimizer)
+        args, shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
+        log(f"compiling dpo_step at {depth} layer(s), scans unrolled [{shape}] ...")
+        with jax.set_mesh(mesh):
+            costs.append(roofline_lib.program_cost(step.lower(*args).compile(_hbm_only_options(mesh))))
+    flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
+
+    model, lora = abstract_model(model_config, config)
+    split = dpo.split_lora(model)
+    optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+    (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
+    ideal = 2 * shard_bytes(frozen) + 2 * shard_bytes(state) + shard_bytes(batch)
+    count = lambda tree: sum(int(x.size) for x in jax.tree.leaves(tree))  # noqa: E731
+    lora_params = count(split[1])
+    base_params = count(split[2])
+    c = model_config
+    length = int(cfg.max_length)
+    attention = 4.0 * length * c.q_size * c.num_layers  # QK^T and PV per token, over the whole row
+    tokens = lora.num_adapters * int(cfg.pairs_per_step) * 2 * length
+    model_flops = roofline_lib.lora_dpo_model_flops(
+        base_params=base_params, lora_params=lora_params, tokens=tokens,
+        attention_flops_per_token=attention, reference_pass=False) / mesh.devices.size
+    return roofline_lib.train_row(f"dpo_step ({shape})", flops=flops, bytes_accessed=accessed, ideal_bytes=ideal,
+                                  chip=chip, model_flops=model_flops)
+
+
 def _first_line(message: str) -> str:
     for line in message.splitlines():
         if line.strip():
@@ -523,6 +683,11 @@ def _define_flags():
                         "'megacore' for v4/v5p, one device per chip, as Cloud TPU runs them)")
     flags.DEFINE_list("programs", [], "compile only these (generate, judge_score, judge_generate, dpo_step)")
     flags.DEFINE_string("json_out", "", "also write the rows as JSON here")
+    flags.DEFINE_bool("roofline", False, "also cost one decode step and the DPO step from XLA's cost analysis "
+                      "against the chip's peak flops and HBM bandwidth")
+    flags.DEFINE_float("peak_tflops", None, "peak bf16 TFLOP/s per chip for --roofline (default: the TPU "
+                       "generation's published figure; required for cpu topologies)")
+    flags.DEFINE_float("hbm_gbps", None, "HBM GB/s per chip for --roofline (default: the generation's figure)")
 
 
 def _prepare_cpu_devices(spec: str) -> None:
@@ -560,11 +725,35 @@ def main(argv) -> int:
                           programs=tuple(FLAGS.programs) or None,
                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(rows), flush=True)
+    roofline_rows = []
+    if FLAGS.roofline:
+        chip = roofline_chip(FLAGS.topology, FLAGS.peak_tflops, FLAGS.hbm_gbps)
+        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+        roofline_rows = [decode_step_roofline(config, mesh, model_config, chip, log=log),
+                         dpo_step_roofline(config, mesh, model_config, chip, log=log)]
+        print(roofline_lib.format_rows(roofline_rows, chip, header="\nRoofline (per chip):"), flush=True)
+        for copy in roofline_rows[0]["copies"]:
+            print(f"decode step copies a cache layer: {copy}", flush=True)
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
-                           rows=rows), f, indent=1)
+                           rows=rows, roofline=roofline_rows), f, indent=1)
     return 1 if any(r["fits"] is False for r in rows) else 0
+
+
+def roofline_chip(topology: str, peak_tflops: float | None, hbm_gbps: float | None) -> roofline_lib.Chip:
+    """The chip's peak figures: the generation's published ones, or those given."""
+    _, generation, _ = parse_topology(topology)
+    known = roofline_lib.CHIPS.get(generation)
+    if known is None and (peak_tflops is None or hbm_gbps is None):
+        raise AotError(f"--roofline on {topology}: no published peak figures for {generation!r}; give "
+                       f"--peak_tflops and --hbm_gbps (known: {', '.join(roofline_lib.CHIPS)})")
+    if known is None:
+        return roofline_lib.Chip(generation, float(peak_tflops), float(hbm_gbps), "given on the command line")
+    if peak_tflops is None and hbm_gbps is None:
+        return known
+    return dataclasses.replace(known, bf16_tflops=float(peak_tflops or known.bf16_tflops),
+                               hbm_gbps=float(hbm_gbps or known.hbm_gbps), source="given on the command line")
 
 
 def _run(argv):

@@ -49,6 +49,9 @@ class DPOConfig:
     max_prompt_length: int = 256
     logps_chunk: int = 128
     remat: bool = True  # recompute each layer in the backward pass: memory for one layer, ~1/3 more compute
+    # Unroll every scan (micro-batches, layers, log-prob chunks): the same math, compiled for XLA's
+    # cost analysis, which counts a loop's body once (`sparta_jax.aot --roofline`). Slow to compile.
+    unroll_scans: bool = False
 
 
 class PairBatch(NamedTuple):
@@ -151,10 +154,10 @@ def make_optimizer(cfg: DPOConfig, member_axis: Callable[[str], int]) -> optax.G
 
 # ------------------------------------------------------------------------------- log-probs
 def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: int = 128,
-                   remat: bool = False) -> jax.Array:
+                   remat: bool = False, unroll: bool = False) -> jax.Array:
     """Sum of log p(token | prefix) over the response tokens of each row: [rows] float32."""
     rows, length = ids.shape
-    hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids, remat=remat)[:, :-1]  # t predicts t + 1
+    hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids, remat=remat, unroll=unroll)[:, :-1]  # t predicts t + 1
     targets = ids[:, 1:]
     weights = response_mask[:, 1:].astype(jnp.float32)
     n = length - 1
@@ -177,7 +180,8 @@ def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: 
     def body(total, xs):
         return total + chunk_logps(*xs), None
 
-    total, _ = jax.lax.scan(body, jnp.zeros((rows,), jnp.float32), (split(hidden), split(targets), split(weights)))
+    total, _ = jax.lax.scan(body, jnp.zeros((rows,), jnp.float32), (split(hidden), split(targets), split(weights)),
+                            unroll=unroll)
     return total
 
 
@@ -189,15 +193,17 @@ def _lora_rows(batch: PairBatch, num_members: int):
     return tile(batch.ids), tile(batch.mask), tile(batch.response_mask), adapter_ids
 
 
-def lora_tribe_logps(model, batch: PairBatch, chunk: int, remat: bool = False) -> jax.Array:
+def lora_tribe_logps(model, batch: PairBatch, chunk: int, remat: bool = False, unroll: bool = False) -> jax.Array:
     """[members, pairs, 2] log-probs of every pair under every member's adapter."""
     m = model.lora_config.num_adapters
     ids, mask, response_mask, adapter_ids = _lora_rows(batch, m)
-    logps = sequence_logps(model, ids, mask, response_mask, adapter_ids=adapter_ids, chunk=chunk, remat=remat)
+    logps = sequence_logps(model, ids, mask, response_mask, adapter_ids=adapter_ids, chunk=chunk, remat=remat,
+                           unroll=unroll)
     return logps.reshape(m, batch.ids.shape[0], 2)
 
 
-def full_tribe_logps(graphdef, stacked_state, batch: PairBatch, chunk: int, remat: bool = False) -> jax.Array:
+def full_tribe_logps(graphdef, stacked_state, batch: PairBatch, chunk: int, remat: bool = False,
+                     unroll: bool = False) -> jax.Array:
     """[members, pairs, 2] for a stack of full parameter sets (vmapped over members)."""
     pairs, two, length = batch.ids.shape
 
@@ -205,7 +211,7 @@ def full_tribe_logps(graphdef, stacked_state, batch: PairBatch, chunk: int, rema
         model = nnx.merge(graphdef, state)
         flat = lambda x: x.reshape(pairs * two, length)  # noqa: E731
         return sequence_logps(model, flat(batch.ids), flat(batch.mask), flat(batch.response_mask),
-                              chunk=chunk, remat=remat).reshape(pairs, two)
+                              chunk=chunk, remat=remat, unroll=unroll).reshape(pairs, two)
 
     return jax.vmap(one)(stacked_state)
 
@@ -254,7 +260,7 @@ def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransform
                           step=state.step + 1)
 
 
-def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: int):
+def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: int, unroll: bool = False):
     """Mean of the micro-batches' gradients (transformers divides each micro-loss by grad_accum)."""
     if grad_accum == 1:
         (loss, metrics), grads = loss_and_grad(params, batch, ref_logps)
@@ -272,7 +278,7 @@ def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: 
         return jax.tree.map(jnp.add, acc, grads), metrics
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    grads, metrics = jax.lax.scan(body, zeros, (tuple(micro_batches), micro_refs))
+    grads, metrics = jax.lax.scan(body, zeros, (tuple(micro_batches), micro_refs), unroll=unroll)
     grads = jax.tree.map(lambda g: g / grad_accum, grads)
     return grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
@@ -288,7 +294,7 @@ def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
     def loss_and_grad(params, frozen, batch, ref_logps):
         def loss_fn(p):
             model = nnx.merge(graphdef, p, frozen)
-            return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk, cfg.remat), ref_logps, cfg,
+            return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk, cfg.remat, cfg.unroll_scans), ref_logps, cfg,
                               pair_validity(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -302,7 +308,8 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
         del frozen
 
         def loss_fn(p):
-            return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk, cfg.remat), ref_logps, cfg,
+            return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk, cfg.remat, cfg.unroll_scans),
+                              ref_logps, cfg,
                               pair_validity(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -312,7 +319,7 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
 def _make_step(loss_and_grad, cfg, optimizer):
     def step(state: TrainState, frozen, batch: PairBatch, ref_logps):
         grads, metrics = _accumulate(lambda p, b, r: loss_and_grad(p, frozen, b, r), state.params, batch,
-                                     ref_logps, cfg.grad_accum)
+                                     ref_logps, cfg.grad_accum, cfg.unroll_scans)
         return apply_gradients(state, grads, optimizer, cfg), metrics
 
     return ShardingKeepingStep(step)

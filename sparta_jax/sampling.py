@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from sparta_jax import sharding as sharding_lib
-from sparta_jax.models.llama import LlamaForCausalLM, init_cache
+from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.lora import NO_ADAPTER
 from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling_filters import sample_tokens
@@ -256,8 +256,9 @@ class Sampler:
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
         batch, prompt_len = ids.shape
-        cache = init_cache(model.config, batch, prompt_len + max_new, jnp.dtype(self.config.cache_dtype))
-        logits, cache = model.extend(ids, mask, cache, adapter_ids=p["adapter_ids"], last_only=True)
+        logits, cache = model.prefill(ids, mask, prompt_len + max_new, adapter_ids=p["adapter_ids"],
+                                      cache_dtype=jnp.dtype(self.config.cache_dtype))
+        layers = model.layer_weights()  # sliced once here, so no decode step slices the stacks
 
         def sample(step, last_logits):
             key = jax.random.fold_in(rng, step)
@@ -276,8 +277,8 @@ class Sampler:
             lengths = lengths + live.astype(jnp.int32)
             stopped = stopped | hit_stop
             done = done | hit_stop | (lengths >= p["max_new_tokens"])
-            logits, cache = model.extend(token[:, None], live[:, None], cache, adapter_ids=p["adapter_ids"])
-            return step + 1, logits[:, -1], cache, tokens, done, lengths, stopped
+            logits, cache = decode_step(model, layers, token, live, cache, p["adapter_ids"])
+            return step + 1, logits, cache, tokens, done, lengths, stopped
 
         init = (
             jnp.zeros((), jnp.int32), logits[:, -1], cache,
@@ -364,6 +365,16 @@ class Sampler:
         logp = jax.nn.log_softmax(model.logits_from_hidden(predictors), axis=-1)
         stop = jax.nn.logsumexp(jnp.where(continues, -jnp.inf, logp), axis=-1)
         return jnp.take(logp, query_ids, axis=-1), stop
+
+
+def decode_step(model: LlamaForCausalLM, layers, token, live, cache, adapter_ids):
+    """One token per row through the model: (next-token logits [batch, vocab], updated cache).
+
+    The body of the sampler's decode loop, and the program `sparta_jax.aot --roofline` and the
+    cache tests compile on their own. `layers` is `model.layer_weights()`.
+    """
+    logits, cache = model.extend(token[:, None], live[:, None], cache, adapter_ids=adapter_ids, layers=layers)
+    return logits[:, -1], cache
 
 
 def tree_candidate_logprobs(table: np.ndarray, stop: np.ndarray | None, nodes: Sequence[tuple[int, int]],

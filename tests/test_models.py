@@ -90,6 +90,21 @@ def test_kv_cache_incremental_equals_full_forward(tmp_path, one_device_mesh):
     longer = np.asarray(model(jnp.concatenate([ids, nxt], 1), jnp.concatenate([mask, jnp.ones((3, 1), mask.dtype)], 1)))
     np.testing.assert_allclose(np.asarray(step_logits)[:, 0], longer[:, -1], atol=TOL)
 
+    # prefill (one layer scan) fills the cache as extend does from empty, to float rounding, in
+    # every slot a real token holds (padding slots are never attended to).
+    last, filled = model.prefill(ids[:, :8], mask[:, :8], 16, cache_dtype=jnp.float32)
+    _, extended = model.extend(ids[:, :8], mask[:, :8], init_cache(model.config, 3, 16, jnp.float32))
+    np.testing.assert_allclose(np.asarray(last)[:, 0], incremental[:, 7], atol=TOL)
+    slots = np.asarray(extended.key_mask)
+    np.testing.assert_array_equal(np.asarray(filled.key_mask), slots)
+    np.testing.assert_array_equal(np.asarray(filled.next_position), np.asarray(extended.next_position))
+    assert int(filled.index) == int(extended.index) == 8
+    for got, want in zip(filled.k + filled.v, extended.k + extended.v):
+        got, want = np.moveaxis(np.asarray(got), 2, 1), np.moveaxis(np.asarray(want), 2, 1)  # slots second
+        np.testing.assert_allclose(got[slots], want[slots], atol=TOL)
+    with pytest.raises(ValueError, match="does not fit"):
+        model.prefill(ids, mask, 8)
+
 
 # ------------------------------------------------------------------------------------- LoRA
 ADAPTERS = {

@@ -7,6 +7,13 @@ with `jax.lax.scan`, so compile time does not grow with depth. Weights are store
 Positions count real tokens only (cumulative sum of the attention mask), so left padding
 shifts nothing. The KV cache is a plain pytree passed in and returned, which is what a
 `jax.lax.while_loop` decode wants; cache slots are written in place by dynamic updates.
+
+The cached path (`extend`: prefill and decode) runs its layers unrolled instead, each on its
+own weights and its own cache arrays (`layer_weights`, `KVCache`), as inference stacks usually
+do: a decode step is bound by memory bandwidth, and a layer scan makes XLA slice each layer's
+weights and cache out of the stacks, which on CPU and GPU is a copy before every matmul (the
+cost of a step then grew with the cache: 73 to 184 ms from 128 to 1088 slots on CPU). Unrolled,
+a step reads each weight and each cached key once and writes only the new slots.
 """
 from __future__ import annotations
 
@@ -28,27 +35,29 @@ _MASKED = -1e30
 class KVCache:
     """Keys and values of every layer, plus what is needed to place the next tokens.
 
-    k, v: [layers, batch, max_length, kv_heads, head_dim]; key_mask [batch, max_length] marks
-    slots holding real tokens; next_position [batch] is the RoPE position of each row's next
-    real token; index is the next free slot (shared by all rows: rows are left padded).
+    k, v: one [batch, kv_heads, max_length, head_dim] array per layer (heads-major: attention
+    contracts the last axis with the queries and the slot axis with the probabilities, so it
+    reads the cache where it lies, with no transpose); key_mask [batch, max_length] marks slots
+    holding real tokens; next_position [batch] is the RoPE position of each row's next real
+    token; index is the next free slot (shared by all rows: rows are left padded).
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     key_mask: jax.Array
     next_position: jax.Array
     index: jax.Array
 
     @property
     def max_length(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[2]
 
 
 def init_cache(config: ModelConfig, batch: int, max_length: int, dtype=jnp.bfloat16) -> KVCache:
-    shape = (config.num_layers, batch, max_length, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, max_length, config.head_dim)
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
         key_mask=jnp.zeros((batch, max_length), jnp.bool_),
         next_position=jnp.zeros((batch,), jnp.int32),
         index=jnp.zeros((), jnp.int32),
@@ -149,7 +158,7 @@ class LlamaForCausalLM(nnx.Module):
         return self.logits_from_hidden(hidden)
 
     def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None, remat: bool = False,
-                      suffix_tree: tuple[int, ...] | None = None) -> jax.Array:
+                      suffix_tree: tuple[int, ...] | None = None, unroll: bool = False) -> jax.Array:
         """Final-normed hidden states [batch, length, hidden]; unembed only what you need.
 
         `remat` recomputes each layer in the backward pass instead of storing its activations
@@ -159,21 +168,67 @@ class LlamaForCausalLM(nnx.Module):
         prefix token). Each suffix token then sees the prefix and its own ancestors only, at the
         position it would have on its own branch, so one pass scores many continuations that
         share a prompt. The suffix slots must all be real tokens.
+        `unroll` unrolls the layer scan: the same math, for XLA's cost analysis (which counts a
+        loop's body once).
         """
         hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None, remat=remat,
-                                  suffix_tree=suffix_tree)
+                                  suffix_tree=suffix_tree, unroll=unroll)
         return hidden
 
-    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, last_only: bool = False):
+    def prefill(self, input_ids, attention_mask, max_length: int, *, adapter_ids=None, cache_dtype=jnp.bfloat16):
+        """A left-padded prompt batch through the model into a fresh cache of `max_length` slots:
+        (logits of the last position [batch, 1, vocab], cache).
+
+        The same result as `extend` on an empty cache, but one layer scan (whose keys and values
+        come out as its outputs) instead of unrolled layers: a prompt is read once per call, and
+        the unrolled code would double the program's size (and its compile time on a TPU).
+        """
+        batch, length = input_ids.shape
+        if length > max_length:
+            raise ValueError(f"a {length}-token prompt does not fit a {max_length}-slot cache")
+        if attention_mask is None:
+            attention_mask = jnp.ones((batch, length), jnp.bool_)
+        hidden, (keys, values) = self._forward(input_ids, attention_mask, adapter_ids, cache=None, collect_kv=True)
+        free = max_length - length
+
+        def layer_cache(a):  # [batch, length, kv_heads, head_dim] -> [batch, kv_heads, max_length, head_dim]
+            return jnp.pad(a.transpose(0, 2, 1, 3).astype(cache_dtype), ((0, 0), (0, 0), (0, free), (0, 0)))
+
+        mask = attention_mask.astype(jnp.bool_)
+        cache = KVCache(
+            k=tuple(layer_cache(keys[i]) for i in range(self.config.num_layers)),
+            v=tuple(layer_cache(values[i]) for i in range(self.config.num_layers)),
+            key_mask=jnp.pad(mask, ((0, 0), (0, free))),
+            next_position=mask.sum(axis=1, dtype=jnp.int32),
+            index=jnp.asarray(length, jnp.int32),
+        )
+        return self.logits_from_hidden(hidden[:, -1:]), cache
+
+    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, last_only: bool = False,
+               layers=None):
         """Run new tokens through the model against a KV cache: (logits, updated cache).
 
         `last_only` unembeds just the last position ([batch, 1, vocab]): all a sampler needs
         after a prefill, and it avoids a [batch, prompt, vocab] float32 buffer.
+        `layers` is `self.layer_weights()` computed once by the caller: a decode loop should
+        slice the stacks before the loop, not in every step.
         """
-        hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache)
+        layers = self.layer_weights() if layers is None else layers
+        hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache, layers=layers)
         if last_only:
             hidden = hidden[:, -1:]
         return self.logits_from_hidden(hidden), cache
+
+    def layer_weights(self) -> tuple[tuple[dict, dict], ...]:
+        """(weights, LoRA factors) of each layer, sliced from the stacks: what `extend` reads.
+
+        Slicing copies (XLA keeps each array whole), so a sampler does it once per call, outside
+        its decode loop; the copies live as long as that call.
+        """
+        weights = self.layers.arrays()
+        lora_weights = self.lora.arrays() if self.lora is not None else {}
+        return tuple(({n: a[i] for n, a in weights.items()}, {n: a[i] for n, a in lora_weights.items()})
+                     for i in range(self.config.num_layers))
 
     def unembedding(self) -> jax.Array:
         """The [hidden, vocab] output projection (the embedding transposed when tied)."""
@@ -198,7 +253,11 @@ class LlamaForCausalLM(nnx.Module):
         return jax.lax.with_sharding_constraint(x, sharding)
 
     def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None, remat: bool = False,
-                 suffix_tree: tuple[int, ...] | None = None):
+                 suffix_tree: tuple[int, ...] | None = None, layers=None, unroll: bool = False,
+                 collect_kv: bool = False):
+        """(final-normed hidden states, extra): extra is the updated cache when `cache` is given,
+        each layer's keys and values stacked [layers, batch, length, kv_heads, head_dim] when
+        `collect_kv`, else None."""
         c = self.config
         batch, length = input_ids.shape
         if attention_mask is None:
@@ -260,8 +319,8 @@ class LlamaForCausalLM(nnx.Module):
             v = v.reshape(batch, length, c.num_kv_heads, c.head_dim)
             q = rope_lib.apply_rotary(q, cos, sin)
             k = rope_lib.apply_rotary(k, cos, sin)
-            keys, values = kv(k, v)
-            attn = _attention(q, keys, values, visible, c)
+            keys, values, heads_major = kv(k, v)
+            attn = _attention(q, keys, values, visible, c, heads_major=heads_major)
             o = project("o_proj", attn, w, lw)
             if c.o_bias:
                 o = o + w["o_bias"].astype(self.dtype)
@@ -274,31 +333,30 @@ class LlamaForCausalLM(nnx.Module):
         if cache is None:
             def body(x, layer_weights):
                 w, lw = layer_weights
-                return layer(x, w, lw, lambda k, v: (k, v)), None
-
-            x, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (weights, lora_weights))
-            new_cache = None
-        else:
-            def body(carry, layer_weights):
-                x, k_all, v_all, i = carry
-                w, lw = layer_weights
-                slot = (i, 0, cache.index, 0, 0)
+                seen = []
 
                 def kv(k, v):
-                    nonlocal k_all, v_all
-                    # Write the new tokens in place, then read the layer's whole cache.
-                    k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), slot)
-                    v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), slot)
-                    return (jax.lax.dynamic_index_in_dim(k_all, i, keepdims=False).astype(self.dtype),
-                            jax.lax.dynamic_index_in_dim(v_all, i, keepdims=False).astype(self.dtype))
+                    seen.append((k, v))
+                    return k, v, False
 
                 x = layer(x, w, lw, kv)
-                return (x, k_all, v_all, i + 1), None
+                return x, (seen[0] if collect_kv else None)
 
-            init = (x, cache.k, cache.v, jnp.zeros((), jnp.int32))
-            (x, k_all, v_all, _), _ = jax.lax.scan(body, init, (weights, lora_weights))
+            x, new_cache = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (weights, lora_weights),
+                                        unroll=unroll)
+        else:
+            keys, values = list(cache.k), list(cache.v)
+            for i, (w, lw) in enumerate(layers):  # unrolled: see the module docstring
+                def kv(k, v, i=i):
+                    # Write the new tokens into this layer's cache in place, then attend over it.
+                    slot = (0, 0, cache.index, 0)
+                    keys[i] = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 1, 3).astype(keys[i].dtype), slot)
+                    values[i] = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), slot)
+                    return keys[i].astype(self.dtype), values[i].astype(self.dtype), True
+
+                x = layer(x, w, lw, kv)
             new_cache = KVCache(
-                k=k_all, v=v_all, key_mask=key_mask,
+                k=tuple(keys), v=tuple(values), key_mask=key_mask,
                 next_position=cache.next_position + attention_mask.sum(axis=1, dtype=jnp.int32),
                 index=cache.index + length,
             )
@@ -330,14 +388,18 @@ def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarra
     return visible, position_offset
 
 
-def _attention(q, k, v, visible, c: ModelConfig):
-    """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d]; visible [b, t, s]."""
+def _attention(q, k, v, visible, c: ModelConfig, *, heads_major: bool = False):
+    """Grouped-query attention. q [b, t, heads, d]; visible [b, t, s];
+    k, v [b, s, kv_heads, d], or [b, kv_heads, s, d] when `heads_major` (the cache's layout)."""
     batch, length = q.shape[:2]
     groups = c.num_heads // c.num_kv_heads
+    kv = "bksd" if heads_major else "bskd"
     q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum(f"btkgd,{kv}->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = scores * (c.head_dim**-0.5)
     scores = jnp.where(visible[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(batch, length, c.num_heads * c.head_dim)
+    # Heads-major out of the matmul, then one transpose of the (small) result: asking the einsum
+    # for [b, t, heads, d] directly made XLA:CPU's attention 6x slower at a 1088-slot cache.
+    out = jnp.einsum(f"bkgts,{kv}->bkgtd", probs, v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(batch, length, c.num_heads * c.head_dim)
