@@ -4,8 +4,10 @@
     python benchmarks/dpo.py --case gpu [--append BENCHMARKS.md]
     python benchmarks/dpo.py --case gpu --smoke     # the gpu code path at a tiny shape, any machine
 
-cpu: the embedded SmolLM2-135M (f32), 4 LoRA members (r=16, q/k/v/o) in one step, and the same
-     with one member, 2 pairs x 256 tokens per member, against a torch + peft eager step.
+cpu: the embedded SmolLM2-135M (f32), one LoRA member (r=16, q/k/v/o) with and without remat
+     (recomputing activations in the backward pass: on in the 7B configs, off in the CPU ones),
+     and four members in one step, 2 pairs x 256 tokens per member, against a torch + peft eager
+     step (which recomputes nothing).
 gpu: Qwen2.5-7B shape (bf16 compute) LoRA r=64 q/k/v/o, 4 pairs x 512; ten LoRA members in one
      step; Qwen2.5-1.5B shape full fine-tuning with AdamW (f32 master weights), 4 pairs x 512;
      the PyTorch cases in the same run when torch is present.
@@ -133,19 +135,22 @@ def cpu_case():
     from sparta_jax.models.embedded import materialize_smollm2
 
     path = materialize_smollm2()
-    cfg = dpo.DPOConfig(learning_rate=1e-6, logps_chunk=128)
     rows = []
     batch = None
-    for members in (1, 4):
+    # remat on is DPOConfig's default and the 7B configs'; configs/default.py (CPU) turns it off.
+    for members, remat in ((1, True), (1, False), (4, False)):
+        cfg = dpo.DPOConfig(learning_rate=1e-6, logps_chunk=128, remat=remat)
         lora = uniform_lora_config(members, rank=16, alpha=32.0)
         model, _ = from_pretrained(path, dtype=jnp.float32, load_tokenizer=False, lora=lora)
         batch = random_batch(2, 256, model.config.vocab_size)
-        rows.append(dict(case=f"SmolLM2-135M f32, {members} LoRA member(s) r16 qkvo, 2 pairs x 256",
+        rows.append(dict(case=f"SmolLM2-135M f32, {members} LoRA member(s) r16 qkvo, 2 pairs x 256, "
+                              f"remat {'on' if remat else 'off'}",
                          ours=ours_lora(model, members, batch, cfg), torch=None, mfu=None))
     torch.set_num_threads(os.cpu_count())
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     hf = peft.get_peft_model(hf, peft.LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    rows[0]["torch"] = torch_step_tokens_per_s(hf, batch, "cpu", lambda n: "lora_" in n)
+    theirs = torch_step_tokens_per_s(hf, batch, "cpu", lambda n: "lora_" in n)  # no recompute, as remat off
+    rows[0]["torch"] = rows[1]["torch"] = theirs
     return rows
 
 

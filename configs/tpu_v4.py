@@ -49,6 +49,7 @@ def get_config():
     c.dpo.max_length = 512
     c.dpo.max_prompt_length = 256
     c.dpo.logps_chunk = 128
+    c.dpo.remat = True  # 7B activations: recompute them (configs/default.py turns this off on CPU)
     c.sampler.cache_dtype = "bfloat16"
     c.sampler.candidates = 64
     c.checkpoint.max_to_keep = 3

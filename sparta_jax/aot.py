@@ -207,8 +207,11 @@ def _sds(shape, dtype, sharding):
     return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
 
 
-def abstract_model(model_config, config):
-    """(abstract model, LoraConfig) of the config's tribe: shapes only, nothing allocated."""
+def abstract_model(model_config, config, mesh=None):
+    """(abstract model, LoraConfig) of the config's tribe: shapes only, nothing allocated.
+
+    With a mesh, its activations are kept split over the batch axes, as `build_model` does for
+    a run (without it XLA may follow the weights' sharding and replicate the rows)."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -221,6 +224,10 @@ def abstract_model(model_config, config):
     dtype, param_dtype = jnp.dtype(tribe.dtype), jnp.dtype(tribe.param_dtype)
     model = nnx.eval_shape(
         lambda: LlamaForCausalLM(model_config, lora=lora, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    if mesh is not None:
+        from sparta_jax.sharding import batch_sharding
+
+        model.activation_sharding = batch_sharding(mesh, rank=1)
     return model, lora
 
 
@@ -421,7 +428,7 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
     if config.tribe.get("kind", "lora") != "lora":
         raise AotError("tribe.kind='full': the ahead-of-time check covers LoRA tribes only so far")
     model_config = resolve_model_shape(model_shape, config.tribe.get("base"))
-    model, lora = abstract_model(model_config, config)
+    model, lora = abstract_model(model_config, config, mesh)
     sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)
     _, state = nnx.split(model)
     state = shard_abstract(state, mesh)
@@ -533,7 +540,7 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
     from sparta_jax.sampling import Sampler, bucket, decode_step
 
     log = log or (lambda *_: None)
-    model, lora = abstract_model(model_config, config)
+    model, lora = abstract_model(model_config, config, mesh)
     sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)
     graphdef, state = nnx.split(model)
     abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).layer_weights(), state)
@@ -566,7 +573,7 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
         auto = lambda tree: jax.tree.map(lambda s: Format(Layout.AUTO, s), tree)  # noqa: E731
         cache_formats = dataclasses.replace(shardings[4], k=auto(shardings[4].k), v=auto(shardings[4].v))
         shardings = (shardings[0], auto(shardings[1]), *shardings[2:4], cache_formats, shardings[5])
-        out_shardings = (logits.sharding, cache_formats)
+        out_shardings = (Format(Layout.AUTO, logits.sharding), cache_formats)
 
     log(f"compiling one decode step [{rows} rows, cache {length}] ...")
     with jax.set_mesh(mesh):
@@ -606,7 +613,7 @@ def dpo_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
     costs = []
     for depth in (1, 2):
         shallow = dataclasses.replace(model_config, num_layers=depth)
-        model, lora = abstract_model(shallow, config)
+        model, lora = abstract_model(shallow, config, mesh)
         split = dpo.split_lora(model)
         optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
         step = dpo.make_lora_train_step(split[0], cfg, optimizer)
@@ -616,7 +623,7 @@ def dpo_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
             costs.append(roofline_lib.program_cost(step.lower(*args).compile(_hbm_only_options(mesh))))
     flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
 
-    model, lora = abstract_model(model_config, config)
+    model, lora = abstract_model(model_config, config, mesh)
     split = dpo.split_lora(model)
     optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
     (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
@@ -733,7 +740,7 @@ def main(argv) -> int:
                          dpo_step_roofline(config, mesh, model_config, chip, log=log)]
         print(roofline_lib.format_rows(roofline_rows, chip, header="\nRoofline (per chip):"), flush=True)
         for copy in roofline_rows[0]["copies"]:
-            print(f"decode step copies a cache layer: {copy}", flush=True)
+            print(f"decode step copies as much as a cache layer or more: {copy}", flush=True)
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),

@@ -10,8 +10,8 @@ gradient is exactly what a single-member step would give, and gradient clipping 
 per member (a global clip over the stack would couple them).
 
 Log-probabilities are taken from the final hidden states chunk by chunk over the sequence,
-with the chunk recomputed in the backward pass, so [rows, length, vocab] is never held in
-float32 at once.
+with the chunk recomputed in the backward pass when `remat` is on, so [rows, length, vocab] is
+never held in float32 at once.
 """
 from __future__ import annotations
 
@@ -48,7 +48,11 @@ class DPOConfig:
     max_length: int = 512
     max_prompt_length: int = 256
     logps_chunk: int = 128
-    remat: bool = True  # recompute each layer in the backward pass: memory for one layer, ~1/3 more compute
+    # Recompute each layer's activations (and each log-prob chunk's logits) in the backward pass:
+    # memory for one layer, but a third more compute. On for the 7B configs; the CPU configs turn
+    # it off (a 135M model's activations are small, and the recompute was the CPU step's gap to
+    # PyTorch: BENCHMARKS.md, "DPO step").
+    remat: bool = True
     # Unroll every scan (micro-batches, layers, log-prob chunks): the same math, compiled for XLA's
     # cost analysis, which counts a loop's body once (`sparta_jax.aot --roofline`). Slow to compile.
     unroll_scans: bool = False
@@ -171,14 +175,16 @@ def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: 
     split = lambda x: jnp.moveaxis(x.reshape(rows, n_chunks, chunk, *x.shape[2:]), 1, 0)  # noqa: E731
     unembed = model.unembedding().astype(model.dtype)
 
-    @jax.checkpoint
     def chunk_logps(h, t, w):
         logits = jnp.einsum("rcd,dv->rcv", h, unembed, preferred_element_type=jnp.float32)
         picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
         return jnp.sum((picked - jax.nn.logsumexp(logits, axis=-1)) * w, axis=-1)
 
+    # With remat a chunk's float32 logits are recomputed in the backward pass, not stored.
+    chunk_fn = jax.checkpoint(chunk_logps) if remat else chunk_logps
+
     def body(total, xs):
-        return total + chunk_logps(*xs), None
+        return total + chunk_fn(*xs), None
 
     total, _ = jax.lax.scan(body, jnp.zeros((rows,), jnp.float32), (split(hidden), split(targets), split(weights)),
                             unroll=unroll)

@@ -102,10 +102,13 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
 
 
 def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
+    """And neither recomputation (remat off) nor unrolled scans (for costing) change the step."""
     batch = make_batch(seed=1)
     results = []
-    for accum in (1, 2):
-        cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, grad_accum=accum, max_grad_norm=0.0)
+    variants = (dict(grad_accum=1), dict(grad_accum=2), dict(grad_accum=2, remat=False),
+                dict(grad_accum=2, unroll_scans=True, logps_chunk=6))
+    for variant in variants:
+        cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, max_grad_norm=0.0, **variant)
         tribe = lora_model(base_dir, mesh1, members=2, seed=3)
         graphdef, trainable, frozen = dpo.split_lora(tribe)
         ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
@@ -114,10 +117,11 @@ def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
         state, metrics = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt, cfg, 5),
                                                                               frozen, batch, ref)
         results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
-    (p1, m1), (p2, m2) = results
-    for k in p1:
-        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(m1["loss"]), np.asarray(m2["loss"]), rtol=1e-6)
+    (p1, m1), *others = results
+    for p2, m2 in others:
+        for k in p1:
+            np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(m1["loss"]), np.asarray(m2["loss"]), rtol=1e-6)
 
 
 def test_training_lowers_the_loss_and_grows_margins(base_dir, mesh1):

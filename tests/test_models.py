@@ -295,3 +295,11 @@ def test_bf16_compute_stays_close_to_f32(tmp_path):
     a, b = jax_logits(f32, ids, mask), jax_logits(bf16, ids, mask)
     diff = max_diff_on_real_tokens(a, b, mask)
     assert 1e-6 < diff < 0.05  # really ran in bf16, and still the same function
+
+
+def test_from_pretrained_is_importable_from_the_package(tmp_path):
+    import sparta_jax.models as models
+
+    save_hf_model("qwen2", tmp_path)
+    model, _ = models.from_pretrained(str(tmp_path), dtype=jnp.float32, load_tokenizer=False)
+    assert isinstance(model, models.LlamaForCausalLM) and "from_pretrained" in models.__all__
