@@ -20,6 +20,11 @@ For each it prints XLA's memory analysis per chip (arguments, outputs, temporari
 code) against the chip's HBM and exits 1 if a program does not fit. A program the TPU
 compiler refuses for lack of memory is reported with the numbers from its error message.
 
+`--roofline` also costs one decode step (compiled on its own) and the DPO step (its scans
+unrolled at one and two layers) from XLA's cost analysis: flops and HBM bytes per chip against
+what they must move, and the time, tokens/s or MFU that implies at the chip's published peaks
+(`sparta_jax.roofline`; `--peak_tflops` / `--hbm_gbps` for chips it does not know).
+
 `--topology=cpu:8` runs the same path on 8 (fake) CPU devices, without libtpu.
 `--config.generation.batch_size=64` etc. override config values as for `sparta_jax.main`.
 """
@@ -486,6 +491,7 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
 # ------------------------------------------------------------------------------- roofline
 def _layer_shardings(layers, stacked_shape, mesh):
     """Each per-layer weight slice sharded like its stack, minus the layer axis."""
+    import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from sparta_jax.sharding import spec_for
@@ -497,8 +503,6 @@ def _layer_shardings(layers, stacked_shape, mesh):
             return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*spec[1:])))
         return shard
 
-    import jax
-
     return tuple((jax.tree_util.tree_map_with_path(one("layers"), w),
                   jax.tree_util.tree_map_with_path(one("lora"), lw)) for w, lw in layers)
 
@@ -507,10 +511,10 @@ def _cache_sds(mesh, model_config, rows: int, length: int, dtype):
     """The KV cache as the decode loop carries it: rows over the batch axes, kv heads over tensor."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    import jax
+
     from sparta_jax.models.llama import init_cache
     from sparta_jax.sharding import BATCH_AXES
-
-    import jax
 
     batch_axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
     tensor = "tensor" if "tensor" in mesh.shape and model_config.num_kv_heads % mesh.shape["tensor"] == 0 else None

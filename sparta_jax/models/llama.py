@@ -8,12 +8,13 @@ Positions count real tokens only (cumulative sum of the attention mask), so left
 shifts nothing. The KV cache is a plain pytree passed in and returned, which is what a
 `jax.lax.while_loop` decode wants; cache slots are written in place by dynamic updates.
 
-The cached path (`extend`: prefill and decode) runs its layers unrolled instead, each on its
+The cached path (`extend`, what each decode step runs) unrolls its layers instead, each on its
 own weights and its own cache arrays (`layer_weights`, `KVCache`), as inference stacks usually
 do: a decode step is bound by memory bandwidth, and a layer scan makes XLA slice each layer's
-weights and cache out of the stacks, which on CPU and GPU is a copy before every matmul (the
+weights and cache out of the stacks, which on CPU (and GPU) is a copy before every matmul (the
 cost of a step then grew with the cache: 73 to 184 ms from 128 to 1088 slots on CPU). Unrolled,
-a step reads each weight and each cached key once and writes only the new slots.
+a step reads each weight and each cached key once and writes only the new slots. `prefill`
+fills a fresh cache with the layer scan: a prompt is read once per call.
 """
 from __future__ import annotations
 
