@@ -205,19 +205,14 @@ class LlamaForCausalLM(nnx.Module):
         )
         return self.logits_from_hidden(hidden[:, -1:]), cache
 
-    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, last_only: bool = False,
-               layers=None):
+    def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, layers=None):
         """Run new tokens through the model against a KV cache: (logits, updated cache).
 
-        `last_only` unembeds just the last position ([batch, 1, vocab]): all a sampler needs
-        after a prefill, and it avoids a [batch, prompt, vocab] float32 buffer.
         `layers` is `self.layer_weights()` computed once by the caller: a decode loop should
         slice the stacks before the loop, not in every step.
         """
         layers = self.layer_weights() if layers is None else layers
         hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache, layers=layers)
-        if last_only:
-            hidden = hidden[:, -1:]
         return self.logits_from_hidden(hidden), cache
 
     def layer_weights(self) -> tuple[tuple[dict, dict], ...]:
