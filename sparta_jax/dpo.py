@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -62,11 +62,14 @@ class PairBatch(NamedTuple):
     """Preference pairs as token rows: [pairs, 2 (chosen, rejected), length], right padded.
 
     `mask` marks real tokens, `response_mask` the response tokens whose log-probs count.
+    `targets` ([pairs, 2] float32, optional) are the chosen and rejected responses' win
+    probabilities, read by the `sppo` loss only.
     """
 
     ids: jax.Array
     mask: jax.Array
     response_mask: jax.Array
+    targets: Optional[jax.Array] = None
 
 
 # ------------------------------------------------------------------------------- schedule
@@ -228,12 +231,15 @@ def pair_validity(batch: PairBatch) -> jax.Array:
     return jnp.any(batch.response_mask[:, 0], axis=-1)
 
 
-def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig, valid=None):
-    """Sum over members of each member's mean DPO loss over real pairs, and metrics [members]."""
+def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig, valid=None, targets=None):
+    """Sum over members of each member's mean DPO loss over real pairs, and metrics [members].
+    `targets` [pairs, 2]: win probabilities for the `sppo` loss (PairBatch.targets)."""
     pc, pr = policy_logps[..., 0], policy_logps[..., 1]
     rc, rr = ref_logps[..., 0], ref_logps[..., 1]
-    losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, loss_type=cfg.loss_type,
-                                                         label_smoothing=cfg.label_smoothing)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        pc, pr, rc, rr, beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing,
+        chosen_targets=None if targets is None else targets[..., 0],
+        rejected_targets=None if targets is None else targets[..., 1])
     if valid is None:
         metrics = jax.vmap(dpo_metrics)(losses, chosen_rewards, rejected_rewards, pc, pr)
         return jnp.sum(jnp.mean(losses, axis=-1)), metrics
@@ -275,7 +281,7 @@ def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: 
     if pairs % grad_accum:
         raise ValueError(f"{pairs} pairs do not split into {grad_accum} micro-batches")
     micro = lambda x: x.reshape(grad_accum, pairs // grad_accum, *x.shape[1:])  # noqa: E731
-    micro_batches = PairBatch(*(micro(x) for x in batch))
+    micro_batches = PairBatch(*(None if x is None else micro(x) for x in batch))
     micro_refs = jnp.moveaxis(ref_logps.reshape(ref_logps.shape[0], grad_accum, -1, 2), 1, 0)
 
     def body(acc, xs):
@@ -301,7 +307,7 @@ def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
         def loss_fn(p):
             model = nnx.merge(graphdef, p, frozen)
             return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk, cfg.remat, cfg.unroll_scans), ref_logps, cfg,
-                              pair_validity(batch))
+                              pair_validity(batch), batch.targets)
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     return _make_step(loss_and_grad, cfg, optimizer)
@@ -315,8 +321,7 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
 
         def loss_fn(p):
             return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk, cfg.remat, cfg.unroll_scans),
-                              ref_logps, cfg,
-                              pair_validity(batch))
+                              ref_logps, cfg, pair_validity(batch), batch.targets)
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     return _make_step(loss_and_grad, cfg, optimizer)

@@ -21,7 +21,12 @@ and a single loss type. With ``Δ = (πc - rc) - (πr - rr)``:
   averaged log-probs (policy and reference alike); the rewards then are averaged
   rewards too, whereas TRL logs rewards from the summed log-probs.
 
-``label_smoothing`` is ignored by ``hinge`` and ``ipo``, as in TRL.
+* ``sppo`` (SPPO, Wu et al. 2024, Eq. 4.7 as a loss): with per-pair win probabilities
+  ``Pc, Pr`` (each response's estimated probability of beating the current policy),
+  ``(πc - rc - (Pc - ½)/β)² + (πr - rr - (Pr - ½)/β)²``; β is SPPO's 1/η. With the hard
+  probabilities ``Pc = 1, Pr = 0`` (the default) it is TRL 1.16's ``sppo_hard`` exactly.
+
+``label_smoothing`` is ignored by ``hinge``, ``ipo`` and ``sppo``, as in TRL.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "sppo")
 
 
 def dpo_loss(
@@ -40,6 +45,8 @@ def dpo_loss(
     beta=0.1,
     loss_type: str = "sigmoid",
     label_smoothing=0.0,
+    chosen_targets=None,
+    rejected_targets=None,
 ):
     """Per-example DPO loss and implicit rewards.
 
@@ -51,6 +58,8 @@ def dpo_loss(
       beta: KL strength β (for ``ipo`` the regulariser τ).
       loss_type: ``"sigmoid"``, ``"ipo"`` or ``"hinge"``; must be static under jit.
       label_smoothing: cDPO label-flip probability ε, used by ``sigmoid`` only.
+      chosen_targets, rejected_targets: ``[B]`` win probabilities for ``sppo`` (default 1 and
+        0, the hard version); ignored by the other losses.
 
     Returns:
       ``(losses, chosen_rewards, rejected_rewards)``, each ``[B]``. Rewards are
@@ -83,8 +92,12 @@ def dpo_loss(
             losses = (1 - label_smoothing) * losses - label_smoothing * jax.nn.log_sigmoid(-beta * delta)
     elif loss_type == "hinge":
         losses = jax.nn.relu(1 - beta * delta)
-    else:  # ipo, IPO paper Eq. 17; inputs are per-token averages (see module docstring)
+    elif loss_type == "ipo":  # IPO paper Eq. 17; inputs are per-token averages (see module docstring)
         losses = (delta - 1 / (2 * beta)) ** 2
+    else:  # sppo: each log-ratio regressed onto (P(win) - 1/2) / beta
+        pc_win = 1.0 if chosen_targets is None else jnp.asarray(chosen_targets, dtype)
+        pr_win = 0.0 if rejected_targets is None else jnp.asarray(rejected_targets, dtype)
+        losses = (chosen_logratios - (pc_win - 0.5) / beta) ** 2 + (rejected_logratios - (pr_win - 0.5) / beta) ** 2
 
     chosen_rewards = jax.lax.stop_gradient(beta * chosen_logratios)
     rejected_rewards = jax.lax.stop_gradient(beta * rejected_logratios)

@@ -53,8 +53,10 @@ def truncate(prompt: Sequence[int], response: Sequence[int], max_prompt_length: 
 
 
 def pairs_to_batch(pairs: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]], length: int,
-                   pad_id: int = 0) -> PairBatch:
-    """(prompt, chosen, rejected) id lists -> numpy PairBatch [pairs, 2, length], right padded."""
+                   pad_id: int = 0, targets: Sequence[tuple[float, float]] | None = None) -> PairBatch:
+    """(prompt, chosen, rejected) id lists -> numpy PairBatch [pairs, 2, length], right padded.
+    `targets`: each pair's (chosen, rejected) win probabilities for the `sppo` loss; default
+    (1, 0), the hard labels."""
     n = len(pairs)
     ids = np.full((n, 2, length), pad_id, np.int32)
     mask = np.zeros((n, 2, length), np.bool_)
@@ -69,7 +71,15 @@ def pairs_to_batch(pairs: Sequence[tuple[Sequence[int], Sequence[int], Sequence[
             ids[i, j, : len(row)] = row
             mask[i, j, : len(row)] = True
             response[i, j, len(prompt): len(row)] = True
-    return PairBatch(ids, mask, response)
+    wins = np.tile(np.array([1.0, 0.0], np.float32), (n, 1)) if targets is None else np.asarray(targets, np.float32)
+    if wins.shape != (n, 2):
+        raise ValueError(f"targets must be one (chosen, rejected) pair per pair: shape {wins.shape} for {n} pairs")
+    return PairBatch(ids, mask, response, wins.reshape(n, 2))
+
+
+def preference_targets(record: dict) -> tuple[float, float]:
+    """A record's (chosen, rejected) win probabilities (SPPO writes them; hard labels otherwise)."""
+    return float(record.get("chosen_win_rate", 1.0)), float(record.get("rejected_win_rate", 0.0))
 
 
 def encode_preferences(tokenizer, records: Sequence[dict], *, mode: str, system_prompt: str | None,

@@ -55,7 +55,7 @@ def test_sequence_logps_equal_transformers(base_dir, mesh1):
     model, _ = from_pretrained(base_dir, dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
     hf = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     batch = make_batch()
-    ids, mask, resp = (np.asarray(x).reshape(-1, LENGTH) for x in batch)
+    ids, mask, resp = (np.asarray(x).reshape(-1, LENGTH) for x in (batch.ids, batch.mask, batch.response_mask))
     ours = np.asarray(jax.jit(lambda *a: dpo.sequence_logps(model, *a, chunk=6))(ids, mask, resp))
     with torch.no_grad():
         logits = hf(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)).logits
@@ -192,7 +192,7 @@ def test_filler_pairs_change_nothing(base_dir, mesh1):
     """A batch padded with filler pairs (no response tokens) trains exactly like the real pairs alone."""
     cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, max_grad_norm=0.0)
     real = make_batch(seed=5, pairs=2)
-    filler = dpo.PairBatch(*(jnp.concatenate([x, jnp.zeros_like(x)]) for x in real))
+    filler = jax.tree.map(lambda x: jnp.concatenate([x, jnp.zeros_like(x)]), real)
     assert list(np.asarray(dpo.pair_validity(filler))) == [True, True, False, False]
     results = []
     for batch in (real, filler):
@@ -263,7 +263,7 @@ def test_trained_pair_metrics_weigh_every_real_pair_once(base_dir, mesh1):
     trainer = types.SimpleNamespace(reference=reference, frozen=frozen)
     got = trained_pair_metrics(trainer, trained_params, batches, refs, cfg)
 
-    real = dpo.PairBatch(*(jnp.concatenate([a, b[:2]]) for a, b in zip(full, part)))
+    real = jax.tree.map(lambda a, b: jnp.concatenate([a, b[:2]]), full, part)
     _, want = dpo.tribe_loss(reference(trained_params, frozen, real), reference(start_params, frozen, real), cfg)
     for key in ("loss", "rewards/accuracies", "rewards/margins"):
         np.testing.assert_allclose(got[key], np.asarray(want[key]), rtol=1e-5, atol=1e-6)
