@@ -23,6 +23,8 @@ Where this departs from the paper (whose settings stay in configs/tpu_v4.py), an
 """
 import ml_collections
 
+from sparta_jax import methods
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -30,6 +32,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.mode = "fixed"  # "faithful" reproduces the released code, "fixed" repairs its defects (SPEC; see above)
     c.iterations = 2
     c.instructions_per_iteration = 12
+    # "sparta", or one of the paper's baselines on the tribe's best member: "self_rewarding",
+    # "meta_rewarding", "spin", "sppo" (sparta_jax/methods; their settings in c.methods)
+    c.method = "sparta"
+    c.methods = methods.default_config()
+    c.label = ""  # this run's row in `python -m sparta_jax.compare` ("" = the method and its ablation switches)
 
     c.tribe = ml_collections.ConfigDict(dict(
         base="embedded",  # a HF-format folder, or "embedded" for the bundled SmolLM2-135M-Instruct
@@ -53,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
         sources=tuple(dict(kind="bundled", task=task, train=256, dev=0, test=0, seed=100 + i)
                       for i, task in enumerate(("arithmetic", "word_problems", "multiple_choice", "mixed"))),
         names=(),  # default: each source's task
+        copies=1,  # members per expert (named <expert>_<k> when > 1): configs/sweeps/diversity.py
         response_template="The answer is {answer}.",  # the SFT target, from the record's answer
         examples=256, epochs=1, rows_per_member=8, max_length=96, max_prompt_length=80,
         learning_rate=1e-3, lr_schedule="cosine", warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0,

@@ -30,6 +30,14 @@ def validate_config(config) -> None:
     positive = lambda v: v > 0  # noqa: E731
     prob = lambda v: 0.0 <= v <= 1.0  # noqa: E731
     _check(config, "mode", lambda v: v in ("faithful", "fixed"), "must be 'faithful' or 'fixed'")
+    if "method" in config:
+        from sparta_jax.methods import METHODS
+
+        _check(config, "method", lambda v: v in METHODS, f"must be one of {', '.join(METHODS)}")
+        if config.method != "sparta":
+            for key in [k for k in ("samples", "judgments") if k in config.methods[config.method]]:
+                _check(config, f"methods.{config.method}.{key}", lambda v: isinstance(v, int) and v >= 2,
+                       "must be an integer >= 2 (a pair needs two)")
     _check(config, "iterations", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "instructions_per_iteration", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "seed", lambda v: isinstance(v, int), "must be an integer")
@@ -64,7 +72,7 @@ def validate_config(config) -> None:
     _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic", "uniform"),
            "must be 'normal', 'static', 'dynamic' or 'uniform' (judges unweighted: an ablation)")
     _check(config, "dpo.beta", positive, "must be > 0")
-    _check(config, "dpo.loss_type", lambda v: v in ("sigmoid", "ipo", "hinge"), "must be sigmoid, ipo or hinge")
+    _check(config, "dpo.loss_type", lambda v: v in ("sigmoid", "ipo", "hinge", "sppo"), "must be sigmoid, ipo, hinge or sppo")
     _check(config, "dpo.learning_rate", positive, "must be > 0")
     _check(config, "dpo.lr_schedule", lambda v: v in ("cosine", "constant"), "must be 'cosine' or 'constant'")
     _check(config, "dpo.warmup_ratio", prob, "must lie in [0, 1]")
@@ -82,8 +90,13 @@ def validate_config(config) -> None:
     if _get(config, "experts.enabled"):
         _check(config, "tribe.adapters", lambda v: not any(v),
                "must be empty when experts.enabled (the experts are the tribe's adapters)")
-        _check(config, "experts.sources", lambda v: len(v) >= 3 and all(hasattr(x, "get") for x in v),
-               "must list >= 3 data sources (one per member), each a mapping")
+        _check(config, "experts.sources", lambda v: len(v) >= 1 and all(hasattr(x, "get") for x in v),
+               "must list data sources (one per expert), each a mapping")
+        _check(config, "experts.copies", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+        if config.get("method", "sparta") == "sparta":
+            _check(config, "experts.sources", lambda v: len(v) * config.experts.copies >= 3,
+                   f"gives {len(config.experts.sources)} x {config.experts.copies} (experts.copies) members: "
+                   "Sparta needs >= 3 (two duelists and at least one judge)")
         _check(config, "experts.response_template", lambda v: "{answer}" in v, "must contain '{answer}'")
         for key in ("examples", "epochs", "rows_per_member"):
             _check(config, f"experts.{key}", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")

@@ -54,8 +54,10 @@ def load_run_tribe(workdir: str, step: int | None = None):
         config = ml_collections.ConfigDict(json.load(f))
     mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
     started = os.path.join(workdir, "tribe.json")  # the adapter folders it started from (e.g. experts)
-    adapters = json.load(open(started))["adapters"] if os.path.exists(started) else None
-    tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
+    info = json.load(open(started)) if os.path.exists(started) else {}
+    # A baseline's tribe is its one member (tribe.json "tribe"); a Sparta run's is config.tribe.
+    tribe_cfg = ml_collections.ConfigDict(info["tribe"]) if info.get("tribe") else config.tribe
+    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=info.get("adapters"))
     trainer = TribeTrainer(tribe, dpo.DPOConfig())  # only its split, merge and optimizer state shape
     trainable = trainer.trainable(tribe.model)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:

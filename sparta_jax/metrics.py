@@ -44,6 +44,12 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def rate_text(done: int, seconds: float, unit: str) -> str:
     """"6.1/s" at one item a second or more; below that seconds per item, "28 s/step" (the

@@ -20,13 +20,13 @@ import jax
 import numpy as np
 
 from sparta_jax import checkpoints, combat, data as data_lib, dpo, preference_batches, sharding
-from sparta_jax.config_check import validate_config
+from sparta_jax.config_check import ConfigError, validate_config
 from sparta_jax.metrics import MetricsWriter, Progress
 from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
                                duel_to_json, make_matchups, write_text_atomic)
-from sparta_jax.tribe import Tribe, build_judge, build_tribe
+from sparta_jax.tribe import Tribe, actor_config, build_judge, build_tribe, check_sparta_tribe
 
 PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3, "evaluation": 4}
 
@@ -67,7 +67,7 @@ def phase_key(seed: int, t: int, phase: str):
 class RunState:
     """What carries from one iteration to the next."""
 
-    rater: TribeRater
+    rater: TribeRater | None  # None for the baselines (no reputations)
     trainable: object  # nnx.State: the LoRA stack, or the stacked full parameter sets
     next_iteration: int
 
@@ -81,18 +81,22 @@ def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, tr
     trainable, optimizer = trainer.trainable(tribe.model), trainer.optimizer
     step = ckpt.latest_step()
     constants = reputation_constants(config)
+    sparta = method_of(config) == "sparta"
     if step is None:
-        rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode, constants=constants)
+        rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode,
+                           constants=constants) if sparta else None
         return RunState(rater, trainable, 1)
     restored, _, host = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
                                      opt_state_target=checkpoints.targets_like(jax.jit(optimizer.init)(trainable)))
     if tuple(host["names"]) != tribe.names:
         raise ValueError(f"the checkpoint in {ckpt.directory} was written for members {host['names']}, "
                          f"this config has {list(tribe.names)}")
-    start = TribeReputation.from_dict(host["reputations"], tribe.names)
-    ends = {int(t): r for t, r in host["end_reputations"].items()}
-    rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode, constants=constants,
-                       start=start, first_iteration=step + 1, end_reputations=ends)
+    rater = None
+    if sparta:
+        start = TribeReputation.from_dict(host["reputations"], tribe.names)
+        ends = {int(t): r for t, r in host["end_reputations"].items()}
+        rater = TribeRater(tribe.names, scheme=config.reputation.scheme, mode=config.mode, constants=constants,
+                           start=start, first_iteration=step + 1, end_reputations=ends)
     log(f"resumed from the checkpoint after iteration {step}")
     return RunState(rater, restored, step + 1)
 
@@ -195,27 +199,28 @@ class TribeTrainer:
         return dpo.merge_lora(self.graphdef, trainable, self.frozen)
 
 
-def train_phase(config, tribe: Tribe, t: int, preferences, trainable, trainer: TribeTrainer):
-    """DPO for every member on the iteration's pairs; the reference is the start-of-iteration tribe."""
+def train_phase(config, tribe: Tribe, t: int, records: list[dict], trainable, trainer: TribeTrainer):
+    """DPO for every member on the iteration's preference records; the reference is the
+    start-of-iteration tribe."""
     dpo_cfg, frozen = trainer.cfg, trainer.frozen
-    records = [p.to_json() for p in preferences]
     triples, dropped = preference_batches.encode_preferences(
         tribe.tokenizer, records, mode=config.mode, system_prompt=tribe.system_prompt,
         max_prompt_length=dpo_cfg.max_prompt_length, max_length=dpo_cfg.max_length)
     if not triples:
         return trainable, None, {"members": list(tribe.names), "pairs_trained": 0,
                                  "pairs_dropped_too_long": len(dropped)}
+    skipped = set(dropped)
+    targets = [preference_batches.preference_targets(r) for i, r in enumerate(records) if i not in skipped]
     rng = np.random.default_rng([config.seed, t, 7])
     per_step = dpo_cfg.pairs_per_step
     order = np.concatenate([rng.permutation(len(triples)) for _ in range(dpo_cfg.epochs)])
     steps = math.ceil(len(order) / per_step)
     pad_id = tribe.sampler.pad_id
-    filler = ([pad_id], [], [])  # no response tokens: contributes nothing (dpo.pair_validity)
     batches = []
     for s in range(steps):
-        chunk = [triples[i] for i in order[s * per_step: (s + 1) * per_step]]
-        chunk += [filler] * (per_step - len(chunk))
-        batches.append(_pairs_batch(chunk, dpo_cfg.max_length, pad_id))
+        chosen = order[s * per_step: (s + 1) * per_step]
+        batches.append(_pairs_batch([triples[i] for i in chosen], [targets[i] for i in chosen], per_step,
+                                    dpo_cfg.max_length, pad_id))
     refs = [trainer.reference(trainable, frozen, b) for b in batches]
     state = dpo.init_train_state(trainable, trainer.optimizer, dpo_cfg, steps)
     progress = Progress(f"iteration {t} DPO", steps, "steps")
@@ -238,7 +243,8 @@ def trained_pair_metrics(trainer: TribeTrainer, params, batches, refs, dpo_cfg) 
     sums, pairs = None, 0
     for batch, ref in zip(batches, refs):
         valid = dpo.pair_validity(batch)
-        _, metrics = dpo.tribe_loss(trainer.reference(params, trainer.frozen, batch), ref, dpo_cfg, valid)
+        _, metrics = dpo.tribe_loss(trainer.reference(params, trainer.frozen, batch), ref, dpo_cfg, valid,
+                                    batch.targets)
         n = int(to_host(valid).sum())
         metrics = {k: to_host(v) * n for k, v in metrics.items()}
         sums = metrics if sums is None else {k: sums[k] + metrics[k] for k in sums}
@@ -246,19 +252,19 @@ def trained_pair_metrics(trainer: TribeTrainer, params, batches, refs, dpo_cfg) 
     return {k: (v / pairs).tolist() for k, v in sums.items()}
 
 
-def _pairs_batch(triples, length, pad_id) -> dpo.PairBatch:
-    real = [x for x in triples if x[1]]
-    batch = preference_batches.pairs_to_batch(real, length, pad_id)
-    n_fill = len(triples) - len(real)
+def _pairs_batch(triples, targets, size: int, length: int, pad_id: int) -> dpo.PairBatch:
+    """`triples` as a batch of `size` pairs; filler pairs (no response tokens) contribute
+    nothing (dpo.pair_validity)."""
+    batch = preference_batches.pairs_to_batch(triples, length, pad_id, targets)
+    n_fill = size - len(triples)
     fill = lambda x, v: np.concatenate([x, np.full((n_fill,) + x.shape[1:], v, x.dtype)])  # noqa: E731
     # numpy, not device arrays: jit places host arrays across the whole (multi-host) mesh.
-    return dpo.PairBatch(fill(batch.ids, pad_id), fill(batch.mask, False), fill(batch.response_mask, False))
+    return dpo.PairBatch(fill(batch.ids, pad_id), fill(batch.mask, False), fill(batch.response_mask, False),
+                         fill(batch.targets, 0.0))
 
 
 def check_context(config, context: int) -> None:
     """Prompts are cut at max_prompt_tokens (SPEC 2.2); prompt plus answer must fit the model."""
-    from sparta_jax.config_check import ConfigError
-
     for section in ("generation", "judge"):
         cfg = config[section]
         total = cfg.max_prompt_tokens + cfg.max_new_tokens
@@ -309,14 +315,23 @@ def needs_judge_model(config, data: dict) -> bool:
 
 
 def dpo_config(config) -> dpo.DPOConfig:
+    """config.dpo; SPPO trains with its own loss and beta (methods.sppo.beta, its 1/eta)."""
     fields = {f.name for f in dataclasses.fields(dpo.DPOConfig)}
-    return dpo.DPOConfig(**{k: v for k, v in config.dpo.items() if k in fields})
+    values = {k: v for k, v in config.dpo.items() if k in fields}
+    if method_of(config) == "sppo":
+        values.update(loss_type="sppo", beta=config.methods.sppo.beta)
+    return dpo.DPOConfig(**values)
 
 
 # ------------------------------------------------------------------------------------- loop
+def method_of(config) -> str:
+    return config.get("method", "sparta")  # runs from before `method` were Sparta runs
+
+
 def run(config, workdir: str) -> dict:
-    """Runs (or resumes) the configured iterations; returns the final reputations."""
+    """Runs (or resumes) the configured iterations; returns the final reputations (Sparta) or {}."""
     validate_config(config)
+    method = method_of(config)
     sharding.initialize_from_config(config.distributed)
     if config.judge.mode == "verifier":
         log("judge.mode='verifier': a CONTROL, not Sparta. Every judge's score is the task's answer check "
@@ -327,18 +342,27 @@ def run(config, workdir: str) -> dict:
     train_split = data.get("train") or []
     if not train_split:
         raise data_lib.DataError("the data source has no 'train' instructions")
-    adapters = None
-    if config.experts.enabled:  # diverse starting experts, trained once and cached
-        from sparta_jax.experts import ensure_experts
+    from sparta_jax.experts import tribe_source
 
-        adapters = ensure_experts(config, mesh, log=log)
-    tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
+    # config.tribe, or diverse starting experts (trained once and cached, copied when asked)
+    tribe_cfg, adapters = tribe_source(config, mesh, log=log)
+    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
     judge = build_judge(config.evaluation.judge, config.tribe, config.sampler, mesh) if needs_judge_model(
         config, data) else None  # a named model judges open-ended evaluation answers
     check_context(config, tribe.model.config.max_position_embeddings)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    oracle = None
+    if method == "sparta":
+        check_sparta_tribe(tribe.names)
+    else:  # a baseline trains one model: the initial tribe's best, evaluated here as iteration 0
+        actor = choose_actor(config, tribe, data, workdir, judge)
+        tribe_cfg, adapters = actor_config(tribe_cfg, tribe.names, actor, adapters)
+        tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
+        oracle = method_oracle(config, mesh)
+        log(f"method {method}: training {actor}, the initial tribe's best member by dev accuracy"
+            if not config.methods.member else f"method {method}: training {actor} (methods.member)")
     write_json(os.path.join(workdir, "tribe.json"), {  # what the run started from (export rebuilds it)
-        "base": tribe.base_path, "names": list(tribe.names),
+        "base": tribe.base_path, "names": list(tribe.names), "tribe": tribe_cfg.to_dict(),
         "adapters": list(adapters if adapters is not None else [a for a in config.tribe.adapters if a])})
     dpo_cfg = dpo_config(config)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"),
@@ -357,21 +381,24 @@ def run(config, workdir: str) -> dict:
             instructions = data_lib.sample_instructions(train_split, config.instructions_per_iteration,
                                                         iteration=t, seed=config.seed, mode=config.mode)
             clock = PhaseClock(f"iteration {t}")
-            duels = clock("answers", duel_phase, config, tribe, t, instructions, state.rater, folder)
-            records = clock("judging", judge_phase, config, tribe, t, duels, instructions, folder)
-            rated = clock("rating", rate_phase, state.rater, t, records, folder)
-            signal = judge_signal_phase(instructions, records, rated, folder)
-            trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, rated.preferences,
+            if method == "sparta":
+                records, summary, signal = sparta_preferences(config, tribe, t, instructions, state.rater, folder,
+                                                              clock)
+            else:
+                records, summary = clock("pairs", baseline_phase, config, tribe, t, instructions, folder, oracle)
+                signal = {}
+            trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, records,
                                                      state.trainable, trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained
                 opt_state = jax.jit(trainer.optimizer.init)(trainable)  # jitted: global arrays, also on multi-host
-            host = {"iteration": t, "phase": "trained", "names": list(tribe.names),
-                    "reputations": state.rater.state.to_dict(),
-                    "end_reputations": {str(k): v for k, v in state.rater.end_reputations.items()},
+            rater = state.rater
+            host = {"iteration": t, "phase": "trained", "names": list(tribe.names), "method": method,
+                    "reputations": rater.state.to_dict() if rater else {},
+                    "end_reputations": {str(k): v for k, v in rater.end_reputations.items()} if rater else {},
                     "seed": config.seed}
             # Records first, then the checkpoint: a kill in between redoes the iteration, and the
             # redo drops the stale metrics lines (MetricsWriter first_step) and rewrites the summary.
-            summary = iteration_summary(t, records, rated, train_info, time.perf_counter() - started)
+            summary = {**summary, **dpo_summary(train_info), "seconds": time.perf_counter() - started}
             summary["phase_seconds"] = clock.seconds  # a phase found done on disk (a resume) shows ~0
             metrics.write(t, "iteration", {**{k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
                                            **{f"seconds/{k}": v for k, v in clock.seconds.items()}, **signal})
@@ -395,7 +422,78 @@ def run(config, workdir: str) -> dict:
             step = ckpt.latest_step()
             log(closing_summary(workdir, config.iterations,
                                 None if step is None else os.path.join(ckpt.directory, str(step))))
-    return state.rater.state.to_dict()
+    return state.rater.state.to_dict() if state.rater else {}
+
+
+def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeRater, folder: str, clock):
+    """Sparta's half of an iteration (SPEC 2): duels, judgments, reputations, preferences;
+    returns (preference records, summary figures, judge-signal metrics)."""
+    duels = clock("answers", duel_phase, config, tribe, t, instructions, rater, folder)
+    records = clock("judging", judge_phase, config, tribe, t, duels, instructions, folder)
+    rated = clock("rating", rate_phase, rater, t, records, folder)
+    signal = judge_signal_phase(instructions, records, rated, folder)
+    return [p.to_json() for p in rated.preferences], sparta_summary(t, records, rated), signal
+
+
+# ---------------------------------------------------------------------------------- baselines
+def choose_actor(config, tribe: Tribe, data: dict, workdir: str, judge: Tribe | None) -> str:
+    """The member a baseline trains: methods.member, else the initial tribe's best by dev accuracy
+    (the iteration-0 evaluation, run here on the whole tribe). Kept in method.json, so a resumed
+    run trains the same member."""
+    path = os.path.join(workdir, "method.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)["member"]
+    actor = config.methods.member
+    if not actor:
+        if not config.evaluation.enabled:
+            raise ConfigError(f"method {method_of(config)!r} trains one member: name it in methods.member, or "
+                              "enable evaluation to pick the initial tribe's best by dev accuracy")
+        with MetricsWriter(workdir, first_step=1) as metrics:
+            evaluation_phase(config, tribe, 0, data, workdir, metrics, judge)
+        evaluated = os.path.join(iteration_dir(workdir, 0), "evaluation.json")
+        if not os.path.exists(evaluated):
+            raise ConfigError(f"method {method_of(config)!r}: the dev split cannot be evaluated, so no best member "
+                              "can be picked; name one in methods.member")
+        with open(evaluated) as f:
+            actor = json.load(f)["best_member"]
+    if actor not in tribe.names:
+        raise ConfigError(f"methods.member {actor!r} is not a member of the tribe {list(tribe.names)}")
+    write_json(path, {"method": method_of(config), "member": actor, "tribe": list(tribe.names)})
+    return actor
+
+
+def method_oracle(config, mesh) -> Tribe | None:
+    """SPPO's preference oracle when it is a named model (methods.sppo.oracle), else None (the
+    model judges itself)."""
+    if method_of(config) != "sppo" or config.methods.sppo.oracle in ("", "self"):
+        return None
+    return build_judge(config.methods.sppo.oracle, config.tribe, config.sampler, mesh)
+
+
+def baseline_phase(config, tribe: Tribe, t: int, instructions, folder: str, oracle: Tribe | None):
+    """A baseline's half of an iteration: its preference records (preferences.jsonl, with every
+    sampled answer and score in candidates.jsonl) and summary figures."""
+    from sparta_jax import methods
+
+    method = method_of(config)
+    path, info_path = os.path.join(folder, "preferences.jsonl"), os.path.join(folder, "pairs.json")
+    if os.path.exists(path) and os.path.exists(info_path):
+        records = read_jsonl(path)
+        with open(info_path) as f:
+            info = json.load(f)
+    else:
+        k = methods.samples_per_instruction(method, config)
+        progress = Progress(f"iteration {t} {method}", methods.jobs_per_instruction(method, config) * len(instructions),
+                            "jobs")
+        records, rows, info = methods.make_pairs(method, config, tribe, instructions, rng=phase_key(config.seed, t, "answers"),
+                                                 judge=oracle, progress=progress)
+        info = {"method": method, "instructions": len(instructions), "answers": k * len(instructions),
+                "pairs": len(records), "answer_pairs": sum(r.get("kind") == "answer" for r in records), **info}
+        write_jsonl(os.path.join(folder, "candidates.jsonl"), rows)
+        write_jsonl(path, records)
+        write_json(info_path, info)
+    return records, {"iteration": t, **info}
 
 
 class PhaseClock:
@@ -414,23 +512,28 @@ class PhaseClock:
         return out
 
 
-def iteration_summary(t, records, rated, train_info, seconds) -> dict:
+def sparta_summary(t, records, rated) -> dict:
     judged = [j for r in records for j in r.judges.values()]
     unparseable = sum(1 for j in judged for s in (j.scores or (None, None)) if s is None)
     R = [v["R"] for v in rated.end.to_dict().values()]
-    per_member = train_info.get("dpo_per_member", {})
-    after = train_info.get("dpo_after", {})
     return {
         "iteration": t, "duels": len(records), "pairs": len(rated.preferences),
         "ties_dropped": len(records) - len(rated.preferences), "judge_scores": 2 * len(judged),
         "unparseable_scores": unparseable, "reputation_spread": max(R) - min(R),
         "reputation_min": min(R), "reputation_max": max(R),
+    }
+
+
+def dpo_summary(train_info) -> dict:
+    per_member = train_info.get("dpo_per_member", {})
+    after = train_info.get("dpo_after", {})
+    return {
         "dpo_loss": float(np.mean(per_member["loss"])) if per_member else None,
         "dpo_margin": float(np.mean(per_member["rewards/margins"])) if per_member else None,
         "dpo_reward_accuracy": float(np.mean(per_member["rewards/accuracies"])) if per_member else None,
         "dpo_loss_after": float(np.mean(after["loss"])) if after else None,
         "dpo_reward_accuracy_after": float(np.mean(after["rewards/accuracies"])) if after else None,
-        "pairs_trained": train_info["pairs_trained"], "seconds": seconds,
+        "pairs_trained": train_info["pairs_trained"],
     }
 
 
@@ -438,6 +541,9 @@ def one_line(s: dict) -> str:
     dpo_part = (f"DPO loss {s['dpo_loss']:.4f} margin {s['dpo_margin']:+.4f} over the steps, after training "
                 f"loss {s['dpo_loss_after']:.4f} reward accuracy {s['dpo_reward_accuracy_after']:.2f}"
                 if s["dpo_loss"] is not None else "no DPO (no pairs)")
+    if "method" in s:  # a baseline
+        return (f"iteration {s['iteration']} ({s['method']}): {s['pairs']} pairs from {s['instructions']} instructions "
+                f"and {s['answers']} answers, {dpo_part}, {s['seconds']:.0f}s")
     return (f"iteration {s['iteration']}: {s['pairs']} pairs from {s['duels']} duels ({s['ties_dropped']} dropped), "
             f"{s['unparseable_scores']}/{s['judge_scores']} judge scores unparseable, reputation spread "
             f"{s['reputation_spread']:.3f} [{s['reputation_min']:.3f}, {s['reputation_max']:.3f}], {dpo_part}, "

@@ -12,6 +12,7 @@ import functools
 import os
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from sparta_jax.config_check import ConfigError
@@ -95,12 +96,35 @@ def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
 def member_names(tribe_cfg, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """`names`, else tribe.names, else member_0 .. member_{M-1} for M = tribe.members."""
     m = len(names) if names else int(tribe_cfg.members)
-    if m < 3:
-        raise ConfigError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {m}")
+    if m < 1:
+        raise ConfigError(f"tribe.members must be >= 1, got {m}")
     names = tuple(names or tribe_cfg.names) or tuple(f"member_{i}" for i in range(m))
     if len(names) != m:
         raise ConfigError(f"tribe.names has {len(names)} names for {m} members")
     return names
+
+
+def check_sparta_tribe(names) -> None:
+    """Sparta's duels need two duelists and at least one judge."""
+    if len(names) < 3:
+        raise ConfigError(f"tribe.members must be >= 3 (two duelists and at least one judge), got {len(names)}")
+
+
+def actor_config(tribe_cfg, names: tuple[str, ...], actor: str, adapters=None):
+    """(tribe config, adapters) of a one-member tribe holding `actor`, a member of the tribe
+    `tribe_cfg` (with `adapters`, e.g. the experts') builds under `names`: a baseline's model."""
+    if actor not in names:
+        raise ConfigError(f"methods.member {actor!r} is not a member of the tribe {list(names)}")
+    i = names.index(actor)
+    cfg = ml_collections.ConfigDict(tribe_cfg.to_dict())
+    cfg.names = (actor,)
+    cfg.members = 1
+    folders = [a for a in (tribe_cfg.adapters if adapters is None else adapters) if a]
+    if tribe_kind(tribe_cfg) == "full":
+        cfg.member_folders = (tribe_cfg.member_folders[i],)
+        return cfg, ()
+    cfg.adapters = ()
+    return cfg, (folders[i],) if folders else ()  # fresh adapters all start as the base
 
 
 def fresh_lora(tribe_cfg, names: tuple[str, ...] | None = None) -> LoraConfig:

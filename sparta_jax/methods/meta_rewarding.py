@@ -1,0 +1,144 @@
+"""Meta-Rewarding (Wu et al., 2024): Self-Rewarding, plus the model judges its own judgments.
+
+Per instruction the model writes `samples` answers and `judgments` judgments of each answer
+(sampled text through the Sparta judge prompt; an answer's score is the mean of its parsed
+judgments). Actor pairs: the best-scored answer over the worst. Then, as meta-judge, it
+compares every two distinct judgments of one answer, in both orders (position bias cancels),
+and each judgment's wins rank them: judge pairs are the most-winning judgment over the least,
+with the judge prompt as the instruction. Both kinds of pair train in the same DPO step.
+
+The meta-judge answers in the judge mode: `logits` compares the probabilities of "1" and "2"
+after "Better judgment: Judgment "; `sampled` writes text, parsed for "Judgment 1" / "2".
+Our reading of Wu et al.'s settings: 7 answers and 3 judgments per answer. Their length
+control of the actor pairs is not implemented.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Sequence
+
+import numpy as np
+
+from sparta_jax import combat
+from sparta_jax.methods.common import ACTOR, best_and_worst, fold, json_scores, sample_answers
+from sparta_jax.methods.self_rewarding import pair_from_scores
+from sparta_jax.sparta import parse_score
+from sparta_jax.sparta.judging import judge_prompt
+
+DEFAULTS = dict(samples=7, judgments=3)
+
+
+def jobs_per_instruction(cfg) -> int:
+    """Answers and judgments (the meta-judge's battles are counted apart)."""
+    return cfg.samples * (1 + cfg.judgments)
+
+META_PROMPT = (
+    "Review the user's question and the corresponding response, along with two judgments of that "
+    "response. Decide which judgment evaluates the response more accurately: is the response correct, "
+    "helpful and complete, and does the score reflect that?\n\n"
+    "User question: {instruction}\nResponse: {response}\n\nJudgment 1: {first}\n\nJudgment 2: {second}\n\n"
+    "Answer with \"Judgment 1\" or \"Judgment 2\" only.")
+META_ASSISTANT_PREFIX = "Better judgment: Judgment "
+_META_ANSWER = re.compile(r"judgment\s*([12])\b", re.IGNORECASE)
+
+
+def parse_meta_verdict(text: str) -> int | None:
+    """0 for "Judgment 1", 1 for "Judgment 2", None when the text names neither."""
+    match = _META_ANSWER.search(text or "")
+    return None if match is None else int(match.group(1)) - 1
+
+
+def judgment_pair(prompt: str, judgments: Sequence[str], battles: Sequence[tuple[int, int, int | None]]):
+    """The judge-pair record of one answer from its meta-judge battles (i, j, winner): the
+    judgment with most wins over the one with fewest; None on a tie or identical texts."""
+    if not battles:
+        return None
+    wins = np.zeros(len(judgments))
+    seen = np.zeros(len(judgments), bool)
+    for i, j, winner in battles:
+        seen[[i, j]] = True
+        if winner is not None:
+            wins[winner] += 1
+    scores = [w if s else np.nan for w, s in zip(wins, seen)]
+    picked = best_and_worst(scores)
+    if picked is None or judgments[picked[0]] == judgments[picked[1]]:
+        return None
+    hi, lo = picked
+    return {"instruction": prompt, "chosen": judgments[hi], "rejected": judgments[lo],
+            "chosen_wins": float(wins[hi]), "rejected_wins": float(wins[lo]), "kind": "judgment"}
+
+
+def answer_score(judgment_scores: Sequence[float | None]) -> float:
+    parsed = [s for s in judgment_scores if s is not None]
+    return float(np.mean(parsed)) if parsed else float("nan")
+
+
+def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, progress=lambda n: None):
+    cfg, judge_cfg = config.methods.meta_rewarding, config.judge
+    if judge_cfg.mode == "verifier":
+        raise ValueError("method 'meta_rewarding' judges in words; judge.mode='verifier' writes no judgments")
+    texts = [r["instruction"] for r in instructions]
+    answers = sample_answers(tribe, texts, cfg.samples, gen_cfg=config.generation, rng=fold(rng, 0),
+                             progress=progress)
+    # judgments[q][a][n]: the n-th judgment of answer a of instruction q
+    prompts = [[combat.judge_prompt_ids(tribe, t, a, judge_cfg=judge_cfg, mode=config.mode) for a in row]
+               for t, row in zip(texts, answers)]
+    jobs = [(ACTOR, ids) for row in prompts for ids in row for _ in range(cfg.judgments)]
+    flat = iter(combat.generate_texts(tribe, jobs, gen_cfg=judge_cfg, rng=fold(rng, 1),
+                                      batch_size=judge_cfg.batch_size, progress=progress))
+    judgments = [[[next(flat) for _ in range(cfg.judgments)] for _ in row] for row in answers]
+    scores = [[answer_score([parse_score(j) for j in js]) for js in row] for row in judgments]
+
+    battles = []  # (q, a, i, j, first, second): judgment `first` shown as Judgment 1
+    for q, row in enumerate(judgments):
+        for a, js in enumerate(row):
+            for i, j in itertools.combinations(range(len(js)), 2):
+                if js[i] != js[j]:
+                    battles += [(q, a, i, j, i, j), (q, a, i, j, j, i)]
+    verdicts = meta_verdicts(config, tribe, texts, answers, judgments, battles, rng=fold(rng, 2))
+
+    outcomes: dict[tuple[int, int], list] = {}  # (q, a) -> [(i, j, winning judgment or None)]
+    for (q, a, i, j, first, second), v in zip(battles, verdicts):
+        outcomes.setdefault((q, a), []).append((i, j, None if v is None else (first, second)[v]))
+    records, rows = [], []
+    for q, text in enumerate(texts):
+        pair = pair_from_scores(text, answers[q], scores[q])
+        if pair:
+            records.append(pair)
+        for a, answer in enumerate(answers[q]):
+            jp = judgment_pair(judge_prompt(text, answer), judgments[q][a], outcomes.get((q, a), []))
+            if jp:
+                records.append(jp)
+        rows.append({"instruction": text, "answers": answers[q], "scores": json_scores(scores[q]),
+                     "judgments": judgments[q]})
+    info = {"unparsed_scores": int(sum(np.isnan(s) for row in scores for s in row)),
+            "meta_battles": len(battles), "meta_unparsed": sum(v is None for v in verdicts),
+            "judge_pairs": sum(r["kind"] == "judgment" for r in records)}
+    return records, rows, info
+
+
+def meta_verdicts(config, tribe, texts, answers, judgments, battles, *, rng) -> list[int | None]:
+    """Each battle's verdict: 0 (the judgment shown first is better), 1, or None (unparsed)."""
+    if not battles:
+        return []
+    judge_cfg = config.judge
+    prompts = []
+    for q, a, _, _, first, second in battles:
+        user = META_PROMPT.format(instruction=texts[q], response=answers[q][a], first=judgments[q][a][first],
+                                  second=judgments[q][a][second])
+        prompts.append(combat.chat_ids(tribe, user)[-judge_cfg.max_prompt_tokens:])
+    if judge_cfg.mode == "logits":
+        prefix = tribe.tokenizer.encode(META_ASSISTANT_PREFIX, add_special_tokens=False)
+        candidates = [tribe.tokenizer.encode(d, add_special_tokens=False) for d in ("1", "2")]
+        out = []
+        for start in range(0, len(prompts), judge_cfg.batch_size):
+            rows = prompts[start: start + judge_cfg.batch_size]
+            logliks = tribe.sampler.candidate_logprobs(tribe.model, [p + prefix for p in rows], candidates,
+                                                       adapter_ids=[ACTOR] * len(rows),
+                                                       continuation_ids=tribe.number_token_ids)
+            out += [int(np.argmax(row)) for row in np.asarray(logliks)]
+        return out
+    texts_out = combat.generate_texts(tribe, [(ACTOR, p) for p in prompts], gen_cfg=judge_cfg, rng=rng,
+                                      batch_size=judge_cfg.batch_size)
+    return [parse_meta_verdict(t) for t in texts_out]
