@@ -1,6 +1,14 @@
 """Runs side by side, with a paired test: does training change held-out accuracy?
 
     python -m sparta_jax.compare WORKDIR [WORKDIR ...]          # a Markdown table; --json for the figures
+    python -m sparta_jax.compare WORKDIR ... --markdown OUT.md --html OUT.html   # also the paper's layout
+
+The paper's layout (`paper_table`): rows are methods (with "best initial", the initial tribe's
+best member by dev accuracy), columns are tasks; each cell is the best member's test accuracy
+after the run with a Wilson 95% interval, the best cell per column in bold; then McNemar's
+exact test of each method against "best initial" and against Sparta on the same test items,
+and each method's minutes and preference pairs. A method's run is the workdir whose config
+names it (`method`; Sparta's ablations are labelled by their switches).
 
 Each workdir is a finished (or partial) run of `sparta_jax.main`. For each, the best member by
 dev accuracy is compared before training (the iteration-0 evaluation) and after its last
@@ -19,6 +27,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+import html as html_lib
+
 from sparta_jax.evaluation import wilson_interval
 from sparta_jax.run_summary import read_json as _read
 from sparta_jax.stats import mcnemar_exact
@@ -30,6 +40,31 @@ def arm_label(config: dict) -> str:
         return "verifier control (not Sparta)"
     scheme = (config.get("reputation") or {}).get("scheme")
     return f"Sparta, {judge} judges, {scheme} reputation"
+
+
+def method_label(config: dict) -> str:
+    """The row of the paper's table: a baseline's name, or Sparta with its ablation switches."""
+    from sparta_jax.methods import LABELS
+
+    if config.get("label"):  # a sweep names its points
+        return str(config["label"])
+    method = config.get("method", "sparta")
+    if method != "sparta":
+        return LABELS.get(method, method)
+    if (config.get("judge") or {}).get("mode") == "verifier":
+        return "verifier control (not Sparta)"
+    switches = []
+    if (config.get("reputation") or {}).get("scheme") == "uniform":
+        switches.append("uniform votes")
+    if (config.get("matchmaking") or {}).get("alpha") == 1.0:
+        switches.append("random match-making")
+    return "Sparta" + (f" ({', '.join(switches)})" if switches else "")
+
+
+def task_label(config: dict) -> str:
+    data = config.get("data") or {}
+    return str(data.get("task") or data.get("name") or os.path.basename(str(data.get("path") or "")) or
+               data.get("kind") or "?")
 
 
 def evaluations(workdir: str) -> dict[int, dict]:
@@ -64,12 +99,13 @@ def arm_summary(workdir: str) -> dict:
         pairs.append(summary.get("pairs_trained"))
     audit = _read(os.path.join(workdir, "audit.json"))
     return {
-        "workdir": workdir, "label": arm_label(config), "iterations": last, "pairs_trained": pairs,
+        "workdir": workdir, "label": arm_label(config), "method": method_label(config), "task": task_label(config),
+        "data": config.get("data"), "iterations": last, "pairs_trained": pairs,
         "before": {"member": evals[0]["best_member"], **_figures(before)},
         "after": {"member": evals[last]["best_member"], **_figures(after)},
         "paired": mcnemar_exact(before["scores"], after["scores"]),
         "audit_auc": (audit or {}).get("pooled", {}).get("auc"), "minutes": seconds / 60.0,
-        "initial_scores": before["scores"],
+        "initial_scores": before["scores"], "final_scores": after["scores"],
     }
 
 
@@ -102,6 +138,109 @@ def markdown(arms: Sequence[dict]) -> str:
     return "\n".join(lines + notes)
 
 
+BEST_INITIAL = "best initial"
+
+
+def paper_table(arms: Sequence[dict]) -> dict:
+    """The paper's layout from arm summaries: {"tasks", "rows": [{"method", "cells": {task: cell}}],
+    "tests": [{"task", "method", "vs", "p_value", "lost", "gained"}], "cost": {method: ...},
+    "notes"}. A cell is the figures of `_figures` plus "best" (the top accuracy of its column)."""
+    tasks = list(dict.fromkeys(a["task"] for a in arms))
+    order = list(dict.fromkeys(a["method"] for a in sorted(arms, key=_method_rank)))
+    cells: dict[tuple[str, str], dict] = {}
+    notes, tests = [], []
+    for a in arms:
+        key = (a["method"], a["task"])
+        if key in cells:
+            notes.append(f"{a['workdir']}: a second run of {a['method']} on {a['task']}; the table shows "
+                         f"{cells[key]['workdir']}")
+            continue
+        cells[key] = {**a["after"], "workdir": a["workdir"], "scores": a["final_scores"]}
+        initial = cells.setdefault((BEST_INITIAL, a["task"]), {**a["before"], "workdir": a["workdir"],
+                                                               "scores": a["initial_scores"], "data": a["data"]})
+        if initial["scores"] != a["initial_scores"] or initial["data"] != a["data"]:
+            notes.append(f"{a['workdir']}: its initial evaluation differs from {initial['workdir']}'s (not the same "
+                         "tribe, data or seeds): no paired tests for it")
+            cells[key]["unpaired"] = True
+    for task in tasks:
+        column = [c for (m, t), c in cells.items() if t == task]
+        top = max(c["accuracy"] for c in column)
+        for c in column:
+            c["best"] = c["accuracy"] == top
+        initial, sparta = cells[(BEST_INITIAL, task)], cells.get(("Sparta", task))
+        for method in order:
+            c = cells.get((method, task))
+            if c is None or c.get("unpaired"):
+                continue
+            for vs, other in ((BEST_INITIAL, initial), ("Sparta", sparta)):
+                if other is None or other is c or other.get("unpaired") or len(other["scores"]) != len(c["scores"]):
+                    continue
+                tests.append({"task": task, "method": method, "vs": vs, **mcnemar_exact(other["scores"], c["scores"])})
+    cost = {}
+    for a in arms:
+        entry = cost.setdefault(a["method"], {"minutes": 0.0, "pairs": 0, "runs": 0})
+        entry["minutes"] += a["minutes"]
+        entry["pairs"] += sum(p or 0 for p in a["pairs_trained"])
+        entry["runs"] += 1
+    rows = [{"method": m, "cells": {t: cells.get((m, t)) for t in tasks}} for m in [BEST_INITIAL] + order]
+    return {"tasks": tasks, "rows": rows, "tests": tests, "cost": cost, "notes": notes}
+
+
+def _method_rank(arm: dict):
+    from sparta_jax.methods import LABELS
+
+    labels = list(LABELS.values())
+    return (labels.index(arm["method"]) if arm["method"] in labels else len(labels), arm["method"])
+
+
+def _cell_text(c: dict | None) -> str:
+    if c is None:
+        return "–"
+    return f"{c['accuracy']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
+
+
+def paper_markdown(table: dict) -> str:
+    tasks = table["tasks"]
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for row in table["rows"]:
+        texts = [(f"**{_cell_text(c)}**" if c and c.get("best") else _cell_text(c)) for c in row["cells"].values()]
+        lines.append(f"| {row['method']} | " + " | ".join(texts) + " |")
+    lines += ["", "Test accuracy of the best member by dev accuracy (a baseline: its one model), Wilson 95% "
+              "interval; bold: the best of its column.", "",
+              "| task | method | vs | lost / gained | McNemar p |", "|---|---|---|---|---:|"]
+    lines += [f"| {x['task']} | {x['method']} | {x['vs']} | {x['lost']} / {x['gained']} | {x['p_value']:.2g} |"
+              for x in table["tests"]]
+    lines += ["", "| method | runs | minutes | preference pairs trained |", "|---|---:|---:|---:|"]
+    lines += [f"| {m} | {c['runs']} | {c['minutes']:.1f} | {c['pairs']} |" for m, c in table["cost"].items()]
+    return "\n".join(lines + [""] + [f"- {n}" for n in table["notes"]]).rstrip() + "\n"
+
+
+def paper_html(table: dict) -> str:
+    e = html_lib.escape
+
+    def cell(c):
+        text = e(_cell_text(c))
+        return f"<td><b>{text}</b></td>" if c and c.get("best") else f"<td>{text}</td>"
+
+    head = "".join(f"<th>{e(t)}</th>" for t in table["tasks"])
+    rows = "".join(f"<tr><th>{e(r['method'])}</th>{''.join(cell(c) for c in r['cells'].values())}</tr>"
+                   for r in table["rows"])
+    tests = "".join(f"<tr><td>{e(x['task'])}</td><td>{e(x['method'])}</td><td>{e(x['vs'])}</td>"
+                    f"<td>{x['lost']} / {x['gained']}</td><td>{x['p_value']:.2g}</td></tr>" for x in table["tests"])
+    cost = "".join(f"<tr><td>{e(m)}</td><td>{c['runs']}</td><td>{c['minutes']:.1f}</td><td>{c['pairs']}</td></tr>"
+                   for m, c in table["cost"].items())
+    notes = "".join(f"<li>{e(n)}</li>" for n in table["notes"])
+    style = "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>sparta_jax comparison</title>"
+            f"<style>{style}</style></head><body><h1>Methods by task</h1>"
+            f"<table><tr><th>method</th>{head}</tr>{rows}</table>"
+            "<p>Test accuracy of the best member by dev accuracy (a baseline: its one model), Wilson 95% interval; "
+            "bold: the best of its column.</p><h2>Paired tests (McNemar, exact)</h2>"
+            "<table><tr><th>task</th><th>method</th><th>vs</th><th>lost / gained</th><th>p</th></tr>"
+            f"{tests}</table><h2>Cost</h2><table><tr><th>method</th><th>runs</th><th>minutes</th>"
+            f"<th>preference pairs trained</th></tr>{cost}</table><ul>{notes}</ul></body></html>\n")
+
+
 def _num(x, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -110,13 +249,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of Markdown")
+    parser.add_argument("--markdown", metavar="OUT", help="also write the paper-layout table (Markdown) here")
+    parser.add_argument("--html", metavar="OUT", help="also write the paper-layout table (HTML) here")
     args = parser.parse_args(argv)
     try:
         arms = [arm_summary(w) for w in args.workdirs]
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(arms, indent=1) if args.json else markdown(arms))
+    table = paper_table(arms)
+    print(json.dumps({"arms": arms, "paper_table": table}, indent=1) if args.json
+          else markdown(arms) + "\n\n" + paper_markdown(table))
+    for path, text in ((args.markdown, paper_markdown), (args.html, paper_html)):
+        if path:
+            with open(path, "w") as f:
+                f.write(text(table))
     return 0
 
 

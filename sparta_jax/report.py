@@ -61,6 +61,7 @@ PANELS = (
     ("margins", "Preference margins"),
     ("unparseable", "Unparseable judge scores"),
     ("evaluation", "Dev and test accuracy"),
+    ("reputation_accuracy", "Reputation against dev accuracy"),
     ("dpo", "DPO training"),
     ("config", "Config"),
 )
@@ -976,6 +977,59 @@ def panel_evaluation(run: RunData, colors) -> Panel:
     return panel
 
 
+def reputation_and_accuracy(run: RunData) -> Dict[str, Tuple[float, float]]:
+    """{member: (mean end-of-iteration reputation R, mean dev accuracy after training)} over the
+    trained iterations that have both; members missing either are left out."""
+    out = {}
+    for n in run.names:
+        reps = [float(((it.reputations or {}).get("end") or {}).get(n, {}).get("R", np.nan)) for it in run.trained]
+        accs = [_acc(((it.evaluation or {}).get("dev") or {}).get(n))[0] for it in run.trained]
+        reps, accs = [r for r in reps if np.isfinite(r)], [a for a in accs if np.isfinite(a)]
+        if reps and accs:
+            out[n] = (float(np.mean(reps)), float(np.mean(accs)))
+    return out
+
+
+def panel_reputation_accuracy(run: RunData, colors) -> Panel:
+    """The paper's Figure 5: does a member's reputation track its task performance?"""
+    from sparta_jax.stats import pearson_r
+
+    panel = Panel("reputation_accuracy", PANEL_TITLES["reputation_accuracy"])
+    points = reputation_and_accuracy(run)
+    if len(points) < 2:
+        panel.notes.append("Needs reputations.json and a dev evaluation for at least two members after training "
+                           "(a baseline run has no reputations).")
+        return panel
+    names = list(points)
+    x, y = np.array([points[n][0] for n in names]), np.array([points[n][1] for n in names])
+    r = pearson_r(x, y)
+    task = ((run.config or {}).get("data") or {}).get("task") or ((run.config or {}).get("data") or {}).get("name")
+    panel.notes.append(
+        "Each member's mean end-of-iteration reputation R against its mean dev accuracy over the evaluated "
+        f"iterations after training (the paper's Figure 5){f', task {task}' if task else ''}. Pearson r = "
+        f"{_fmt(r, 3)} over {len(names)} members" + (" (undefined: fewer than 3 members or a constant side)"
+                                                    if not np.isfinite(r) else "") + ".")
+    fig = _new_figure(6, 4.2)
+    ax = fig.subplots()
+    for n in names:
+        ax.scatter(points[n][0], points[n][1], color=colors.get(n), s=40, label=n)
+        ax.annotate(n, points[n], textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if np.isfinite(r) and np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        xs = np.linspace(x.min(), x.max(), 2)
+        ax.plot(xs, slope * xs + intercept, color="gray", ls="--", lw=1)
+    ax.set_xlabel("mean reputation R")
+    ax.set_ylabel("mean dev accuracy")
+    ax.set_title(f"reputation vs dev accuracy (Pearson r = {_fmt(r, 3)})")
+    ax.grid(alpha=0.3)
+    panel.image = _png(fig)
+    panel.alt = "reputation against dev accuracy"
+    panel.html.append(_table(["member", "mean reputation R", "mean dev accuracy"],
+                             [[n, _fmt(points[n][0], 4), _fmt(points[n][1], 3)] for n in names],
+                             'class="data" id="reputation-accuracy"'))
+    return panel
+
+
 # ---------------------------------------------------------------------------------- 7. DPO
 def panel_dpo(run: RunData, colors) -> Panel:
     from matplotlib.ticker import MaxNLocator
@@ -1081,6 +1135,11 @@ def _headline(run: RunData) -> str:
     if partial:
         it_text += f"; in progress or incomplete: {', '.join(map(str, partial))}"
     rows.append(("iterations", _esc(it_text)))
+    method = (run.config or {}).get("method", "sparta")
+    if method != "sparta":  # a baseline: one model, its own pairs (iteration_NNN/pairs.json)
+        member = _read_json(os.path.join(run.workdir, "method.json"), [], "method.json") or {}
+        rows.append(("method", _esc(f"{method}, training {member.get('member', '?')} (the initial tribe's best "
+                                    "member by dev accuracy, or methods.member); no duels or reputations")))
     d_text = f"{duels} judged"
     if answered_only:
         d_text += f" (+{answered_only} answered, not judged yet)"
@@ -1174,6 +1233,7 @@ nav a { margin-right: 12px; } details { margin: 8px 0; } summary { cursor: point
 """
 
 _BUILDERS = {
+    "reputation_accuracy": panel_reputation_accuracy,
     "reputation": panel_reputation,
     "win_matrix": panel_win_matrix,
     "judge_agreement": panel_judge_agreement,

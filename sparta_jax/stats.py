@@ -53,3 +53,13 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float | None], n: int, 
         return None
     tail = (1.0 - level) / 2 * 100
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
+def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's correlation of paired values; nan with fewer than 3 pairs or a constant side."""
+    a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if a.shape != b.shape or a.size < 3:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / denominator) if denominator > 0 else float("nan")

@@ -21,9 +21,11 @@ from sparta_jax.sparta.judge_signal import judge_signal
 
 FOUR = ["member_0", "member_1", "member_2", "member_3"]
 TITLES = ["Reputation trajectories", "Win matrix", "Judge agreement", "Judge signal", "Judge audit", "Preference margins",
-          "Unparseable judge scores", "Dev and test accuracy", "DPO training", "Config"]
+          "Unparseable judge scores", "Dev and test accuracy", "Reputation against dev accuracy", "DPO training",
+          "Config"]
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
-PLOTTED = ["reputation", "win_matrix", "judge_agreement", "judge_signal", "margins", "unparseable", "evaluation", "dpo"]
+PLOTTED = ["reputation", "win_matrix", "judge_agreement", "judge_signal", "margins", "unparseable", "evaluation",
+           "reputation_accuracy", "dpo"]
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -419,3 +421,24 @@ def test_judge_signal_panel_lists_tasks():
     assert "<tr><td>1</td><td>arithmetic</td><td>1</td><td>1</td><td>1.000 [" in table
     assert "<tr><td>1</td><td>multiple_choice</td><td>1</td><td>1</td><td>1.000 [" in table
     assert panel.image is not None
+
+
+def test_reputation_against_accuracy_panel_by_hand(full_run):
+    """Figure 5: each member's mean end reputation and mean dev accuracy over the trained
+    iterations, from the files, and Pearson r of those points (numpy's corrcoef)."""
+    root, _, text = full_run
+    run = report.load_run(root)
+    points = report.reputation_and_accuracy(run)
+    for name in FOUR:
+        reps = [json.load(open(os.path.join(root, f"iteration_00{t}", "reputations.json")))["end"][name]["R"]
+                for t in (1, 2)]
+        accs = [json.load(open(os.path.join(root, f"iteration_00{t}", "evaluation.json")))["dev"][name]["accuracy"]
+                for t in (1, 2)]
+        np.testing.assert_allclose(points[name], (np.mean(reps), np.mean(accs)), rtol=1e-12)
+    xs, ys = zip(*points.values())
+    want = np.corrcoef(xs, ys)[0, 1]
+    assert f"Pearson r = {want:.3f} over 4 members" in text
+    from sparta_jax.stats import pearson_r
+
+    assert abs(pearson_r(xs, ys) - want) < 1e-12
+    assert np.isnan(pearson_r([1.0, 2.0], [3.0, 4.0])) and np.isnan(pearson_r([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
