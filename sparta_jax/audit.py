@@ -116,12 +116,10 @@ def run_audit(config, n_items: int, template: str, split: str = "train", log=lam
     if not records:
         raise AuditError(f"the data source has no {split!r} split to audit on")
     items = audit_items(records, n_items, template, config.seed)
-    adapters = None
-    if config.experts.enabled:
-        from sparta_jax.experts import ensure_experts
+    from sparta_jax.experts import tribe_source
 
-        adapters = ensure_experts(config, mesh, log=log)
-    tribe = build_tribe(config.tribe, config.sampler, mesh, adapters=adapters)
+    tribe_cfg, adapters = tribe_source(config, mesh, log=log)
+    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
     started = time.perf_counter()
     progress = Progress("audit judging", 2 * len(items) * len(tribe.names), "scores")
     right, wrong = judge_items(tribe, items, config.judge, config.mode, jax.random.key(config.seed), progress)

@@ -49,8 +49,8 @@ def _plain(x):
 def expert_sources(experts_cfg) -> list[tuple[str, dict]]:
     """(member name, data spec) per member; names from experts.names, else the source's task."""
     sources = [dict(_plain(s)) for s in experts_cfg.sources]
-    if len(sources) < 3:
-        raise ConfigError(f"config.experts.sources lists {len(sources)} sources: a tribe needs >= 3 members")
+    if not sources:
+        raise ConfigError("config.experts.sources is empty: list one data source per expert")
     names = list(experts_cfg.names) or [s.get("name") or s.get("task") or f"expert_{i}"
                                         for i, s in enumerate(sources)]
     if len(names) != len(sources):
@@ -156,7 +156,8 @@ def cache_key(config, base_path: str) -> str:
         "base": _base_fingerprint(base_path),
         "lora": [int(t.lora_rank), float(t.lora_alpha), list(t.lora_targets)],
         "system_prompt": t.system_prompt, "dtype": [t.dtype, t.param_dtype],
-        "experts": {k: _plain(v) for k, v in config.experts.items() if k not in ("enabled", "dir", "checkpoint_every")},
+        "experts": {k: _plain(v) for k, v in config.experts.items()
+                    if k not in ("enabled", "dir", "checkpoint_every", "copies")},  # copies: the tribe, not the experts
         "held_out_from": _plain(config.data), "format": 1,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:16]
@@ -295,6 +296,27 @@ def ensure_experts(config, mesh, *, log=lambda s: None) -> tuple[str, ...]:
     else:
         log(f"experts: cached in {final}")
     return tuple(os.path.join(final, n) for n in names)
+
+
+def tribe_source(config, mesh, *, log=lambda s: None):
+    """(tribe config, adapter folders or None) a run's tribe is built from: config.tribe as it is,
+    or with experts enabled the expert adapters (built and cached when missing), each expert in
+    `experts.copies` members named <expert>_<k> when copies > 1 (the paper's pool-diversity
+    runs: copies start equal, and as Sparta trains every member on every pair, stay equal)."""
+    if not config.experts.enabled:
+        return config.tribe, None
+    folders = ensure_experts(config, mesh, log=log)
+    copies = int(config.experts.get("copies", 1))
+    if copies < 1:
+        raise ConfigError(f"config.experts.copies = {copies}: must be >= 1")
+    if copies == 1:
+        return config.tribe, folders
+    import ml_collections
+
+    tribe_cfg = ml_collections.ConfigDict(config.tribe.to_dict())
+    names = [n for n, _ in expert_sources(config.experts)]
+    tribe_cfg.names = tuple(f"{n}_{k}" for n in names for k in range(copies))
+    return tribe_cfg, tuple(f for f in folders for _ in range(copies))
 
 
 def _write_experts(adapters: dict, report, base, final, config) -> None:

@@ -137,8 +137,8 @@ def test_expert_names_are_unique():
         dict(kind="bundled", task="mixed"), dict(kind="bundled", task="arithmetic"), dict(kind="bundled", task="mixed"),
         dict(kind="local", path="x.jsonl", name="notes"))))
     assert [n for n, _ in experts.expert_sources(cfg)] == ["mixed_0", "arithmetic", "mixed_1", "notes"]
-    cfg.sources = cfg.sources[:2]
-    with pytest.raises(experts.ConfigError, match="needs >= 3 members"):
+    cfg.sources = ()
+    with pytest.raises(experts.ConfigError, match="sources is empty"):
         experts.expert_sources(cfg)
 
 
@@ -200,16 +200,39 @@ def test_cli_builds_caches_and_the_loop_starts_from_the_experts(tmp_path, tiny_c
     assert json.load(open(workdir / "tribe.json"))["adapters"] == folders
     # Four members and a verifiable task: every panel of the report is drawn from this real run.
     plotted = {"reputation", "win_matrix", "judge_agreement", "judge_signal", "margins", "unparseable",
-               "evaluation", "dpo"}
+               "evaluation", "reputation_accuracy", "dpo"}
     assert set(os.listdir(workdir / "report")) == {f"{p}.png" for p in plotted} | {"report.html"}
     html = (workdir / "report" / "report.html").read_text()
-    assert "panel-error" not in html.replace(".panel-error", "") and html.count("data:image/png;base64,") == 8
+    assert "panel-error" not in html.replace(".panel-error", "") and html.count("data:image/png;base64,") == 9
     # Export rebuilds the tribe from those folders and the trained checkpoint.
     out = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", str(workdir), "--member",
                           "word_problems", "--out", str(tmp_path / "exported"), "--peft"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert peft.PeftConfig.from_pretrained(str(tmp_path / "exported")).r == 4
+
+    # experts.copies (configs/sweeps/diversity.py): each cached expert in two members, equal weights.
+    from sparta_jax import sharding
+    from sparta_jax.config_files import load_config
+    from sparta_jax.tribe import build_tribe
+
+    config = load_config(TINY_CONFIG)
+    config.tribe.base, config.experts.dir, config.experts.enabled = tiny_chat_base, str(cache), True
+    config.experts.examples, config.experts.rows_per_member, config.experts.learning_rate = 12, 4, 0.01
+    config.experts.copies = 2
+    tribe_cfg, adapters = experts.tribe_source(config, sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}))
+    assert adapters == tuple(f for f in folders for _ in range(2))
+    assert tuple(tribe_cfg.names) == ("arithmetic_0", "arithmetic_1", "word_problems_0", "word_problems_1",
+                                      "multiple_choice_0", "multiple_choice_1", "mixed_0", "mixed_1")
+    tribe = build_tribe(tribe_cfg, config.sampler, sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}),
+                        adapters=adapters)
+    assert tribe.names == tuple(tribe_cfg.names)
+    import jax
+    from sparta_jax import dpo
+
+    leaves = [np.asarray(x) for x in jax.tree.leaves(dpo.split_lora(tribe.model)[1])]  # [layers, members, ...]
+    assert all(np.array_equal(x[:, 2 * k], x[:, 2 * k + 1]) for x in leaves for k in range(4))
+    assert any(not np.array_equal(x[:, 0], x[:, 2]) for x in leaves)  # distinct experts differ
 
 
 def test_a_killed_build_is_not_taken_for_a_finished_one(tmp_path):
