@@ -179,7 +179,7 @@ def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: 
     unembed = model.unembedding().astype(model.dtype)
 
     def chunk_logps(h, t, w):
-        logits = jnp.einsum("rcd,dv->rcv", h, unembed, preferred_element_type=jnp.float32)
+        logits = model.cap_logits(jnp.einsum("rcd,dv->rcv", h, unembed, preferred_element_type=jnp.float32))
         picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
         return jnp.sum((picked - jax.nn.logsumexp(logits, axis=-1)) * w, axis=-1)
 

@@ -25,7 +25,7 @@ PARAM_RULES: tuple[tuple[str, P], ...] = (
     (r"embed", P("tensor", "fsdp")),  # [vocab, hidden]
     (r"lm_head", P("fsdp", "tensor")),  # [hidden, vocab]
     (r"final_norm", P(None)),
-    (r"layers/(attn_norm|mlp_norm)", P(None, None)),
+    (r"layers/(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm|q_norm|k_norm)", P(None, None)),  # [L, dim]
     (r"layers/(q|k|v|gate|up)_proj", P(None, "fsdp", "tensor")),  # [L, hidden, out]
     (r"layers/(o|down)_proj", P(None, "tensor", "fsdp")),  # [L, in, hidden]
     (r"layers/(q|k|v)_bias", P(None, "tensor")),

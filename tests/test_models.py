@@ -65,8 +65,26 @@ def test_sliding_window_changes_the_function(tmp_path):
     assert np.abs(windowed[0, -1] - full[0, -1]).max() > 1e-3
 
 
-def test_kv_cache_incremental_equals_full_forward(tmp_path, one_device_mesh):
-    save_hf_model("qwen2", tmp_path)
+@pytest.mark.parametrize("family, change", [
+    ("gemma2", dict(sliding_window=64)), ("gemma2", dict(attn_logit_softcapping=None)),
+    ("gemma2", dict(final_logit_softcapping=None)), ("gemma2", dict(query_pre_attn_scalar=16)),
+    ("gemma3", dict(sliding_window=64)),
+    ("gemma3", dict(rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                     "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})),
+])
+def test_each_gemma_feature_changes_the_function(family, change):
+    """The Gemma parity tests pin the window, soft-caps, query scalar and Gemma 3's scaled global
+    RoPE only because each changes these tiny models' logits (same weights, one setting off)."""
+    ids, mask = left_padded_batch(TINY["vocab_size"], [12])
+    ref = torch_logits(make_hf_model(family), ids, mask)
+    assert np.abs(torch_logits(make_hf_model(family, **change), ids, mask) - ref)[0, -4:].max() > 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral_window", "gemma2", "gemma3"])
+def test_kv_cache_incremental_equals_full_forward(family, tmp_path, one_device_mesh):
+    """Chunks of 8, 1 and 3 tokens through the cache equal one full pass; with a 5-token window
+    (mistral_window, Gemma 2 and 3's sliding layers) the later chunks cross its boundary."""
+    save_hf_model(family, tmp_path)
     model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=one_device_mesh, load_tokenizer=False)
     ids, mask = left_padded_batch(TINY["vocab_size"], [12, 9, 5])
     ids, mask = jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())
@@ -115,12 +133,12 @@ ADAPTERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def peft_tribe(tmp_path_factory):
-    """A tiny Qwen2 base and three PEFT adapter folders written by peft itself."""
-    root = tmp_path_factory.mktemp("tribe")
+@pytest.fixture(scope="module", params=["qwen2", "gemma", "gemma3"])
+def peft_tribe(request, tmp_path_factory):
+    """A tiny base (Qwen2, Gemma 1, Gemma 3) and three PEFT adapter folders written by peft itself."""
+    root = tmp_path_factory.mktemp(f"tribe_{request.param}")
     base_dir = root / "base"
-    save_hf_model("qwen2", base_dir)
+    save_hf_model(request.param, base_dir)
     folders = {}
     for i, (name, kw) in enumerate(ADAPTERS.items()):
         base = transformers.AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)

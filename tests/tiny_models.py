@@ -20,7 +20,19 @@ FAMILIES = {
     "qwen2_tied": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(tie_word_embeddings=True)),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, dict(sliding_window=None)),
     "mistral_window": (transformers.MistralConfig, transformers.MistralForCausalLM, dict(sliding_window=5)),
+    # Gemma: soft-caps small enough to bend these tiny logits, a window shorter than the prompts,
+    # a query scalar that is not head_dim, Gemma 3's two RoPEs (the global one linearly scaled).
+    "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM, dict(head_dim=16)),
+    "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM, dict(
+        head_dim=16, num_hidden_layers=3, sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
+        final_logit_softcapping=3.0)),
+    "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, dict(
+        head_dim=16, num_hidden_layers=3, sliding_window=5, query_pre_attn_scalar=24,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}})),
 }
+GEMMA = ("gemma", "gemma2", "gemma3")
 
 
 def make_hf_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:

@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from sparta_jax.models import weights as names
-from sparta_jax.models.config import ModelConfig
+from sparta_jax.models.config import GEMMA_ARCHITECTURES, ModelConfig
 from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.safetensors_io import save_file
 
@@ -42,7 +42,16 @@ def _member_index(model: LlamaForCausalLM, member) -> int | None:
 
 
 def hf_config_dict(config: ModelConfig, dtype: str, base: dict | None = None) -> dict:
-    """config.json for `config`, keeping the extra keys (token ids, ...) of the source config."""
+    """config.json for `config`, keeping the extra keys (token ids, ...) of the source config.
+
+    A Gemma model keeps its source config whole (its layer types, soft-caps and per-layer RoPE
+    are written there in transformers' own spelling), with only the dtype changed."""
+    if config.architecture in GEMMA_ARCHITECTURES:
+        if not base:
+            raise ValueError(f"exporting a {config.architecture} needs its source config.json (model.source_path)")
+        if ModelConfig.from_hf_dict(base) != config:
+            raise ValueError("the source config.json does not describe this model")
+        return {**base, "torch_dtype": dtype, "dtype": dtype}
     out = dict(base or {})
     out.pop("rope_parameters", None)
     model_type = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
@@ -93,9 +102,9 @@ def merged_tensors(model: LlamaForCausalLM, member=None) -> dict[str, np.ndarray
         arr = _host(stacked).astype(np.float32)
         if param in deltas:
             arr = arr + deltas[param]
-        transpose = names.LAYER_TENSORS[param][1]
+        transpose = names.layer_tensors(c)[param][1]
         for i in range(c.num_layers):
-            out[names.hf_layer_name(i, param)] = arr[i].T if transpose else arr[i]
+            out[names.hf_layer_name(i, param, c)] = arr[i].T if transpose else arr[i]
     return out
 
 

@@ -1,4 +1,5 @@
-"""A Flax NNX decoder of the Llama family (Llama 2/3, Qwen2/2.5, Mistral, SmolLM2).
+"""A Flax NNX decoder of the Llama family (Llama 2/3, Qwen2/2.5, Mistral, SmolLM2) and of Gemma
+1, 2 and 3 (text), whose differences are switches of ModelConfig (models/config.py).
 
 Layer weights are stacked along a leading layer axis and the forward pass runs the layers
 with `jax.lax.scan`, so compile time does not grow with depth. Weights are stored as
@@ -75,7 +76,8 @@ class DecoderLayers(nnx.Module):
     def __init__(self, config: ModelConfig, *, param_dtype, rngs: nnx.Rngs):
         c = config
         stack = (c.num_layers,)
-        self.attn_norm = nnx.Param(jnp.ones(stack + (c.hidden_size,), param_dtype))
+        norm = _norm_init(c, param_dtype)
+        self.attn_norm = nnx.Param(norm(stack + (c.hidden_size,)))
         self.q_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.q_size), param_dtype))
         self.k_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.kv_size), param_dtype))
         self.v_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.kv_size), param_dtype))
@@ -86,7 +88,13 @@ class DecoderLayers(nnx.Module):
             self.v_bias = nnx.Param(_normal(rngs, stack + (c.kv_size,), param_dtype))
         if c.o_bias:
             self.o_bias = nnx.Param(_normal(rngs, stack + (c.hidden_size,), param_dtype))
-        self.mlp_norm = nnx.Param(jnp.ones(stack + (c.hidden_size,), param_dtype))
+        if c.qk_norm:  # Gemma 3: RMSNorm of each head's queries and keys, before RoPE
+            self.q_norm = nnx.Param(norm(stack + (c.head_dim,)))
+            self.k_norm = nnx.Param(norm(stack + (c.head_dim,)))
+        if c.post_norms:  # Gemma 2/3: the attention and MLP outputs are normalised before the residual add
+            self.post_attn_norm = nnx.Param(norm(stack + (c.hidden_size,)))
+            self.post_mlp_norm = nnx.Param(norm(stack + (c.hidden_size,)))
+        self.mlp_norm = nnx.Param(norm(stack + (c.hidden_size,)))
         self.gate_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.intermediate_size), param_dtype))
         self.up_proj = nnx.Param(_normal(rngs, stack + (c.hidden_size, c.intermediate_size), param_dtype))
         self.down_proj = nnx.Param(_normal(rngs, stack + (c.intermediate_size, c.hidden_size), param_dtype))
@@ -124,11 +132,32 @@ def projection_dims(config: ModelConfig) -> dict[str, tuple[int, int]]:
     }
 
 
-def _rms_norm(x, weight, eps):
-    # As HF: normalise in float32, cast back, then scale.
+def _norm_init(config: ModelConfig, param_dtype):
+    """Norm weights that leave x unscaled: ones, or zeros where the norm scales by (1 + w)."""
+    fill = jnp.zeros if config.norm_offset else jnp.ones
+    return lambda shape: fill(shape, param_dtype)
+
+
+def _rms_norm(x, weight, eps, offset: bool = False):
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    if offset:  # as HF's Gemma: scale by (1 + w) in float32, then cast back
+        return (x32 * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
+    # As HF's Llama: normalise in float32, cast back, then scale.
     return weight.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def _activation(name: str):
+    if name == "silu":
+        return jax.nn.silu
+    if name == "gelu_pytorch_tanh":
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+def _soft_cap(x, cap: float | None):
+    """Gemma 2's soft-capping: cap * tanh(x / cap) (identity when cap is None)."""
+    return x if cap is None else jnp.tanh(x / cap) * cap
 
 
 class LlamaForCausalLM(nnx.Module):
@@ -141,7 +170,7 @@ class LlamaForCausalLM(nnx.Module):
         c = config
         self.embed = nnx.Param(_normal(rngs, (c.vocab_size, c.hidden_size), param_dtype))
         self.layers = DecoderLayers(c, param_dtype=param_dtype, rngs=rngs)
-        self.final_norm = nnx.Param(jnp.ones((c.hidden_size,), param_dtype))
+        self.final_norm = nnx.Param(_norm_init(c, param_dtype)((c.hidden_size,)))
         if not c.tie_word_embeddings:
             self.lm_head = nnx.Param(_normal(rngs, (c.hidden_size, c.vocab_size), param_dtype))
         # Adapters are stored in float32 whatever the base's dtype: they are what DPO trains, and a
@@ -234,7 +263,11 @@ class LlamaForCausalLM(nnx.Module):
 
     def logits_from_hidden(self, hidden) -> jax.Array:
         w = self.unembedding().astype(self.dtype)
-        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+        return self.cap_logits(jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32))
+
+    def cap_logits(self, logits) -> jax.Array:
+        """The final-logit soft-cap (Gemma 2), for code that unembeds hidden states itself."""
+        return _soft_cap(logits, self.config.final_softcap)
 
     # ----------------------------------------------------------------------------- internals
     def _constrain(self, x):
@@ -281,17 +314,27 @@ class LlamaForCausalLM(nnx.Module):
             tree_visible, position_offset = suffix_tree_layout(suffix_tree, length)
             visible &= tree_visible[None]
             positions = positions - position_offset[None]
-        if c.sliding_window is not None:
-            visible &= (query_slots[None, :, None] - key_slots[None, None, :]) < c.sliding_window
-        inv_freq = rope_lib.inverse_frequencies(c.rope, c.head_dim)  # a trace-time constant
-        cos, sin = rope_lib.rotary_tables(positions, inv_freq)
+        # Global layers see `visible`; sliding layers (Mistral: all, Gemma 2/3: some) only the
+        # keys less than sliding_window slots back. Each layer picks its mask and RoPE tables.
+        sliding = tuple(c.is_sliding(i) for i in range(c.num_layers))
+        local_visible = visible
+        if any(sliding):
+            local_visible = visible & ((query_slots[None, :, None] - key_slots[None, None, :]) < c.sliding_window)
+        ropes = {}
+        for kind, rope in (("global", c.rope), ("local", c.local_rope or c.rope)):
+            inv_freq = rope_lib.inverse_frequencies(rope, c.head_dim)  # a trace-time constant
+            ropes[kind] = rope_lib.rotary_tables(positions, inv_freq)
 
         # Activations are kept split over the batch axes where there are many tokens (training,
         # scoring, prefill). A decode step's [rows, 1, hidden] is tiny: left to itself XLA
         # gathers it and keeps the weights where they lie, where the split would make every step
         # gather the FSDP-sharded weights instead (4.9x the bytes of the floor on v4-32, not 1.7x).
         constrain = self._constrain if cache is None else (lambda a: a)
-        x = constrain(jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype))
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        if c.embed_scale:  # Gemma: sqrt(hidden size), rounded to the compute dtype as HF does
+            x = x * jnp.asarray(c.hidden_size**0.5, self.dtype)
+        x = constrain(x)
+        act = _activation(c.hidden_act)
         weights = self.layers.arrays()
         if self.lora is not None:
             lora_weights = self.lora.arrays()
@@ -305,9 +348,19 @@ class LlamaForCausalLM(nnx.Module):
                 y = y + lora_delta(h, lw[f"{name}_a"], lw[f"{name}_b"], scales)
             return y
 
-        def layer(x, w, lw, kv):
+        def pick(is_sliding, local, glob):
+            """A layer's mask or RoPE table: chosen at trace time in the unrolled cached path, by
+            the scanned per-layer flag inside the layer scan."""
+            if isinstance(is_sliding, bool):
+                return local if is_sliding else glob
+            return jax.tree.map(lambda a, b: jnp.where(is_sliding, a, b), local, glob)
+
+        def norm(x, weight):
+            return _rms_norm(x, weight, c.rms_norm_eps, c.norm_offset)
+
+        def layer(x, w, lw, kv, is_sliding):
             x = constrain(x)
-            h = _rms_norm(x, w["attn_norm"], c.rms_norm_eps)
+            h = norm(x, w["attn_norm"])
             q = project("q_proj", h, w, lw)
             k = project("k_proj", h, w, lw)
             v = project("v_proj", h, w, lw)
@@ -318,32 +371,44 @@ class LlamaForCausalLM(nnx.Module):
             q = q.reshape(batch, length, c.num_heads, c.head_dim)
             k = k.reshape(batch, length, c.num_kv_heads, c.head_dim)
             v = v.reshape(batch, length, c.num_kv_heads, c.head_dim)
+            if c.qk_norm:
+                q, k = norm(q, w["q_norm"]), norm(k, w["k_norm"])
+            cos, sin = pick(is_sliding, ropes["local"], ropes["global"])
             q = rope_lib.apply_rotary(q, cos, sin)
             k = rope_lib.apply_rotary(k, cos, sin)
             keys, values, heads_major = kv(k, v)
-            attn = _attention(q, keys, values, visible, c, heads_major=heads_major)
+            attn = _attention(q, keys, values, pick(is_sliding, local_visible, visible), c, heads_major=heads_major)
             o = project("o_proj", attn, w, lw)
             if c.o_bias:
                 o = o + w["o_bias"].astype(self.dtype)
+            if c.post_norms:
+                o = norm(o, w["post_attn_norm"])
             x = x + o
-            h = _rms_norm(x, w["mlp_norm"], c.rms_norm_eps)
-            gate = jax.nn.silu(project("gate_proj", h, w, lw))
+            h = norm(x, w["mlp_norm"])
+            gate = act(project("gate_proj", h, w, lw))
             up = project("up_proj", h, w, lw)
-            return x + project("down_proj", gate * up, w, lw)
+            m = project("down_proj", gate * up, w, lw)
+            if c.post_norms:
+                m = norm(m, w["post_mlp_norm"])
+            return x + m
 
         if cache is None:
-            def body(x, layer_weights):
-                w, lw = layer_weights
+            # The per-layer flag only where layers differ: a plain Python bool otherwise.
+            mixed = len(set(sliding)) > 1
+            flags = jnp.asarray(sliding) if mixed else jnp.zeros((c.num_layers,), jnp.bool_)
+
+            def body(x, layer_inputs):
+                w, lw, flag = layer_inputs
                 seen = []
 
                 def kv(k, v):
                     seen.append((k, v))
                     return k, v, False
 
-                x = layer(x, w, lw, kv)
+                x = layer(x, w, lw, kv, flag if mixed else sliding[0])
                 return x, (seen[0] if collect_kv else None)
 
-            x, new_cache = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (weights, lora_weights),
+            x, new_cache = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (weights, lora_weights, flags),
                                         unroll=unroll)
         else:
             keys, values = list(cache.k), list(cache.v)
@@ -355,13 +420,13 @@ class LlamaForCausalLM(nnx.Module):
                     values[i] = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), slot)
                     return keys[i].astype(self.dtype), values[i].astype(self.dtype), True
 
-                x = layer(x, w, lw, kv)
+                x = layer(x, w, lw, kv, sliding[i])
             new_cache = KVCache(
                 k=tuple(keys), v=tuple(values), key_mask=key_mask,
                 next_position=cache.next_position + attention_mask.sum(axis=1, dtype=jnp.int32),
                 index=cache.index + length,
             )
-        return _rms_norm(x, self.final_norm[...], c.rms_norm_eps), new_cache
+        return norm(x, self.final_norm[...]), new_cache
 
 
 def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +462,7 @@ def _attention(q, k, v, visible, c: ModelConfig, *, heads_major: bool = False):
     kv = "bksd" if heads_major else "bskd"
     q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
     scores = jnp.einsum(f"btkgd,{kv}->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (c.head_dim**-0.5)
+    scores = _soft_cap(scores * c.attention_scale, c.attn_softcap)
     scores = jnp.where(visible[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     # Heads-major out of the matmul, then one transpose of the (small) result: asking the einsum

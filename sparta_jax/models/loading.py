@@ -128,9 +128,9 @@ def checkpoint_host_arrays(config: ModelConfig, shards: CheckpointShards | None,
     getters = {}
     for param, (hf_name, transpose) in names.TOP_TENSORS.items():
         getters[param] = lambda shape, hf_name=hf_name, transpose=transpose: tensor(hf_name, transpose, shape)
-    for param, (_, transpose) in names.LAYER_TENSORS.items():
+    for param, (_, transpose) in names.layer_tensors(c).items():
         def stacked(shape, param=param, transpose=transpose):
-            return np.stack([tensor(names.hf_layer_name(i, param), transpose, shape[1:])
+            return np.stack([tensor(names.hf_layer_name(i, param, c), transpose, shape[1:])
                              for i in range(c.num_layers)])
         getters[f"layers/{param}"] = stacked
 

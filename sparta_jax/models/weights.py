@@ -24,6 +24,29 @@ LAYER_TENSORS: dict[str, tuple[str, bool]] = {
     "down_proj": ("mlp.down_proj.weight", True),
 }
 
+# Gemma 2/3 call their post-attention-output norm "post_attention_layernorm" (the Llama name of
+# the norm before the MLP, which they call "pre_feedforward_layernorm").
+POST_NORM_TENSORS: dict[str, tuple[str, bool]] = {
+    "mlp_norm": ("pre_feedforward_layernorm.weight", False),
+    "post_attn_norm": ("post_attention_layernorm.weight", False),
+    "post_mlp_norm": ("post_feedforward_layernorm.weight", False),
+}
+QK_NORM_TENSORS: dict[str, tuple[str, bool]] = {
+    "q_norm": ("self_attn.q_norm.weight", False),
+    "k_norm": ("self_attn.k_norm.weight", False),
+}
+
+
+def layer_tensors(config) -> dict[str, tuple[str, bool]]:
+    """Stacked layer parameter -> (HF name inside model.layers.{i}., transpose?) for `config`."""
+    out = dict(LAYER_TENSORS)
+    if config.post_norms:
+        out.update(POST_NORM_TENSORS)
+    if config.qk_norm:
+        out.update(QK_NORM_TENSORS)
+    return out
+
+
 # Top-level parameter -> (HF name, transpose?)
 TOP_TENSORS: dict[str, tuple[str, bool]] = {
     "embed": ("model.embed_tokens.weight", False),
@@ -41,8 +64,8 @@ PEFT_PREFIX = "base_model.model.model.layers"
 _PEFT_KEY = re.compile(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.[\w-]+)?\.weight$")
 
 
-def hf_layer_name(i: int, param: str) -> str:
-    return f"model.layers.{i}.{LAYER_TENSORS[param][0]}"
+def hf_layer_name(i: int, param: str, config) -> str:
+    return f"model.layers.{i}.{layer_tensors(config)[param][0]}"
 
 
 def peft_name(i: int, target: str, which: str) -> str:
