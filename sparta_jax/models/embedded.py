@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -43,7 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -61,10 +62,8 @@ _REQUIRED_FILES = (
     "model.safetensors",
     "tokenizer.json",
     "tokenizer_config.json",
-    "special_tokens_map.json",
 )
 _TMP_PREFIX = f".{MODEL_DIRNAME}.tmp-"
-_OLD_PREFIX = f".{MODEL_DIRNAME}.old-"
 
 
 # ----------------------------------------------------------------------------- locating files
@@ -413,7 +412,7 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def _build_into(folder: str, gguf_path: str) -> None:
+def _build_into(folder: str, gguf_path: str) -> None:  # SmolLM2's
     """Write the complete HF folder (marker excluded) into ``folder``."""
     from gguf import GGUFReader
     from safetensors.numpy import save_file
@@ -432,22 +431,33 @@ def _build_into(folder: str, gguf_path: str) -> None:
     _write_json(os.path.join(folder, "generation_config.json"), tk["generation_config"])
 
 
-def _read_marker(folder: str) -> dict[str, Any] | None:
+@dataclasses.dataclass(frozen=True)
+class EmbeddedSource:
+    """A GGUF file shipped in a Python package and how to turn it into a HF folder."""
+
+    dirname: str  # the folder's name in the cache
+    label: str  # where the GGUF comes from, for the marker
+    gguf_path: Callable[[], str]  # locates (or assembles) the GGUF file
+    build_into: Callable[[str, str], None]  # (empty folder, GGUF path) -> the HF files
+    format_version: int
+
+
+def _read_marker(folder: str, format_version: int = FORMAT_VERSION) -> dict[str, Any] | None:
     try:
         with open(os.path.join(folder, MARKER_FILENAME), encoding="utf-8") as f:
             marker = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(marker, dict) or marker.get("format_version") != FORMAT_VERSION:
+    if not isinstance(marker, dict) or marker.get("format_version") != format_version:
         return None
     if not all(os.path.isfile(os.path.join(folder, n)) for n in _REQUIRED_FILES):
         return None
     return marker
 
 
-def _is_complete(folder: str, gguf_path: str, gguf_sha: list[str]) -> bool:
+def _is_complete(folder: str, gguf_path: str, gguf_sha: list[str], format_version: int = FORMAT_VERSION) -> bool:
     """Is ``folder`` a finished build of this GGUF? Cheap size+mtime check, sha256 as fallback."""
-    marker = _read_marker(folder)
+    marker = _read_marker(folder, format_version)
     if marker is None:
         return False
     st = os.stat(gguf_path)
@@ -461,9 +471,9 @@ def _is_complete(folder: str, gguf_path: str, gguf_sha: list[str]) -> bool:
 
 
 @contextlib.contextmanager
-def _build_lock(cache_dir: str) -> Iterator[bool]:
+def _build_lock(cache_dir: str, dirname: str = MODEL_DIRNAME) -> Iterator[bool]:
     """Exclusive lock between builders in this cache dir; yields whether it is a real lock."""
-    lock_path = os.path.join(cache_dir, f".{MODEL_DIRNAME}.lock")
+    lock_path = os.path.join(cache_dir, f".{dirname}.lock")
     try:
         import fcntl
     except ImportError:  # non-POSIX: rely on the atomic rename alone
@@ -477,11 +487,11 @@ def _build_lock(cache_dir: str) -> Iterator[bool]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _remove_stale(cache_dir: str, locked: bool) -> None:
+def _remove_stale(cache_dir: str, locked: bool, dirname: str = MODEL_DIRNAME) -> None:
     """Delete temp / superseded dirs left by killed runs (all of them when we hold the lock)."""
     now = time.time()
     for entry in os.scandir(cache_dir):
-        if not entry.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+        if not entry.name.startswith((f".{dirname}.tmp-", f".{dirname}.old-")):
             continue
         with contextlib.suppress(OSError):
             if locked or now - entry.stat(follow_symlinks=False).st_mtime > 24 * 3600:
@@ -489,6 +499,11 @@ def _remove_stale(cache_dir: str, locked: bool) -> None:
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
+
+
+# Looked up at call time (lambdas), so tests can stand in for either step.
+SMOLLM2 = EmbeddedSource(MODEL_DIRNAME, f"{GGUF_PACKAGE}/{GGUF_FILENAME}", lambda: smollm2_gguf_path(),
+                         lambda folder, path: _build_into(folder, path), FORMAT_VERSION)
 
 
 def materialize_smollm2(cache_dir: str | None = None) -> str:
@@ -502,27 +517,33 @@ def materialize_smollm2(cache_dir: str | None = None) -> str:
     temporary sibling directory and renames it into place, so an interrupted run never leaves a folder
     that looks complete, and concurrent callers never see a partial one.
     """
-    gguf_path = smollm2_gguf_path()
+    return materialize(SMOLLM2, cache_dir)
+
+
+def materialize(source: EmbeddedSource, cache_dir: str | None = None) -> str:
+    """The HF folder of `source` in `cache_dir` (built once; see materialize_smollm2)."""
+    gguf_path = source.gguf_path()
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
-    final = os.path.join(cache_dir, MODEL_DIRNAME)
+    final = os.path.join(cache_dir, source.dirname)
     sha: list[str] = []
-    if _is_complete(final, gguf_path, sha):
+    version = source.format_version
+    if _is_complete(final, gguf_path, sha, version):
         return final
 
     os.makedirs(cache_dir, exist_ok=True)
-    with _build_lock(cache_dir) as locked:
-        if _is_complete(final, gguf_path, sha):  # another process finished while we waited
+    with _build_lock(cache_dir, source.dirname) as locked:
+        if _is_complete(final, gguf_path, sha, version):  # another process finished while we waited
             return final
-        _remove_stale(cache_dir, locked)
-        tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=cache_dir)
+        _remove_stale(cache_dir, locked, source.dirname)
+        tmp = tempfile.mkdtemp(prefix=f".{source.dirname}.tmp-", dir=cache_dir)
         try:
-            _build_into(tmp, gguf_path)
+            source.build_into(tmp, gguf_path)
             if not sha:
                 sha.append(_sha256(gguf_path))
             st = os.stat(gguf_path)
             marker = {
-                "format_version": FORMAT_VERSION,
-                "source": f"{GGUF_PACKAGE}/{GGUF_FILENAME}",
+                "format_version": version,
+                "source": source.label,
                 "gguf_sha256": sha[0],
                 "gguf_size": st.st_size,
                 "gguf_mtime_ns": st.st_mtime_ns,
@@ -537,15 +558,15 @@ def materialize_smollm2(cache_dir: str | None = None) -> str:
             os.chmod(tmp, 0o755)
             _fsync_dir(tmp)
             if os.path.lexists(final):  # stale or unfinished folder from an older build: set aside
-                old = tempfile.mkdtemp(prefix=_OLD_PREFIX, dir=cache_dir)
-                os.replace(final, os.path.join(old, MODEL_DIRNAME))
+                old = tempfile.mkdtemp(prefix=f".{source.dirname}.old-", dir=cache_dir)
+                os.replace(final, os.path.join(old, source.dirname))
             else:
                 old = None
             try:
                 os.replace(tmp, final)
             except OSError:
                 # Without a lock another builder may have won the race: accept its folder.
-                if _is_complete(final, gguf_path, sha):
+                if _is_complete(final, gguf_path, sha, version):
                     return final
                 raise
             _fsync_dir(cache_dir)

@@ -1,0 +1,109 @@
+"""The embedded Gemma 3 270M: its folder equals transformers' own GGUF conversion, our decoder
+gives transformers' logits and greedy text on it, and a Gemma member's prompts fold the system
+prompt into the first user turn."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.numpy import load_file
+
+from sparta_jax import sharding
+from sparta_jax.models.embedded_gemma import END_OF_TURN, gemma_gguf_path, materialize_gemma3_270m
+from sparta_jax.models.loading import from_pretrained
+from test_smollm2_jax import chat_batch, greedy
+
+QUESTIONS = ["What is the capital of France?", "Write the number twelve in digits.", "What is 7 + 5?"]
+
+
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory):
+    return materialize_gemma3_270m(str(tmp_path_factory.mktemp("gemma_cache")))
+
+
+@pytest.fixture(scope="module")
+def models(gemma_dir):
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    ours, tokenizer = from_pretrained(gemma_dir, dtype=jnp.float32, mesh=mesh)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(gemma_dir, dtype=torch.float32).eval()
+    return ours, ref, tokenizer
+
+
+def test_folder_equals_transformers_own_gguf_conversion(gemma_dir):
+    """transformers reads the GGUF itself (its Gemma processor also undoes llama.cpp's norm + 1):
+    every tensor and the architecture fields agree with the folder we built."""
+    path = gemma_gguf_path()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                           dtype=torch.float32)
+    ours = load_file(os.path.join(gemma_dir, "model.safetensors"))
+    theirs = {k: v.numpy() for k, v in hf.state_dict().items() if k != "lm_head.weight"}  # tied
+    assert set(ours) == set(theirs)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, theirs[name], err_msg=name)
+    config = json.load(open(os.path.join(gemma_dir, "config.json")))
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "sliding_window", "layer_types", "query_pre_attn_scalar",
+                "rope_parameters", "max_position_embeddings", "tie_word_embeddings"):
+        assert config[key] == getattr(hf.config, key), key
+    assert config["layer_types"].count("full_attention") == 3  # layers 5, 11, 17
+
+
+def test_logits_match_pytorch(models):
+    ours, ref, tokenizer = models
+    enc = chat_batch(tokenizer, QUESTIONS)
+    with torch.no_grad():
+        expected = ref(input_ids=torch.tensor(enc["input_ids"]),
+                       attention_mask=torch.tensor(enc["attention_mask"])).logits.numpy()
+    got = np.asarray(ours(jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"])))
+    real = enc["attention_mask"].astype(bool)
+    assert np.abs(got - expected)[real].max() <= 1e-4 * max(1.0, np.abs(expected[real]).max())
+    assert np.abs(got - expected)[real].mean() <= 1e-5 * max(1.0, np.abs(expected[real]).max())
+
+
+def test_greedy_text_equals_hf_generate(models):
+    ours, ref, tokenizer = models
+    enc = chat_batch(tokenizer, QUESTIONS)
+    tokens = greedy(ours, jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"]), steps=12)
+    with torch.no_grad():
+        hf = ref.generate(input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"]),
+                          do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+    hf_new = hf[:, enc["input_ids"].shape[1]:].numpy()
+    stops = set(ref.generation_config.eos_token_id)
+    assert tokenizer.convert_tokens_to_ids(END_OF_TURN) in stops
+    for row in range(len(QUESTIONS)):  # up to each row's first stop token (HF pads after it)
+        stop = next((i + 1 for i, t in enumerate(hf_new[row]) if t in stops), hf_new.shape[1])
+        np.testing.assert_array_equal(tokens[row, :stop], hf_new[row, :stop])
+    assert any(tokenizer.decode(tokens[row]).strip() for row in range(len(QUESTIONS)))
+
+
+def test_a_gemma_members_duel_and_judge_prompts(models):
+    """Gemma has no system role: the chat template folds the system prompt into the first user
+    turn; the duel prompt, the judge prompt and the DPO prompt all render that way."""
+    from sparta_jax import combat
+    from sparta_jax.preference_batches import prompt_ids, response_ids
+    from sparta_jax.tribe import Tribe, supports_system_role
+
+    _, _, tokenizer = models
+    assert supports_system_role(tokenizer)
+    tribe = Tribe(("g",), None, tokenizer, None, "You are a helpful AI assistant.", "x")
+    duel = tokenizer.decode(combat.chat_ids(tribe, "What is 7 + 5?"))
+    assert duel == ("<bos><start_of_turn>user\nYou are a helpful AI assistant.\n\nWhat is 7 + 5?<end_of_turn>\n"
+                    "<start_of_turn>model\n")
+    judge = tokenizer.decode(combat.judge_chat_ids(tokenizer, tribe.system_prompt, "What is 7 + 5?", "12",
+                                                   max_tokens=512, mode="fixed"))
+    # Gemma's template trims each turn, so the judge text's leading newline (SPEC 2.3) goes, as it
+    # does under Gemma's own template.
+    assert judge.startswith("<bos><start_of_turn>user\nYou are a helpful AI assistant.\n\nPlease judge the following")
+    assert judge.endswith('{"score": score}<end_of_turn>\n<start_of_turn>model\n')
+    assert prompt_ids(tokenizer, "What is 7 + 5?", mode="fixed", system_prompt=tribe.system_prompt) == \
+        combat.chat_ids(tribe, "What is 7 + 5?")
+    assert response_ids(tokenizer, "12", mode="fixed")[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    with pytest.raises(Exception, match="only the first message"):
+        tokenizer.apply_chat_template([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
+                                      tokenize=False)
