@@ -3,7 +3,7 @@
     python -m sparta_jax.generate --model PATH [--adapter PATH] --prompt TEXT \
         [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
 
-PATH may be `embedded` for the bundled SmolLM2-135M-Instruct. The prompt passes through the
+PATH may be `embedded` for the bundled SmolLM2-135M-Instruct or `embedded:gemma3-270m` for Gemma 3 270M. The prompt passes through the
 model's own chat template (nothing added beyond what the template adds); temperature 0 is
 greedy. stdout carries the answer text only; errors go to stderr with exit status 1.
 """
@@ -15,7 +15,7 @@ import sys
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sparta_jax.generate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="HF-format folder, or 'embedded' for SmolLM2-135M-Instruct")
+    p.add_argument("--model", required=True, help="HF-format folder, 'embedded' (SmolLM2-135M-Instruct) or 'embedded:gemma3-270m'")
     p.add_argument("--adapter", help="optional PEFT LoRA folder to apply")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -38,10 +38,10 @@ def main(argv=None) -> int:
 
     path = args.model
     try:
-        if path == "embedded":
-            from sparta_jax.models.embedded import materialize_smollm2
+        if path.startswith("embedded"):  # "embedded" (SmolLM2) or "embedded:gemma3-270m"
+            from sparta_jax.tribe import resolve_base
 
-            path = materialize_smollm2()
+            path = resolve_base(path)
         model, tokenizer = from_pretrained(path, dtype=jnp.dtype(args.dtype),
                                            adapters=[args.adapter] if args.adapter else ())
         sampler = Sampler(model, tokenizer, config=SamplerConfig(candidates=max(64, args.top_k)))
