@@ -52,6 +52,10 @@ def test_folder_equals_transformers_own_gguf_conversion(gemma_dir):
                 "rope_parameters", "max_position_embeddings", "tie_word_embeddings"):
         assert config[key] == getattr(hf.config, key), key
     assert config["layer_types"].count("full_attention") == 3  # layers 5, 11, 17
+    from sparta_jax.models.config import ModelConfig
+    from sparta_jax.models.shapes import MODEL_SHAPES
+
+    assert ModelConfig.from_hf_dict(config) == ModelConfig.from_hf_dict(MODEL_SHAPES["gemma-3-270m"])  # AOT's shape
 
 
 def test_logits_match_pytorch(models):
