@@ -38,6 +38,10 @@ def arm_label(config: dict) -> str:
     judge = (config.get("judge") or {}).get("mode")
     if judge == "verifier":
         return "verifier control (not Sparta)"
+    if config.get("label"):
+        return str(config["label"])
+    if config.get("method", "sparta") != "sparta":  # a baseline judges itself
+        return f"{method_label(config)}, its own {judge} judgments"
     scheme = (config.get("reputation") or {}).get("scheme")
     return f"Sparta, {judge} judges, {scheme} reputation"
 

@@ -68,6 +68,8 @@ def test_paper_table_layout_best_cells_and_paired_tests(tmp_path):
     assert "| method | arithmetic | word_problems |" in md
     assert "| Sparta | **0.600 [" in md and "| SPIN | 0.300 [" in md
     assert not table["notes"]
+    assert [a["label"] for a in arms] == ["Sparta, logits judges, static reputation", "SPIN, its own logits judgments",
+                                          "Sparta, logits judges, uniform reputation", "SPPO, its own logits judgments"]
 
 
 def test_mismatched_initial_evaluations_are_noted_and_not_paired(tmp_path):
