@@ -111,3 +111,50 @@ def test_a_gemma_members_duel_and_judge_prompts(models):
     with pytest.raises(Exception, match="only the first message"):
         tokenizer.apply_chat_template([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
                                       tokenize=False)
+
+
+def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
+    """A LoRA tribe on a tiny random Gemma 3 with the embedded Gemma's tokenizer and template:
+    two iterations of duels, `logits` judging over Gemma's number tokens, DPO on responses that
+    end in <end_of_turn>, evaluation and checkpoints; the best member exported merged reloads in
+    transformers with our logits."""
+    import subprocess
+    import sys
+
+    from sparta_jax.export import load_run_tribe
+    from tiny_models import save_tiny_gemma_chat_model
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = save_tiny_gemma_chat_model(tmp_path / "base", gemma_dir)
+    workdir = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    run = subprocess.run([sys.executable, "-m", "sparta_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}",
+                          f"--config.tribe.base={base}", "--config.mode=fixed", "--config.instructions_per_iteration=4",
+                          "--config.generation.max_new_tokens=8", "--config.dpo.max_length=96",
+                          "--config.dpo.max_prompt_length=80"], cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for t in (1, 2):
+        summary = json.load(open(os.path.join(workdir, f"iteration_00{t}", "summary.json")))
+        assert summary["unparseable_scores"] == 0 and summary["pairs_trained"] == summary["pairs"] > 0
+    out = tmp_path / "exported"
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", "best",
+                           "--out", str(out), "--merged"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = proc.stdout.split()[0]
+    tribe, _ = load_run_tribe(workdir)
+    ids = np.asarray([combat_ids(tribe)])
+    ours = np.asarray(tribe.model(jnp.asarray(ids), adapter_ids=jnp.asarray([tribe.index(best)])))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert np.abs(ours - np.asarray(tribe.model(jnp.asarray(ids)))).max() > 1e-6  # the member was trained
+
+
+def combat_ids(tribe):
+    from sparta_jax import combat
+
+    return combat.chat_ids(tribe, "What is 2 + 3? Give the final answer as a number.")

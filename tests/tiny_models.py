@@ -80,3 +80,17 @@ def save_tiny_chat_model(folder, tokenizer_dir, seed: int = 0) -> str:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(tokenizer_dir, name), folder)
     return str(folder)
+
+
+def save_tiny_gemma_chat_model(folder, tokenizer_dir, seed: int = 0) -> str:
+    """A tiny random Gemma 3 that speaks the embedded Gemma 3 270M's tokenizer and turn format
+    (copied from `tokenizer_dir`): Gemma's chat template and 262k vocabulary with fast runs."""
+    import os
+    import shutil
+
+    save_hf_model("gemma3", folder, seed, vocab_size=262144, hidden_size=64, intermediate_size=128,
+                  max_position_embeddings=1024, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if os.path.exists(os.path.join(tokenizer_dir, name)):
+            shutil.copy(os.path.join(tokenizer_dir, name), folder)
+    return str(folder)
