@@ -43,6 +43,17 @@ def score_answers(judge: Tribe, instructions: Sequence[str], answers: Sequence[S
     return out
 
 
+def sample_and_score(config, tribe: Tribe, instructions: Sequence[dict], k: int, *, rng, judge: Tribe | None = None,
+                     progress=lambda n: None) -> tuple[list[str], list[list[str]], list[list[float]]]:
+    """(instruction texts, k answers each, their scores by `judge`, by default the model itself):
+    what Self-Rewarding and SPPO start from."""
+    texts = [r["instruction"] for r in instructions]
+    answers = sample_answers(tribe, texts, k, gen_cfg=config.generation, rng=fold(rng, 0), progress=progress)
+    scores = score_answers(judge or tribe, texts, answers, judge_cfg=config.judge, mode=config.mode,
+                           rng=fold(rng, 1), references=instructions, progress=progress)
+    return texts, answers, scores
+
+
 def best_and_worst(scores: Sequence[float]) -> tuple[int, int] | None:
     """Indices of the highest and lowest parsed score (first of equals), or None when fewer than
     two scores parsed or all parsed scores tie (nothing to prefer)."""

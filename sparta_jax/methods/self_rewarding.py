@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparta_jax.methods.common import best_and_worst, fold, json_scores, sample_answers, score_answers
+from sparta_jax.methods.common import best_and_worst, json_scores, sample_and_score
 
 DEFAULTS = dict(samples=4)
 
@@ -32,12 +32,8 @@ def pair_from_scores(instruction: str, answers: Sequence[str], scores: Sequence[
 
 def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, progress=lambda n: None):
     """(preference records, candidate rows for candidates.jsonl)."""
-    cfg = config.methods.self_rewarding
-    texts = [r["instruction"] for r in instructions]
-    answers = sample_answers(tribe, texts, cfg.samples, gen_cfg=config.generation, rng=fold(rng, 0),
-                             progress=progress)
-    scores = score_answers(judge or tribe, texts, answers, judge_cfg=config.judge, mode=config.mode,
-                           rng=fold(rng, 1), references=instructions, progress=progress)
+    texts, answers, scores = sample_and_score(config, tribe, instructions, config.methods.self_rewarding.samples,
+                                              rng=rng, judge=judge, progress=progress)
     records = [p for p in (pair_from_scores(t, a, s) for t, a, s in zip(texts, answers, scores)) if p]
     rows = [{"instruction": t, "answers": a, "scores": json_scores(s)} for t, a, s in zip(texts, answers, scores)]
     return records, rows, {"unparsed_scores": int(sum(np.isnan(x) for row in scores for x in row))}

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparta_jax.methods.common import fold, json_scores, sample_answers, score_answers
+from sparta_jax.methods.common import json_scores, sample_and_score
 
 DEFAULTS = dict(samples=5, beta=1e-3, temperature=1.0, oracle="self")
 
@@ -58,11 +58,8 @@ def pair_from_scores(instruction: str, answers: Sequence[str], scores: Sequence[
 
 def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, progress=lambda n: None):
     cfg = config.methods.sppo
-    texts = [r["instruction"] for r in instructions]
-    answers = sample_answers(tribe, texts, cfg.samples, gen_cfg=config.generation, rng=fold(rng, 0),
-                             progress=progress)
-    scores = score_answers(judge or tribe, texts, answers, judge_cfg=config.judge, mode=config.mode,
-                           rng=fold(rng, 1), references=instructions, progress=progress)
+    texts, answers, scores = sample_and_score(config, tribe, instructions, cfg.samples, rng=rng, judge=judge,
+                                              progress=progress)
     records = [p for p in (pair_from_scores(t, a, s, cfg.temperature) for t, a, s in zip(texts, answers, scores)) if p]
     rows = [{"instruction": t, "answers": a, "scores": json_scores(s),
              "win_rates": json_scores(win_rates(s, cfg.temperature))} for t, a, s in zip(texts, answers, scores)]

