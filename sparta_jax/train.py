@@ -346,21 +346,20 @@ def run(config, workdir: str) -> dict:
 
     # config.tribe, or diverse starting experts (trained once and cached, copied when asked)
     tribe_cfg, adapters = tribe_source(config, mesh, log=log)
-    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
     judge = build_judge(config.evaluation.judge, config.tribe, config.sampler, mesh) if needs_judge_model(
         config, data) else None  # a named model judges open-ended evaluation answers
-    check_context(config, tribe.model.config.max_position_embeddings)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
     oracle = None
-    if method == "sparta":
-        check_sparta_tribe(tribe.names)
-    else:  # a baseline trains one model: the initial tribe's best, evaluated here as iteration 0
-        actor = choose_actor(config, tribe, data, workdir, judge)
-        tribe_cfg, adapters = actor_config(tribe_cfg, tribe.names, actor, adapters)
-        tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
+    if method != "sparta":  # a baseline trains one model: the initial tribe's best, picked at iteration 0
+        actor, names = choose_actor(config, tribe_cfg, adapters, data, workdir, mesh, judge)
+        tribe_cfg, adapters = actor_config(tribe_cfg, names, actor, adapters)
         oracle = method_oracle(config, mesh)
         log(f"method {method}: training {actor}, the initial tribe's best member by dev accuracy"
             if not config.methods.member else f"method {method}: training {actor} (methods.member)")
+    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
+    check_context(config, tribe.model.config.max_position_embeddings)
+    if method == "sparta":
+        check_sparta_tribe(tribe.names)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
     write_json(os.path.join(workdir, "tribe.json"), {  # what the run started from (export rebuilds it)
         "base": tribe.base_path, "names": list(tribe.names), "tribe": tribe_cfg.to_dict(),
         "adapters": list(adapters if adapters is not None else [a for a in config.tribe.adapters if a])})
@@ -436,14 +435,18 @@ def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeR
 
 
 # ---------------------------------------------------------------------------------- baselines
-def choose_actor(config, tribe: Tribe, data: dict, workdir: str, judge: Tribe | None) -> str:
-    """The member a baseline trains: methods.member, else the initial tribe's best by dev accuracy
-    (the iteration-0 evaluation, run here on the whole tribe). Kept in method.json, so a resumed
-    run trains the same member."""
+def choose_actor(config, tribe_cfg, adapters, data: dict, workdir: str, mesh, judge: Tribe | None):
+    """(member, the whole tribe's names): the member a baseline trains, methods.member or else the
+    initial tribe's best by dev accuracy (the iteration-0 evaluation, run here on the whole tribe,
+    which is built only for it). Kept in method.json, so a resumed run trains the same member
+    without building the whole tribe again."""
     path = os.path.join(workdir, "method.json")
     if os.path.exists(path):
         with open(path) as f:
-            return json.load(f)["member"]
+            chosen = json.load(f)
+        return chosen["member"], tuple(chosen["tribe"])
+    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
+    check_context(config, tribe.model.config.max_position_embeddings)
     actor = config.methods.member
     if not actor:
         if not config.evaluation.enabled:
@@ -460,7 +463,7 @@ def choose_actor(config, tribe: Tribe, data: dict, workdir: str, judge: Tribe | 
     if actor not in tribe.names:
         raise ConfigError(f"methods.member {actor!r} is not a member of the tribe {list(tribe.names)}")
     write_json(path, {"method": method_of(config), "member": actor, "tribe": list(tribe.names)})
-    return actor
+    return actor, tribe.names
 
 
 def method_oracle(config, mesh) -> Tribe | None:
