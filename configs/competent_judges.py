@@ -17,6 +17,10 @@ the others); arith_judge scores every answer about 7.6, right or wrong. At 135M,
 "37 + 13 = 50" from "37 + 13 = 51" needs the arithmetic the model lacks, and 114 examples teach
 only the scores' prior. What to try next: more judge examples and epochs, wrong answers that are
 further off, and tasks where checking is easier than answering.
+
+Measured 2026-12-02 (README, "Methods side by side"): the demo's DPO rate (1e-3) damages these
+SFT'd experts even with perfect pairs (the verifier control: test 0.300 -> 0.150 with 8 pairs);
+at 1e-4 it is neutral (0.300 -> 0.300). The four-arm table needs a lower rate than the demo's.
 """
 from sparta_jax.config_files import sibling_config
 
