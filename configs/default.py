@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
         dtype="float32",  # compute dtype
         param_dtype="float32",  # storage / master weights
         tokenizer="",  # random:<shape> bases only: a folder with tokenizer files ("" = the embedded one)
+        # Mixed-base tribes (several bases side by side): one dict per group with its own base,
+        # kind, adapters / member_folders / members, names, lora_* and tokenizer; unset fields
+        # come from the entries above. Empty: the one group the entries above describe.
+        groups=(),
     ))
     # Diverse starting experts (python -m sparta_jax.experts): with enabled=True the tribe is one
     # SFT'd LoRA adapter per source below (trained once, then cached) instead of fresh adapters.

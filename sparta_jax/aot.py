@@ -191,6 +191,11 @@ def resolve_model_shape(model_shape, base: str | None = None):
                        "(or a HF model folder / config.json)")
     if base in _BASE_ALIASES:
         return ModelConfig.from_hf_dict(MODEL_SHAPES[_BASE_ALIASES[base]])
+    if str(base or "").startswith("random:"):  # random weights of a named shape
+        return resolve_model_shape(str(base)[len("random:"):])
+    name = os.path.basename(str(base or "").rstrip("/")).lower()  # e.g. /data/models/gemma-7b-it
+    if name and not os.path.isdir(str(base)) and _BASE_ALIASES.get(name, name) in MODEL_SHAPES:
+        return ModelConfig.from_hf_dict(MODEL_SHAPES[_BASE_ALIASES.get(name, name)])
     if base and os.path.isfile(os.path.join(base, "config.json")):
         return _from_json(base)
     raise AotError(f"the config's base {base!r} is not a folder here; pass --model_shape "
@@ -488,6 +493,64 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
     return rows
 
 
+# ------------------------------------------------------------------------- mixed tribes
+def group_run_config(config, group_cfg):
+    """The run config with one group of a mixed tribe (tribe.groups) as its whole tribe."""
+    import ml_collections
+
+    out = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k != "tribe"})
+    out.tribe = ml_collections.ConfigDict(group_cfg.to_dict())
+    return out
+
+
+def resident_bytes(config, mesh, model_shape) -> int:
+    """Per-chip bytes one tribe (or group) keeps on the chips between its programs: its weights
+    (frozen base and LoRA stack) and its LoRA optimizer state."""
+    import jax
+    from flax import nnx
+
+    from sparta_jax import dpo
+
+    model, _ = abstract_model(resolve_model_shape(model_shape, config.tribe.get("base")), config, mesh)
+    _, state = nnx.split(model)
+    optimizer = dpo.make_optimizer(dpo_config(config), dpo.lora_member_axis)
+    opt_state = shard_abstract(jax.eval_shape(optimizer.init, dpo.split_lora(model)[1]), mesh, optimizer_rules())
+    return shard_bytes((shard_abstract(state, mesh), opt_state))
+
+
+def compile_mixed(config, mesh, shapes: Mapping[str, object], *, hbm_gib: float | None = None,
+                  programs: tuple[str, ...] | None = None, log=None) -> list[dict]:
+    """compile_config for each group of a mixed tribe, in turn, as a run runs them. Every group
+    shards over the whole mesh and keeps its weights there, so a group's program has the other
+    groups' resident bytes beside it: each row's total adds them (other_groups_bytes)."""
+    from sparta_jax.tribe import group_configs
+
+    configs = {name: group_run_config(config, g) for name, g in group_configs(config.tribe)}
+    missing = set(configs) - set(shapes)
+    if missing:
+        raise AotError(f"no model shape for groups {sorted(missing)}")
+    resident = {name: resident_bytes(c, mesh, shapes[name]) for name, c in configs.items()}
+    rows = []
+    for name, c in configs.items():
+        others = sum(v for k, v in resident.items() if k != name)
+        for row in compile_config(c, mesh, shapes[name], hbm_gib=hbm_gib, programs=programs, log=log):
+            row.update(program=f"{name}: {row['program']}", group=name, other_groups_bytes=others)
+            if row["total_bytes"] is not None:
+                row["total_bytes"] += others
+            if not row.get("oom") and row["hbm_bytes"] is not None:
+                row["fits"] = row["total_bytes"] <= row["hbm_bytes"]
+            rows.append(row)
+    return rows
+
+
+def group_shapes(config, given: Mapping[str, str]) -> dict:
+    """Each group's ModelConfig: --group_shapes name=shape, else from the group's base (a folder
+    here, or a base whose name is a known shape or alias, e.g. .../gemma-7b-it)."""
+    from sparta_jax.tribe import group_configs
+
+    return {name: resolve_model_shape(given.get(name) or None, g.base) for name, g in group_configs(config.tribe)}
+
+
 # ------------------------------------------------------------------------------- roofline
 def _layer_shardings(layers, stacked_shape, mesh):
     """Each per-layer weight slice sharded like its stack, minus the layer axis."""
@@ -658,15 +721,17 @@ def format_table(rows: list[dict], header: str = "") -> str:
     def gib(x):
         return "?" if x is None else f"{x / GIB:.3f}"
 
+    mixed = any("other_groups_bytes" in r for r in rows)  # a mixed tribe: the other groups' weights
     cols = ("program", "shape", "arguments GiB", "outputs GiB", "temporaries GiB", "code GiB",
-            "total per chip GiB", "HBM GiB", "fits")
+            *(("other groups GiB",) if mixed else ()), "total per chip GiB", "HBM GiB", "fits")
     body = []
     for r in rows:
         fits = "?" if r["fits"] is None else ("yes" if r["fits"] else "NO")
         code = "?" if r["code_bytes"] is None else f"{r['code_bytes'] / GIB:.3f}"
         total = (">= " + gib(r["total_bytes"]) + " (OOM)") if r.get("oom") else gib(r["total_bytes"])
+        others = (gib(r.get("other_groups_bytes")),) if mixed else ()
         body.append((r["program"], r["shape"], gib(r["argument_bytes"]), gib(r["output_bytes"]),
-                     gib(r["temp_bytes"]), code, total, gib(r["hbm_bytes"]), fits))
+                     gib(r["temp_bytes"]), code, *others, total, gib(r["hbm_bytes"]), fits))
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = ([header] if header else []) + [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -689,6 +754,8 @@ def _define_flags():
     flags.DEFINE_string("topology", "v4:2x2x4", "TPU topology (v4:2x2x4, v5e:4x4, v6e:2x2, ...) or cpu:N")
     flags.DEFINE_string("model_shape", "", f"base model shape: {', '.join(MODEL_SHAPES)}, or a HF folder / "
                         "config.json; default: the config's tribe.base folder")
+    flags.DEFINE_list("group_shapes", [], "a mixed tribe's shapes, name=shape per group (e.g. "
+                      "gemma=gemma-7b,qwen=qwen2.5-7b); default: from each group's base")
     flags.DEFINE_float("hbm_gib", None, f"HBM per chip in GiB (default per generation: {HBM_GIB})")
     flags.DEFINE_string("chip_config", "", "libtpu chip_config_name override (default per generation: "
                         "'megacore' for v4/v5p, one device per chip, as Cloud TPU runs them)")
@@ -725,8 +792,31 @@ def main(argv) -> int:
     config = FLAGS.config
     topology = get_topology(FLAGS.topology, chip_config_name=FLAGS.chip_config or None, hbm_gib=FLAGS.hbm_gib)
     mesh = topology_mesh(topology, config.mesh)
-    model_config = resolve_model_shape(FLAGS.model_shape or None, config.tribe.get("base"))
     kind = getattr(topology.devices[0], "device_kind", topology.platform)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if config.tribe.get("groups"):  # a mixed tribe: each group's programs, the others' weights beside them
+        if FLAGS.roofline or FLAGS.model_shape:
+            raise AotError("a mixed tribe (tribe.groups): give each group's shape with --group_shapes=name=shape,...; "
+                           "--model_shape and --roofline are for one-group tribes")
+        given = dict(item.split("=", 1) for item in FLAGS.group_shapes)
+        shapes = group_shapes(config, given)
+        from sparta_jax.tribe import group_configs
+
+        described = [f"{name} {given.get(name) or g.base}: {_members(g_config)} LoRA members r{g.lora_rank} "
+                     f"({shapes[name].num_layers} layers, hidden {shapes[name].hidden_size}, vocab "
+                     f"{shapes[name].vocab_size})"
+                     for name, g in group_configs(config.tribe) for g_config in [group_run_config(config, g)]]
+        print(f"{topology.name}: {topology.num_devices} x {kind}, mesh {dict(mesh.shape)}; a mixed tribe, its groups "
+              f"in turn, params {config.tribe.param_dtype}: " + "; ".join(described), flush=True)
+        rows = compile_mixed(config, mesh, shapes, hbm_gib=topology.hbm_gib, programs=tuple(FLAGS.programs) or None,
+                             log=log)
+        print(format_table(rows), flush=True)
+        if FLAGS.json_out:
+            with open(FLAGS.json_out, "w") as f:
+                json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
+                               rows=rows, roofline=[]), f, indent=1)
+        return 1 if any(r["fits"] is False for r in rows) else 0
+    model_config = resolve_model_shape(FLAGS.model_shape or None, config.tribe.get("base"))
     header = (f"{topology.name}: {topology.num_devices} x {kind}, mesh {dict(mesh.shape)}; "
               f"model {FLAGS.model_shape or config.tribe.base} ({model_config.num_layers} layers, hidden "
               f"{model_config.hidden_size}, vocab {model_config.vocab_size}), {_members(config)} LoRA members "

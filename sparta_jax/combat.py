@@ -13,14 +13,16 @@ import numpy as np
 from sparta_jax import evaluation
 from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_judge_prompt,
                                logit_candidate_ids, logit_expected_score)
-from sparta_jax.tribe import Tribe
+from sparta_jax.tribe import MixedTribe, Tribe
 
 
-def chat_ids(tribe: Tribe, user_text: str) -> list[int]:
-    messages = [{"role": "system", "content": tribe.system_prompt}] if tribe.system_prompt else []
+def chat_ids(tribe: Tribe | MixedTribe, user_text: str, member: int = 0) -> list[int]:
+    """`user_text` as one user turn in member `member`'s chat template (its group's tokenizer)."""
+    group = tribe.group(member)
+    messages = [{"role": "system", "content": group.system_prompt}] if group.system_prompt else []
     messages.append({"role": "user", "content": user_text})
-    text = tribe.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tribe.tokenizer.encode(text, add_special_tokens=False)
+    text = group.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return group.tokenizer.encode(text, add_special_tokens=False)
 
 
 def _in_batches(n: int, batch_size: int, order: Sequence[int]):
@@ -28,9 +30,36 @@ def _in_batches(n: int, batch_size: int, order: Sequence[int]):
         yield list(order[start: start + batch_size])
 
 
-def generate_texts(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, gen_cfg, rng, batch_size: int,
-                   progress: Callable[[int], None] = lambda n: None) -> list[str]:
-    """(member index, prompt ids) -> generated text, in fixed-size batches sorted by prompt length."""
+def per_group(tribe: Tribe | MixedTribe, jobs: Sequence[tuple[int, list[int]]], run, rng=None):
+    """Splits (global member index, prompt ids) jobs by group and calls run(group, local jobs,
+    key) once per group with jobs: the group's own model, tokenizer and sampler programs. Returns
+    (job indices, run's results) per group. One group keeps global indices (a judge tribe's -1,
+    its base) and `rng` as they are; with several, group g's key is fold_in(rng, g)."""
+    spans = tribe.spans()
+    out = []
+    for g, (group, offset) in enumerate(spans):
+        rows = list(range(len(jobs))) if len(spans) == 1 else [
+            i for i, (m, _) in enumerate(jobs) if offset <= m < offset + len(group.names)]
+        if rows:
+            key = rng if rng is None or len(spans) == 1 else jax.random.fold_in(rng, g)
+            out.append((rows, run(group, [(jobs[i][0] - offset, jobs[i][1]) for i in rows], key)))
+    return out
+
+
+def generate_texts(tribe: Tribe | MixedTribe, jobs: Sequence[tuple[int, list[int]]], *, gen_cfg, rng,
+                   batch_size: int, progress: Callable[[int], None] = lambda n: None) -> list[str]:
+    """(member index, prompt ids) -> generated text, each group's rows in fixed-size batches sorted
+    by prompt length."""
+    out: list[str] = [""] * len(jobs)
+    run = lambda group, local, key: _generate_group(group, local, gen_cfg=gen_cfg, rng=key,  # noqa: E731
+                                                     batch_size=batch_size, progress=progress)
+    for rows, texts in per_group(tribe, jobs, run, rng):
+        for i, text in zip(rows, texts):
+            out[i] = text
+    return out
+
+
+def _generate_group(tribe: Tribe, jobs, *, gen_cfg, rng, batch_size: int, progress) -> list[str]:
     order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]))
     out: list[str] = [""] * len(jobs)
     for b, rows in enumerate(_in_batches(len(jobs), batch_size, order)):
@@ -52,7 +81,7 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
         for name in m.models:
             key = (name, text)
             if key not in where:
-                ids = chat_ids(tribe, text)
+                ids = chat_ids(tribe, text, tribe.index(name))
                 if len(ids) > gen_cfg.max_prompt_tokens:
                     # SPEC 2.2: prompts are cut to max_prompt_tokens (keeping the start, as the
                     # released tokenizer call does); the chat template's tail is lost with it.
@@ -63,9 +92,12 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
     return [tuple(texts[where[(name, text)]] for name in m.models) for m, text in zip(matchups, instructions)]
 
 
-def judge_prompt_ids(tribe: Tribe, instruction: str, response: str, *, judge_cfg, mode: str) -> list[int]:
-    """The judge's chat prompt for one response (SPEC 2.3), fitted to judge.max_prompt_tokens."""
-    return judge_chat_ids(tribe.tokenizer, tribe.system_prompt, instruction, response,
+def judge_prompt_ids(tribe: Tribe | MixedTribe, instruction: str, response: str, *, judge_cfg, mode: str,
+                     member: int = 0) -> list[int]:
+    """Judge `member`'s chat prompt for one response (SPEC 2.3), fitted to judge.max_prompt_tokens:
+    the answer as text, in the judge's own template (another group's member wrote it in its own)."""
+    group = tribe.group(member)
+    return judge_chat_ids(group.tokenizer, group.system_prompt, instruction, response,
                           max_tokens=judge_cfg.max_prompt_tokens, mode=mode)
 
 
@@ -82,12 +114,16 @@ def judge_jobs(tribe: Tribe, matchups, instructions, responses, *, judge_cfg, mo
     """Every (judge, duel, side) with its fitted judge prompt ids. Judges: all but the duelists."""
     jobs = []
     for d, (m, text, pair) in enumerate(zip(matchups, instructions, responses)):
-        sides = [judge_prompt_ids(tribe, text, pair[side], judge_cfg=judge_cfg, mode=mode) for side in (0, 1)]
+        sides = {}  # per group: one tokenization of each side serves all its judges
         for j, judge in enumerate(tribe.names):
             if judge in m.models:
                 continue
+            group = id(tribe.group(j))
+            if group not in sides:
+                sides[group] = [judge_prompt_ids(tribe, text, pair[side], judge_cfg=judge_cfg, mode=mode, member=j)
+                                for side in (0, 1)]
             for side in (0, 1):
-                jobs.append((d, judge, side, j, sides[side]))
+                jobs.append((d, judge, side, j, sides[group][side]))
     return jobs
 
 
@@ -160,10 +196,19 @@ def _records(tribe: Tribe, iteration: int, matchups, instructions, responses, ju
     return records
 
 
-def logit_scores(tribe: Tribe, jobs: Sequence[tuple[int, list[int]]], *, batch_size: int,
+def logit_scores(tribe: Tribe | MixedTribe, jobs: Sequence[tuple[int, list[int]]], *, batch_size: int,
                  progress=lambda n: None) -> np.ndarray:
     """The `logits` judge (SPEC 2.3): expected score over "1".."10" after `{"score": `, per job, each
-    candidate the probability that the judge writes exactly that number (no digit follows)."""
+    candidate the probability that the judge writes exactly that number (no digit follows); each
+    group over its own tokenizer's number tokens."""
+    out = np.zeros(len(jobs))
+    run = lambda group, local, _: _group_logit_scores(group, local, batch_size, progress)  # noqa: E731
+    for rows, scores in per_group(tribe, jobs, run):
+        out[rows] = scores
+    return out
+
+
+def _group_logit_scores(tribe: Tribe, jobs, batch_size: int, progress) -> np.ndarray:
     prefix = tribe.tokenizer.encode(LOGIT_ASSISTANT_PREFIX, add_special_tokens=False)
     candidates = logit_candidate_ids(tribe.tokenizer)
     order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]))

@@ -26,6 +26,20 @@ def _check(config, key: str, ok, expectation: str):
         raise ConfigError(f"config.{key} = {value!r}: {expectation}")
 
 
+def _check_tribe(config) -> None:
+    """The fields of config["tribe"] (a one-group tribe, or one group of tribe.groups)."""
+    _check(config, "tribe.base", lambda v: isinstance(v, str) and v, "must name a model folder or 'embedded'")
+    _check(config, "tribe.kind", lambda v: v in ("lora", "full"),
+           "must be 'lora' (adapters over one frozen base) or 'full' (whole models, all weights trained)")
+    if config["tribe"]["kind"] == "full":
+        _check(config, "tribe.adapters", lambda v: not any(v),
+               "must be empty when tribe.kind='full' (the members are tribe.member_folders)")
+    _check(config, "tribe.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "must be float32, bfloat16 or float16")
+    _check(config, "tribe.param_dtype", lambda v: v in ("float32", "bfloat16", "float16"),
+           "must be float32, bfloat16 or float16")
+    _check(config, "tribe.lora_rank", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+
+
 def validate_config(config) -> None:
     positive = lambda v: v > 0  # noqa: E731
     prob = lambda v: 0.0 <= v <= 1.0  # noqa: E731
@@ -41,17 +55,20 @@ def validate_config(config) -> None:
     _check(config, "iterations", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "instructions_per_iteration", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "seed", lambda v: isinstance(v, int), "must be an integer")
-    _check(config, "tribe.base", lambda v: isinstance(v, str) and v, "must name a model folder or 'embedded'")
-    _check(config, "tribe.kind", lambda v: v in ("lora", "full"),
-           "must be 'lora' (adapters over one frozen base) or 'full' (whole models, all weights trained)")
+    if config.tribe.get("groups"):  # a mixed-base tribe: each group checked as a tribe of its own
+        from sparta_jax.tribe import group_configs
+
+        _check(config, "experts.enabled", lambda v: not v,
+               "must be False with tribe.groups (the experts adapt one base; give each group its adapters)")
+        for name, group in group_configs(config.tribe):
+            try:
+                _check_tribe({"tribe": group})
+            except ConfigError as e:
+                raise ConfigError(f"tribe.groups, group {name!r}: {e}") from None
+    else:
+        _check_tribe(config)
     if config.tribe.kind == "full":
-        _check(config, "tribe.adapters", lambda v: not any(v),
-               "must be empty when tribe.kind='full' (the members are tribe.member_folders)")
         _check(config, "experts.enabled", lambda v: not v, "must be False when tribe.kind='full' (experts are LoRA)")
-    _check(config, "tribe.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "must be float32, bfloat16 or float16")
-    _check(config, "tribe.param_dtype", lambda v: v in ("float32", "bfloat16", "float16"),
-           "must be float32, bfloat16 or float16")
-    _check(config, "tribe.lora_rank", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "matchmaking.alpha", prob, "must lie in [0, 1]")
     _check(config, "matchmaking.k", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     for section in ("generation", "judge"):

@@ -40,11 +40,10 @@ def best_member(workdir: str) -> str:
 
 def load_run_tribe(workdir: str, step: int | None = None):
     """The run's tribe with the members' weights of checkpoint `step` (default: latest)."""
-    import jax
     import ml_collections
 
     from sparta_jax import checkpoints, dpo, sharding
-    from sparta_jax.train import TribeTrainer
+    from sparta_jax.train import make_trainer
     from sparta_jax.tribe import build_tribe
 
     config_path = os.path.join(workdir, "config.json")
@@ -58,16 +57,15 @@ def load_run_tribe(workdir: str, step: int | None = None):
     # A baseline's tribe is its one member (tribe.json "tribe"); a Sparta run's is config.tribe.
     tribe_cfg = ml_collections.ConfigDict(info["tribe"]) if info.get("tribe") else config.tribe
     tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=info.get("adapters"))
-    trainer = TribeTrainer(tribe, dpo.DPOConfig())  # only its split, merge and optimizer state shape
-    trainable = trainer.trainable(tribe.model)
+    trainer = make_trainer(tribe, dpo.DPOConfig())  # only its split, merge and optimizer state shape
+    trainable = trainer.trainable_of(tribe)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
         step = step if step is not None else ckpt.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
         restored, _, _ = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
-                                      opt_state_target=checkpoints.targets_like(
-                                          jax.jit(trainer.optimizer.init)(trainable)))
-    tribe.model = trainer.members(restored)
+                                      opt_state_target=checkpoints.targets_like(trainer.init_opt_state(trainable)))
+    trainer.install(tribe, restored)
     return tribe, step
 
 
@@ -84,6 +82,7 @@ def main(argv=None) -> int:
         tribe, step = load_run_tribe(args.workdir, args.step)
         if member not in tribe.names:
             raise ValueError(f"no member {member!r}; the tribe is {list(tribe.names)}")
+        tribe = tribe.group(tribe.index(member))  # a mixed tribe's member exports from its own group
         if isinstance(tribe.model, MemberStack):
             if args.peft:
                 raise ValueError("the members of a full tribe (tribe.kind='full') are whole models: "

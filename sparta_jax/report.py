@@ -104,6 +104,7 @@ class RunData:
     names: List[str]  # tribe order
     problems: List[str]
     audit: Optional[dict] = None  # audit.json (python -m sparta_jax.audit), when present
+    bases: Optional[dict] = None  # member -> its base model (tribe.json), when known
 
     @property
     def trained(self) -> List[IterationData]:
@@ -190,7 +191,20 @@ def load_run(workdir: str) -> RunData:
     if audit is not None and not isinstance(audit, dict):
         problems.append("audit.json: not a JSON object")
         audit = None
-    return RunData(workdir, config, metrics, iterations, _tribe_names(config, iterations), problems, audit)
+    return RunData(workdir, config, metrics, iterations, _tribe_names(config, iterations), problems, audit,
+                   _member_bases(workdir, problems))
+
+
+def _member_bases(workdir: str, problems: List[str]) -> Optional[dict]:
+    """tribe.json's member -> base (a mixed tribe's groups), or its one base for every member."""
+    info = _read_json(os.path.join(workdir, "tribe.json"), problems, "tribe.json")
+    if not isinstance(info, dict):
+        return None
+    if isinstance(info.get("bases"), dict):
+        return {str(k): str(v) for k, v in info["bases"].items()}
+    if isinstance(info.get("names"), list) and isinstance(info.get("base"), str):
+        return {str(n): info["base"] for n in info["names"]}
+    return None
 
 
 def _tribe_names(config: Optional[dict], iterations: Sequence[IterationData]) -> List[str]:
@@ -1135,6 +1149,12 @@ def _headline(run: RunData) -> str:
     if partial:
         it_text += f"; in progress or incomplete: {', '.join(map(str, partial))}"
     rows.append(("iterations", _esc(it_text)))
+    if run.bases:  # each member's base model, grouped (a mixed tribe has several)
+        by_base: dict = {}
+        for name, base in run.bases.items():
+            by_base.setdefault(base, []).append(name)
+        rows.append(("members and bases", "<br>".join(f"{_esc(', '.join(names))}: <code>{_esc(base)}</code>"
+                                                      for base, names in by_base.items())))
     method = (run.config or {}).get("method", "sparta")
     if method != "sparta":  # a baseline: one model, its own pairs (iteration_NNN/pairs.json)
         member = _read_json(os.path.join(run.workdir, "method.json"), [], "method.json") or {}

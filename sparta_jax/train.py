@@ -26,7 +26,8 @@ from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
                                duel_to_json, make_matchups, write_text_atomic)
-from sparta_jax.tribe import Tribe, actor_config, build_judge, build_tribe, check_sparta_tribe
+from sparta_jax.tribe import (MixedTribe, Tribe, actor_config, build_judge, build_tribe, check_sparta_tribe,
+                              context_length)
 
 PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3, "evaluation": 4}
 
@@ -78,7 +79,7 @@ def reputation_constants(cfg) -> ReputationConstants:
 
 
 def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, trainer: TribeTrainer) -> RunState:
-    trainable, optimizer = trainer.trainable(tribe.model), trainer.optimizer
+    trainable = trainer.trainable_of(tribe)
     step = ckpt.latest_step()
     constants = reputation_constants(config)
     sparta = method_of(config) == "sparta"
@@ -87,7 +88,7 @@ def restore_or_start(config, tribe: Tribe, ckpt: checkpoints.RunCheckpointer, tr
                            constants=constants) if sparta else None
         return RunState(rater, trainable, 1)
     restored, _, host = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
-                                     opt_state_target=checkpoints.targets_like(jax.jit(optimizer.init)(trainable)))
+                                     opt_state_target=checkpoints.targets_like(trainer.init_opt_state(trainable)))
     if tuple(host["names"]) != tribe.names:
         raise ValueError(f"the checkpoint in {ckpt.directory} was written for members {host['names']}, "
                          f"this config has {list(tribe.names)}")
@@ -198,10 +199,85 @@ class TribeTrainer:
             return self._stack.replace_state(trainable)
         return dpo.merge_lora(self.graphdef, trainable, self.frozen)
 
+    def trainable_of(self, tribe: Tribe):
+        return self.trainable(tribe.model)
 
-def train_phase(config, tribe: Tribe, t: int, records: list[dict], trainable, trainer: TribeTrainer):
+    def install(self, tribe: Tribe, trainable) -> None:
+        """Gives the tribe's members the weights `trainable`."""
+        tribe.model = self.members(trainable)
+
+    def init_opt_state(self, trainable):
+        return jax.jit(self.optimizer.init)(trainable)  # jitted: global arrays, also on multi-host
+
+
+class MixedTrainer:
+    """A TribeTrainer per group of a mixed tribe (each group's programs jitted once, run in turn);
+    what is trained, and its optimizer state, are dicts keyed by group name."""
+
+    def __init__(self, tribe: MixedTribe, dpo_cfg: dpo.DPOConfig):
+        self.cfg = dpo_cfg
+        self.trainers = {name: TribeTrainer(g, dpo_cfg) for name, g in zip(tribe.group_names, tribe.groups)}
+
+    def trainable_of(self, tribe: MixedTribe) -> dict:
+        return {name: tr.trainable_of(g) for (name, tr), g in zip(self.trainers.items(), tribe.groups)}
+
+    def install(self, tribe: MixedTribe, trainable: dict) -> None:
+        for (name, tr), g in zip(self.trainers.items(), tribe.groups):
+            tr.install(g, trainable[name])
+
+    def init_opt_state(self, trainable: dict) -> dict:
+        return {name: tr.init_opt_state(trainable[name]) for name, tr in self.trainers.items()}
+
+
+def make_trainer(tribe: Tribe | MixedTribe, dpo_cfg: dpo.DPOConfig) -> TribeTrainer | MixedTrainer:
+    return MixedTrainer(tribe, dpo_cfg) if isinstance(tribe, MixedTribe) else TribeTrainer(tribe, dpo_cfg)
+
+
+def train_phase(config, tribe: Tribe | MixedTribe, t: int, records: list[dict], trainable, trainer):
     """DPO for every member on the iteration's preference records; the reference is the
-    start-of-iteration tribe."""
+    start-of-iteration tribe. A mixed tribe trains group by group, each on every record in its
+    own tokenizer and template. Returns (trained, optimizer state or None when no pair trained, info)."""
+    if not isinstance(tribe, MixedTribe):
+        return train_group(config, tribe, t, records, trainable, trainer)
+    trained, opt_states, infos = {}, {}, {}
+    for name, group in zip(tribe.group_names, tribe.groups):
+        tr = trainer.trainers[name]
+        trained[name], opt_states[name], infos[name] = train_group(config, group, t, records, trainable[name], tr)
+    if all(o is None for o in opt_states.values()):
+        return trained, None, mixed_train_info(tribe, infos)
+    opt_states = {n: tr.init_opt_state(trained[n]) if opt_states[n] is None else opt_states[n]
+                  for n, tr in trainer.trainers.items()}
+    return trained, opt_states, mixed_train_info(tribe, infos)
+
+
+def mixed_train_info(tribe: MixedTribe, infos: dict) -> dict:
+    """The groups' DPO infos as one, per-member figures in the global member order (nan for a
+    group that trained nothing, or past its last step); each group's own info under "groups"."""
+    sizes = {n: len(g.names) for n, g in zip(tribe.group_names, tribe.groups)}
+
+    def joined(per_group: dict) -> dict | None:  # {group: {metric: [its members]} or None}
+        keys = next((list(d) for d in per_group.values() if d), None)
+        if keys is None:
+            return None
+        return {k: [x for n in tribe.group_names
+                    for x in (per_group[n][k] if per_group[n] else [float("nan")] * sizes[n])] for k in keys}
+
+    histories = {n: infos[n].get("dpo_history") or [] for n in tribe.group_names}
+    steps = max(len(h) for h in histories.values())
+    info = {"members": list(tribe.names), "pairs_trained": max(i["pairs_trained"] for i in infos.values()),
+            "pairs_dropped_too_long": max(i["pairs_dropped_too_long"] for i in infos.values()),
+            "groups": {n: {k: v for k, v in i.items() if k != "dpo_history"} for n, i in infos.items()}}
+    per_member = joined({n: infos[n].get("dpo_per_member") for n in tribe.group_names})
+    if per_member is not None:
+        info.update(dpo_steps=steps, dpo_per_member=per_member,
+                    dpo_after=joined({n: infos[n].get("dpo_after") for n in tribe.group_names}),
+                    dpo_history=[joined({n: h[s] if s < len(h) else None for n, h in histories.items()})
+                                 for s in range(steps)])
+    return info
+
+
+def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, trainer: TribeTrainer):
+    """DPO for every member of one group (or a one-group tribe) on the preference records."""
     dpo_cfg, frozen = trainer.cfg, trainer.frozen
     triples, dropped = preference_batches.encode_preferences(
         tribe.tokenizer, records, mode=config.mode, system_prompt=tribe.system_prompt,
@@ -356,27 +432,27 @@ def run(config, workdir: str) -> dict:
         log(f"method {method}: training {actor}, the initial tribe's best member by dev accuracy"
             if not config.methods.member else f"method {method}: training {actor} (methods.member)")
     tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
-    check_context(config, tribe.model.config.max_position_embeddings)
+    check_context(config, context_length(tribe))
     if method == "sparta":
         check_sparta_tribe(tribe.names)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     write_json(os.path.join(workdir, "tribe.json"), {  # what the run started from (export rebuilds it)
-        "base": tribe.base_path, "names": list(tribe.names), "tribe": tribe_cfg.to_dict(),
+        "base": tribe.base_path, "names": list(tribe.names), "tribe": tribe_cfg.to_dict(), "bases": tribe.bases(),
         "adapters": list(adapters if adapters is not None else [a for a in config.tribe.adapters if a])})
     dpo_cfg = dpo_config(config)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save) as ckpt:
-        trainer = TribeTrainer(tribe, dpo_cfg)
+        trainer = make_trainer(tribe, dpo_cfg)
         state = restore_or_start(config, tribe, ckpt, trainer)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
-        tribe.model = trainer.members(state.trainable)
+        trainer.install(tribe, state.trainable)
         evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judge)  # e.g. the initial tribe
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
             folder = iteration_dir(workdir, t)
             os.makedirs(folder, exist_ok=True)
-            tribe.model = trainer.members(state.trainable)  # this iteration's members
+            trainer.install(tribe, state.trainable)  # this iteration's members
             instructions = data_lib.sample_instructions(train_split, config.instructions_per_iteration,
                                                         iteration=t, seed=config.seed, mode=config.mode)
             clock = PhaseClock(f"iteration {t}")
@@ -389,7 +465,7 @@ def run(config, workdir: str) -> dict:
             trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, records,
                                                      state.trainable, trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained
-                opt_state = jax.jit(trainer.optimizer.init)(trainable)  # jitted: global arrays, also on multi-host
+                opt_state = trainer.init_opt_state(trainable)
             rater = state.rater
             host = {"iteration": t, "phase": "trained", "names": list(tribe.names), "method": method,
                     "reputations": rater.state.to_dict() if rater else {},
@@ -407,7 +483,7 @@ def run(config, workdir: str) -> dict:
             log(f"  checkpoint {t}: {time.perf_counter() - saving:.1f}s to hand over (written in the background)")
             state = RunState(state.rater, trainable, t + 1)
             log(one_line(summary))
-            tribe.model = trainer.members(trainable)
+            trainer.install(tribe, trainable)
             evaluation_phase(config, tribe, t, data, workdir, metrics, judge)
             if jax.process_index() == 0:
                 from sparta_jax.report import write_report
@@ -446,7 +522,7 @@ def choose_actor(config, tribe_cfg, adapters, data: dict, workdir: str, mesh, ju
             chosen = json.load(f)
         return chosen["member"], tuple(chosen["tribe"])
     tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
-    check_context(config, tribe.model.config.max_position_embeddings)
+    check_context(config, context_length(tribe))
     actor = config.methods.member
     if not actor:
         if not config.evaluation.enabled:

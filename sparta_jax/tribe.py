@@ -4,6 +4,12 @@ Two shapes (`tribe.kind`). "lora": one frozen base with a stack of LoRA members,
 adapter folders (the paper's experts) or fresh adapters (B = 0, so they start equal to the base
 and diverge through sampling and training). "full": a MemberStack of whole models from
 tribe.member_folders, every weight trained by DPO (for small models).
+
+Mixed-base tribes (`tribe.groups`): several bases side by side (SPEC 1), e.g. Gemma and Qwen
+experts. Each group is a `Tribe` of its own (base, kind, tokenizer, chat template, sampler);
+a `MixedTribe` holds them with one global member order, the groups' members one after another.
+Code that builds prompts or samples asks `tribe.group(m)` for member m's group and batches
+per group (`tribe.spans()`); a plain `Tribe` is its own single group.
 """
 from __future__ import annotations
 
@@ -36,11 +42,100 @@ class Tribe:
     def index(self, name: str) -> int:
         return self.names.index(name)
 
+    def group(self, member: int) -> "Tribe":
+        """Member `member`'s group: a one-group tribe is its own."""
+        return self
+
+    def spans(self) -> list[tuple["Tribe", int]]:
+        """(group, global index of its first member) per group."""
+        return [(self, 0)]
+
+    def bases(self) -> dict[str, str]:
+        return {n: self.base_path for n in self.names}
+
     @functools.cached_property
     def number_token_ids(self) -> np.ndarray:
         """Tokens that continue a number (text starting with a digit): the `logits` judge's
         candidate "1" counts only where none of them follows."""
         return number_continuation_ids(self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))]))
+
+
+@dataclasses.dataclass
+class MixedTribe:
+    """Several `Tribe` groups (their own bases, tokenizers and samplers) as one tribe: members in
+    one global order, group after group. Reputations, match-making, duel logs and reports use the
+    global order; sampling, judging and DPO run per group, each group's rows in its own programs."""
+
+    groups: tuple[Tribe, ...]
+    group_names: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for g in self.groups for n in g.names)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def spans(self) -> list[tuple[Tribe, int]]:
+        out, offset = [], 0
+        for g in self.groups:
+            out.append((g, offset))
+            offset += len(g.names)
+        return out
+
+    def group(self, member: int) -> Tribe:
+        for g, offset in self.spans():
+            if offset <= member < offset + len(g.names):
+                return g
+        raise IndexError(f"member index {member} outside a tribe of {len(self.names)}")
+
+    def bases(self) -> dict[str, str]:
+        return {n: g.base_path for g in self.groups for n in g.names}
+
+    @property
+    def base_path(self) -> str:
+        return " + ".join(dict.fromkeys(g.base_path for g in self.groups))
+
+
+def context_length(tribe) -> int:
+    """The longest prompt plus answer every member's model takes."""
+    return min(g.model.config.max_position_embeddings for g, _ in tribe.spans())
+
+
+GROUP_FIELDS = ("name", "base", "kind", "member_folders", "adapters", "names", "members", "lora_rank",
+                "lora_alpha", "lora_targets", "system_prompt", "tokenizer")
+
+
+def group_configs(tribe_cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """(group name, the group's own tribe config) per group of `tribe.groups`: each group's entries
+    replace tribe.*'s (dtypes and anything unset are shared). Unnamed members of a group of fresh
+    adapters or random weights are called <group>_0, <group>_1, ... so names stay unique."""
+    out = []
+    for i, entry in enumerate(tribe_cfg.get("groups") or ()):
+        entry = dict(entry)
+        unknown = set(entry) - set(GROUP_FIELDS)
+        if unknown:
+            raise ConfigError(f"tribe.groups[{i}]: unknown keys {sorted(unknown)}; known: {list(GROUP_FIELDS)}")
+        name = str(entry.pop("name", f"group_{i}"))
+        if "base" not in entry:
+            raise ConfigError(f"tribe.groups[{i}] ({name}): needs a base (a model folder, 'embedded', "
+                              "'embedded:gemma3-270m' or 'random:<shape>')")
+        cfg = ml_collections.ConfigDict({k: v for k, v in tribe_cfg.to_dict().items() if k != "groups"})
+        for key in ("member_folders", "adapters", "names"):  # never inherited: they name one group's members
+            cfg[key] = ()
+        for key, value in entry.items():
+            cfg[key] = tuple(value) if isinstance(value, list) else value
+        if not cfg.names and not any(cfg.adapters) and not any(cfg.member_folders):
+            cfg.names = tuple(f"{name}_{k}" for k in range(int(cfg.members)))
+        out.append((name, cfg))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tribe.groups: group names must be unique, got {names}")
+    return out
+
+
+def is_mixed(tribe_cfg) -> bool:
+    return bool(tribe_cfg.get("groups"))
 
 
 RANDOM_PREFIX = "random:"  # "random:<shape>": random weights of a named shape (models/shapes.py)
@@ -78,8 +173,18 @@ def supports_system_role(tokenizer) -> bool:
         return False
 
 
-def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe:
-    """`adapters` (PEFT folders, e.g. the experts') replaces tribe_cfg.adapters when given."""
+def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe | MixedTribe:
+    """`adapters` (PEFT folders, e.g. the experts') replaces tribe_cfg.adapters when given.
+    With tribe.groups, a MixedTribe of the groups (each built as its own tribe, in turn)."""
+    if is_mixed(tribe_cfg):
+        if adapters:
+            raise ConfigError("adapters for the whole tribe (e.g. experts.enabled) do not apply to tribe.groups: "
+                              "give each group its adapters")
+        built = [(name, build_tribe(cfg, sampler_cfg, mesh)) for name, cfg in group_configs(tribe_cfg)]
+        tribe = MixedTribe(tuple(t for _, t in built), tuple(n for n, _ in built))
+        if len(set(tribe.names)) != len(tribe.names):
+            raise ConfigError(f"member names must be unique across tribe.groups, got {list(tribe.names)}")
+        return tribe
     adapters = [a for a in (tribe_cfg.adapters if adapters is None else adapters) if a]
     if tribe_cfg.base.startswith(RANDOM_PREFIX):
         return _random_tribe(tribe_cfg, sampler_cfg, mesh, adapters)
@@ -122,6 +227,13 @@ def actor_config(tribe_cfg, names: tuple[str, ...], actor: str, adapters=None):
     `tribe_cfg` (with `adapters`, e.g. the experts') builds under `names`: a baseline's model."""
     if actor not in names:
         raise ConfigError(f"methods.member {actor!r} is not a member of the tribe {list(names)}")
+    if is_mixed(tribe_cfg):  # the actor's own group, as a one-group tribe
+        offset = 0
+        for _, cfg in group_configs(tribe_cfg):
+            size = len([a for a in cfg.adapters if a]) or len([f for f in cfg.member_folders if f]) or int(cfg.members)
+            if actor in names[offset: offset + size]:
+                return actor_config(cfg, names[offset: offset + size], actor)
+            offset += size
     i = names.index(actor)
     cfg = ml_collections.ConfigDict(tribe_cfg.to_dict())
     cfg.names = (actor,)

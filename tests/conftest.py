@@ -20,3 +20,11 @@ def smollm2_dir(tmp_path_factory):
     from sparta_jax.models.embedded import materialize_smollm2
 
     return materialize_smollm2(str(tmp_path_factory.mktemp("sparta_cache")))
+
+
+@pytest.fixture(scope="session")
+def gemma_dir(tmp_path_factory):
+    """The embedded Gemma 3 270M as a HF folder, built once per test session."""
+    from sparta_jax.models.embedded_gemma import materialize_gemma3_270m
+
+    return materialize_gemma3_270m(str(tmp_path_factory.mktemp("gemma_cache")))

@@ -220,3 +220,59 @@ def test_cli_roofline_table_on_fake_devices(tmp_path):
 
     refused = _cli("--programs=judge_score", "--roofline")
     assert refused.returncode == 2 and "--peak_tflops" in refused.stderr
+
+
+def mixed_tiny_config():
+    """Two groups of the tiny shape: group a as tiny.py's tribe, group b 2 members of rank 8."""
+    config = tiny_config()
+    config.tribe.groups = (dict(name="a", base="random:tiny", members=3),
+                           dict(name="b", base="random:tiny", members=2, lora_rank=8))
+    return config
+
+
+def test_mixed_tribes_compile_per_group_with_the_other_groups_weights_beside(setup):
+    config, mesh, single = setup
+    mixed = mixed_tiny_config()
+    rows = {r["program"]: r for r in aot.compile_mixed(mixed, mesh, {"a": "tiny", "b": "tiny"}, hbm_gib=1.0,
+                                                       programs=("judge_score", "dpo_step"))}
+    assert list(rows) == ["a: judge_score", "a: dpo_step", "b: judge_score", "b: dpo_step"]
+    assert rows["b: dpo_step"]["shape"] == "2 members x 2 pairs x 2 x 128"
+
+    def resident(members, rank):  # weights (base and adapters) and Adam's two moments of the adapters
+        c = tiny_config()
+        c.tribe.members, c.tribe.lora_rank = members, rank
+        model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), c)
+        _, state = nnx.split(model)
+        lora = _per_device_bytes(aot.shard_abstract(dpo.split_lora(model)[1], mesh), mesh)
+        return _per_device_bytes(aot.shard_abstract(state, mesh), mesh) + 2 * lora
+
+    for group, other in (("a", resident(2, 8)), ("b", resident(3, 4))):
+        for program in ("judge_score", "dpo_step"):
+            r = rows[f"{group}: {program}"]
+            assert r["group"] == group and abs(r["other_groups_bytes"] - other) <= 64, (r, other)
+            assert r["fits"] is True
+    for program in ("judge_score", "dpo_step"):  # group a is tiny.py's tribe: its own program, plus b's weights
+        a = rows[f"a: {program}"]
+        assert a["total_bytes"] == single[program]["total_bytes"] + a["other_groups_bytes"]
+
+
+def test_cli_mixed_tribe_table_names_groups_and_their_neighbours():
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("XLA_FLAGS", None)
+    config = (f"{REPO}/configs/tiny.py", "--config.mesh.tensor=4", "--config.generation.max_prompt_tokens=64",
+              "--config.judge.max_prompt_tokens=64",
+              "--config.tribe.groups=({'name': 'a', 'base': 'random:tiny'}, {'name': 'b', 'base': 'x/gemma-7b-it'})")
+    out = subprocess.run([sys.executable, "-m", "sparta_jax.aot", f"--config={config[0]}", *config[1:],
+                          f"--topology={TOPOLOGY}", "--group_shapes=b=tiny", "--programs=judge_score"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "a mixed tribe, its groups in turn" in out.stdout and "b tiny: 3 LoRA members" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert "other groups GiB" in lines[0]
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["a: judge_score", "b: judge_score"]
+    shapes = aot.group_shapes(mixed_tiny_config(), {})  # from the bases: random:tiny, and a name's alias
+    assert shapes["a"] == aot.resolve_model_shape("tiny")
+    c = mixed_tiny_config()
+    c.tribe.groups = (dict(name="g", base="/nowhere/gemma-7b-it"), dict(name="q", base="/m/Qwen2.5-7B-Instruct"))
+    shapes = aot.group_shapes(c, {})
+    assert shapes["g"] == aot.resolve_model_shape("gemma-7b") and shapes["q"] == aot.resolve_model_shape("qwen2.5-7b")

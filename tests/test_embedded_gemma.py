@@ -15,16 +15,11 @@ import transformers
 from safetensors.numpy import load_file
 
 from sparta_jax import sharding
-from sparta_jax.models.embedded_gemma import END_OF_TURN, gemma_gguf_path, materialize_gemma3_270m
+from sparta_jax.models.embedded_gemma import END_OF_TURN, gemma_gguf_path
 from sparta_jax.models.loading import from_pretrained
 from test_smollm2_jax import chat_batch, chat_logits, greedy
 
 QUESTIONS = ["What is the capital of France?", "Write the number twelve in digits.", "What is 7 + 5?"]
-
-
-@pytest.fixture(scope="module")
-def gemma_dir(tmp_path_factory):
-    return materialize_gemma3_270m(str(tmp_path_factory.mktemp("gemma_cache")))
 
 
 @pytest.fixture(scope="module")

@@ -37,24 +37,24 @@ def overrides(base):
             "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"]
 
 
-def launch(workdir, extra, cache):
+def launch(workdir, extra, cache, config=TINY_CONFIG):
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.Popen([sys.executable, "-m", "sparta_jax.main", f"--config={TINY_CONFIG}", f"--workdir={workdir}",
+    return subprocess.Popen([sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
                              *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def run_to_end(workdir, extra, cache):
-    proc = launch(workdir, extra, cache)
+def run_to_end(workdir, extra, cache, config=TINY_CONFIG):
+    proc = launch(workdir, extra, cache, config)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     return out
 
 
-def run_until(workdir, extra, cache, marker):
+def run_until(workdir, extra, cache, marker, config=TINY_CONFIG):
     """Start a run and SIGKILL it as soon as `marker` shows in its output."""
-    proc = launch(workdir, extra, cache)
+    proc = launch(workdir, extra, cache, config)
     seen = []
     for line in proc.stdout:
         seen.append(line)

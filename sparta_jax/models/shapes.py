@@ -52,4 +52,5 @@ MODEL_SHAPES: dict[str, dict[str, Any]] = {
         max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
         hidden_act="silu", use_sliding_window=False),
 }
-BASE_ALIASES = {"embedded": "smollm2-135m", "embedded:gemma3-270m": "gemma-3-270m", "gemma-7b-it": "gemma-7b"}
+BASE_ALIASES = {"embedded": "smollm2-135m", "embedded:gemma3-270m": "gemma-3-270m", "gemma-7b-it": "gemma-7b",
+                "qwen2.5-7b-instruct": "qwen2.5-7b", "qwen2.5-1.5b-instruct": "qwen2.5-1.5b"}

@@ -1,0 +1,181 @@
+"""Mixed-base tribes (`tribe.groups`): a Llama group and a Gemma 3 group in one tribe.
+
+Group configs and their errors; then a tiny tribe of two random architectures, each with its
+real tokenizer and chat template (SmolLM2's, Gemma 3's), run for 2 iterations: killed in
+iteration 2 and resumed, it ends bit-identical to the uninterrupted run; duels cross groups,
+judges read answers in their own template, each group trains its own weights, and a member of
+either group exports and reloads in transformers with the tribe's logits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from sparta_jax.config_check import ConfigError, validate_config
+from sparta_jax.config_files import load_config
+from sparta_jax.tribe import group_configs
+from test_main_loop import REPO, TINY_CONFIG, final_state, run_to_end, run_until
+from tiny_models import save_tiny_chat_model, save_tiny_gemma_chat_model
+
+
+def tiny_with_groups(groups):
+    c = load_config(TINY_CONFIG)
+    c.tribe.groups = groups
+    return c
+
+
+def test_groups_take_the_shared_fields_and_name_their_members():
+    c = tiny_with_groups((dict(name="a", base="/x/llama", members=2),
+                          dict(name="b", base="/x/gemma", names=("g1", "g2", "g3"), lora_rank=16)))
+    (na, a), (nb, b) = group_configs(c.tribe)
+    assert (na, nb) == ("a", "b")
+    assert a.base == "/x/llama" and a.names == ("a_0", "a_1") and a.lora_rank == c.tribe.lora_rank == 4
+    assert b.names == ("g1", "g2", "g3") and b.lora_rank == 16 and b.dtype == c.tribe.dtype
+    assert "groups" not in a and a.adapters == () and a.system_prompt == c.tribe.system_prompt
+    validate_config(c)
+
+
+@pytest.mark.parametrize("groups, message", [
+    ((dict(name="a", members=2),), "needs a base"),
+    ((dict(name="a", base="x", colour="red"),), "unknown keys ['colour']"),
+    ((dict(name="a", base="x"), dict(name="a", base="y")), "group names must be unique"),
+    ((dict(name="a", base="x", kind="half"),), "group 'a': config.tribe.kind = 'half'"),
+    ((dict(name="a", base="x", kind="full", adapters=("p",)),), "group 'a': config.tribe.adapters"),
+])
+def test_bad_groups_are_config_errors_naming_the_group(groups, message):
+    with pytest.raises(ConfigError) as e:
+        validate_config(tiny_with_groups(groups))
+    assert message in str(e.value)
+
+
+def test_groups_and_whole_tribe_experts_do_not_mix():
+    c = tiny_with_groups((dict(name="a", base="x"),))
+    c.experts.enabled = True
+    with pytest.raises(ConfigError, match="experts.enabled"):
+        validate_config(c)
+
+
+# ----------------------------------------------------------------------------- a mixed run
+@pytest.fixture(scope="module")
+def mixed_config(tmp_path_factory, smollm2_dir, gemma_dir):
+    """A config file: 2 tiny Llama members (SmolLM2's tokenizer) + 2 tiny Gemma 3 members (Gemma 3
+    270M's tokenizer, 262k vocabulary), 4 instructions per iteration."""
+    root = tmp_path_factory.mktemp("mixed")
+    llama = save_tiny_chat_model(root / "llama", smollm2_dir)
+    gemma = save_tiny_gemma_chat_model(root / "gemma", gemma_dir)
+    path = root / "mixed_config.py"
+    path.write_text(
+        "from sparta_jax.config_files import load_config\n\n\n"
+        "def get_config():\n"
+        f"    c = load_config({TINY_CONFIG!r})\n"
+        f"    c.tribe.groups = (dict(name='llama', base={llama!r}, members=2),\n"
+        f"                      dict(name='gemma', base={gemma!r}, members=2))\n"
+        "    c.instructions_per_iteration = 4\n"
+        "    c.generation.max_new_tokens = 8\n"
+        "    return c\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mixed_run(mixed_config, compile_cache, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("mixed_run") / "run")
+    return workdir, run_to_end(workdir, [], compile_cache, mixed_config)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed_config, compile_cache, tmp_path):
+    workdir, _ = mixed_run
+    killed = str(tmp_path / "killed")
+    run_until(killed, [], compile_cache, "iteration 2 judging:", mixed_config)
+    out = run_to_end(killed, [], compile_cache, mixed_config)
+    assert "resumed from the checkpoint after iteration 1" in out
+    params_a, reps_a, prefs_a = final_state(workdir)
+    params_b, reps_b, prefs_b = final_state(killed)
+    assert {k.split("/")[1] for k in params_a} == {"llama", "gemma"}  # one trainable state per group
+    assert params_a.keys() == params_b.keys()
+    for k in params_a:
+        np.testing.assert_array_equal(params_a[k], params_b[k], err_msg=k)
+    assert reps_a == reps_b and prefs_a == prefs_b
+
+
+def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_run):
+    from sparta_jax import combat
+    from sparta_jax.export import load_run_tribe
+    from sparta_jax.sparta import Matchup
+
+    workdir, out = mixed_run
+    assert "pairs from 4 duels" in out
+    groups = {"llama_0": "llama", "llama_1": "llama", "gemma_0": "gemma", "gemma_1": "gemma"}
+    duels = [json.loads(line) for t in (1, 2) for line in open(os.path.join(workdir, f"iteration_00{t}", "duels.jsonl"))]
+    assert any(len({groups[m] for m in d["models"]}) == 2 for d in duels)  # a Llama against a Gemma
+    assert any({groups[j] for j in d["judges"]} == {"llama", "gemma"} for d in duels)  # judged by both families
+    assert all(set(d["judges"]) == set(groups) - set(d["models"]) for d in duels)
+
+    tribe, step = load_run_tribe(workdir)
+    assert step == 2 and tribe.names == ("llama_0", "llama_1", "gemma_0", "gemma_1")
+    assert tribe.group_names == ("llama", "gemma")
+    answer = "The answer is 42."
+    jobs = combat.judge_jobs(tribe, [Matchup(0, "llama_0", "gemma_0")], ["What is 40 + 2?"], [(answer, "41")],
+                             judge_cfg=ml_collections.ConfigDict(dict(max_prompt_tokens=512)), mode="fixed")
+    assert [(judge, side) for _, judge, side, _, _ in jobs] == [("llama_1", 0), ("llama_1", 1), ("gemma_1", 0),
+                                                                ("gemma_1", 1)]
+    llama_text = tribe.groups[0].tokenizer.decode(jobs[0][4])
+    gemma_text = tribe.groups[1].tokenizer.decode(jobs[2][4])
+    assert answer in llama_text and answer in gemma_text
+    assert "<|im_start|>user" in llama_text and "<start_of_turn>" not in llama_text  # SmolLM2's template
+    assert gemma_text.count("<start_of_turn>user") == 1 and "<|im_start|>" not in gemma_text  # Gemma's
+    system = tribe.groups[1].system_prompt  # Gemma has no system role: its template folds it into the user turn
+    assert system and gemma_text.index("<start_of_turn>user") < gemma_text.index(system) < gemma_text.index(answer)
+    assert combat.chat_ids(tribe, "Hi", tribe.index("gemma_1")) == combat.chat_ids(tribe.groups[1], "Hi")
+
+
+def test_each_group_trains_and_the_report_names_each_members_base(mixed_run):
+    workdir, _ = mixed_run
+    tribe_json = json.load(open(os.path.join(workdir, "tribe.json")))
+    bases = tribe_json["bases"]
+    assert bases["llama_0"].endswith("llama") and bases["gemma_1"].endswith("gemma")
+    summary = json.load(open(os.path.join(workdir, "iteration_001", "summary.json")))
+    train = summary["train"]
+    assert set(train["groups"]) == {"llama", "gemma"} and train["members"] == list(bases)
+    assert len(train["dpo_per_member"]["loss"]) == 4 and all(np.isfinite(train["dpo_per_member"]["loss"]))
+    for group in train["groups"].values():  # every member trains on every pair
+        assert group["pairs_trained"] == summary["pairs"] > 0
+    report = open(os.path.join(workdir, "report", "report.html")).read()
+    assert "members and bases" in report
+    assert f"llama_0, llama_1: <code>{bases['llama_0']}</code>" in report
+    assert f"gemma_0, gemma_1: <code>{bases['gemma_0']}</code>" in report
+
+
+@pytest.mark.parametrize("member", ["llama_1", "gemma_0"])
+def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed_run, member, tmp_path):
+    import jax.numpy as jnp
+    import torch
+    import transformers
+
+    from sparta_jax.export import load_run_tribe
+
+    workdir, _ = mixed_run
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", member,
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tribe, _ = load_run_tribe(workdir)
+    group = tribe.group(tribe.index(member))
+    ids = np.asarray([group.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
+    ours = np.asarray(group.model(jnp.asarray(ids), adapter_ids=jnp.asarray([group.index(member)])))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
+    assert hf.config.model_type == ("llama" if member.startswith("llama") else "gemma3_text")
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert np.abs(ours - np.asarray(group.model(jnp.asarray(ids)))).max() > 1e-6  # it trained
