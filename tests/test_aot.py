@@ -149,7 +149,9 @@ def test_topology_parsing_and_model_shapes():
     assert (qwen.hidden_size, qwen.num_layers, qwen.num_kv_heads, qwen.qkv_bias) == (3584, 28, 4, True)
     assert aot.resolve_model_shape(None, "embedded").num_layers == 30
     with pytest.raises(aot.AotError, match="--model_shape"):
-        aot.resolve_model_shape(None, "/no/such/Qwen2.5-7B-Instruct")
+        aot.resolve_model_shape(None, "/no/such/my-model")
+    # A base that is no folder here but names a known shape (the pod's path) gives that shape.
+    assert aot.resolve_model_shape(None, "/no/such/Qwen2.5-7B-Instruct") == qwen
 
 
 def _cli(*extra):
