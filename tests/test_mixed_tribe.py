@@ -61,6 +61,18 @@ def test_groups_and_whole_tribe_experts_do_not_mix():
         validate_config(c)
 
 
+def test_a_baseline_on_a_mixed_tribe_trains_its_member_within_its_own_group():
+    from sparta_jax.tribe import actor_config
+
+    c = tiny_with_groups((dict(name="a", base="/x/llama", members=2),
+                          dict(name="b", base="/x/gemma", adapters=("/p/g1", "/p/g2"), lora_rank=16)))
+    cfg, adapters = actor_config(c.tribe, ("a_0", "a_1", "g1", "g2"), "g2")
+    assert cfg.base == "/x/gemma" and cfg.names == ("g2",) and cfg.lora_rank == 16 and adapters == ("/p/g2",)
+    assert "groups" not in cfg
+    cfg, adapters = actor_config(c.tribe, ("a_0", "a_1", "g1", "g2"), "a_1")
+    assert cfg.base == "/x/llama" and cfg.names == ("a_1",) and adapters == ()
+
+
 # ----------------------------------------------------------------------------- a mixed run
 @pytest.fixture(scope="module")
 def mixed_config(tmp_path_factory, smollm2_dir, gemma_dir):
