@@ -14,6 +14,12 @@ matched accuracy (the right answer scored higher on the same instruction; 95% in
 for one judge, a bootstrap over instructions pooled), AUC (bootstrap 95% interval over
 instructions), and the mean scores of right and wrong answers. 0.5 is chance. It prints a table and writes JSON; the run report shows an audit panel when the
 file is `audit.json` in the run's workdir.
+
+`--scorer=likelihood` is a diagnostic, not a judge: each member "scores" an answer by its own
+log-likelihood of it after the instruction's chat prompt (the sum of log p over the answer's
+tokens; higher = more expected). Where the judges are at chance but the likelihood is not, the
+members hold what it takes to tell the answers apart and the judge prompt fails to draw it out;
+where both are at chance, they do not hold it.
 """
 from __future__ import annotations
 
@@ -87,15 +93,57 @@ def judge_items(tribe, items: Sequence[dict], judge_cfg, mode: str, rng, progres
 
     jobs = []
     for item in items:
-        sides = [combat.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg, mode=mode)
-                 for side in ("right", "wrong")]
-        jobs += [(j, ids) for j in range(len(tribe.names)) for ids in sides]
+        sides = {}  # per group of a mixed tribe: the judge prompts in that group's template
+        for j in range(len(tribe.names)):
+            group = id(tribe.group(j))
+            if group not in sides:
+                sides[group] = [combat.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg,
+                                                        mode=mode, member=j) for side in ("right", "wrong")]
+            jobs += [(j, ids) for ids in sides[group]]
     scores = combat.single_scores(tribe, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
     scores = scores.reshape(len(items), len(tribe.names), 2)
     return scores[..., 0].T, scores[..., 1].T
 
 
-def run_audit(config, n_items: int, template: str, split: str = "train", log=lambda s: None) -> dict:
+def likelihood_items(tribe, items: Sequence[dict], batch_size: int, progress) -> tuple[np.ndarray, np.ndarray]:
+    """[members, items] each member's log-likelihood of the right and the wrong answer (summed
+    over the answer's tokens, after the instruction's chat prompt in the member's template)."""
+    import jax.numpy as jnp
+
+    from sparta_jax import combat, dpo
+    from sparta_jax.models.stack import MemberStack
+
+    out = np.zeros((len(tribe.names), len(items), 2))
+    for m, name in enumerate(tribe.names):
+        group = tribe.group(m)
+        if isinstance(group.model, MemberStack):
+            raise AuditError("--scorer=likelihood covers LoRA tribes (tribe.kind='lora') only")
+        prompts = [combat.chat_ids(tribe, item["instruction"], m) for item in items]
+        rows = [(p, group.tokenizer.encode(item[side], add_special_tokens=False))
+                for p, item in zip(prompts, items) for side in ("right", "wrong")]
+        scores = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start: start + batch_size]
+            length = max(len(p) + len(r) for p, r in chunk)
+            ids = np.full((len(chunk), length), group.sampler.pad_id, np.int32)
+            mask, response = np.zeros((len(chunk), length), bool), np.zeros((len(chunk), length), bool)
+            for k, (p, r) in enumerate(chunk):  # right padded: positions count real tokens either way
+                ids[k, : len(p) + len(r)] = p + r
+                mask[k, : len(p) + len(r)] = True
+                response[k, len(p): len(p) + len(r)] = True
+            logps = dpo.sequence_logps(group.model, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(response),
+                                       adapter_ids=jnp.full((len(chunk),), group.index(name), jnp.int32))
+            scores.extend(np.asarray(logps).tolist())
+            progress(len(chunk))
+        out[m] = np.asarray(scores).reshape(len(items), 2)
+    return out[..., 0], out[..., 1]
+
+
+SCORERS = ("judge", "likelihood")
+
+
+def run_audit(config, n_items: int, template: str, split: str = "train", log=lambda s: None,
+              scorer: str = "judge") -> dict:
     import jax
 
     from sparta_jax import data as data_lib, sharding
@@ -105,7 +153,9 @@ def run_audit(config, n_items: int, template: str, split: str = "train", log=lam
     from sparta_jax.tribe import build_tribe
 
     validate_config(config)
-    if config.judge.mode == "verifier":
+    if scorer not in SCORERS:
+        raise AuditError(f"--scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    if config.judge.mode == "verifier" and scorer == "judge":
         raise AuditError("judge.mode='verifier' has no judges to audit (it is the answer checker itself); "
                          "audit with --config.judge.mode=logits or sampled")
     if n_items < 1:
@@ -121,10 +171,15 @@ def run_audit(config, n_items: int, template: str, split: str = "train", log=lam
     tribe_cfg, adapters = tribe_source(config, mesh, log=log)
     tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
     started = time.perf_counter()
-    progress = Progress("audit judging", 2 * len(items) * len(tribe.names), "scores")
-    right, wrong = judge_items(tribe, items, config.judge, config.mode, jax.random.key(config.seed), progress)
+    progress = Progress(f"audit {'judging' if scorer == 'judge' else 'likelihoods'}",
+                        2 * len(items) * len(tribe.names), "scores")
+    if scorer == "judge":
+        right, wrong = judge_items(tribe, items, config.judge, config.mode, jax.random.key(config.seed), progress)
+    else:
+        right, wrong = likelihood_items(tribe, items, config.judge.batch_size, progress)
     stats = audit_statistics(right, wrong, tribe.names, seed=config.seed)
-    return {"judge_mode": config.judge.mode, "mode": config.mode, "template": template, "split": split,
+    return {"scorer": scorer, "judge_mode": config.judge.mode if scorer == "judge" else "likelihood (a diagnostic)",
+            "mode": config.mode, "template": template, "split": split,
             "base": tribe.base_path,
             "members": list(tribe.names), "seconds": time.perf_counter() - started, **stats,
             "scores": [{**item, "right_scores": right[:, i].tolist(), "wrong_scores": wrong[:, i].tolist()}
@@ -166,7 +221,7 @@ def main(argv) -> int:
     quiet_third_party()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        result = run_audit(_CONFIG.value, _ITEMS.value, _TEMPLATE.value, _SPLIT.value, log=log)
+        result = run_audit(_CONFIG.value, _ITEMS.value, _TEMPLATE.value, _SPLIT.value, log=log, scorer=_SCORER.value)
     except (AuditError, ConfigError, data_lib.DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -186,6 +241,9 @@ if __name__ == "__main__":
     _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config (a file with get_config()).")
     _ITEMS = flags.DEFINE_integer("items", 100, "Instructions to audit (each gets a right and a wrong answer).")
     _SPLIT = flags.DEFINE_string("split", "train", "Which split's instructions to audit on (train, dev, test).")
+    _SCORER = flags.DEFINE_enum("scorer", "judge", list(SCORERS), "judge: the members' judgments (the audit); "
+                                "likelihood: their own log-likelihood of each answer (a diagnostic: is the "
+                                "knowledge there at all?).")
     _TEMPLATE = flags.DEFINE_string("template", DEFAULT_TEMPLATE, "How an answer is written; {answer} is replaced.")
     _OUT = flags.DEFINE_string("out", "audit.json", "Where the JSON goes (audit.json in a run's workdir: the "
                                                     "report shows it).")

@@ -16,9 +16,19 @@ from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, 
 from sparta_jax.tribe import MixedTribe, Tribe
 
 
-def chat_ids(tribe: Tribe | MixedTribe, user_text: str, member: int = 0) -> list[int]:
+def member_group(tribe: Tribe | MixedTribe, member: int | None) -> Tribe:
+    """The group whose tokenizer and template member `member`'s prompts use; a one-group tribe
+    needs no member, a mixed tribe always does (its groups' templates differ)."""
+    if member is None:
+        if isinstance(tribe, MixedTribe):
+            raise ValueError("a mixed tribe's prompts depend on the member's group: pass member=")
+        return tribe
+    return tribe.group(member)
+
+
+def chat_ids(tribe: Tribe | MixedTribe, user_text: str, member: int | None = None) -> list[int]:
     """`user_text` as one user turn in member `member`'s chat template (its group's tokenizer)."""
-    group = tribe.group(member)
+    group = member_group(tribe, member)
     messages = [{"role": "system", "content": group.system_prompt}] if group.system_prompt else []
     messages.append({"role": "user", "content": user_text})
     text = group.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -93,10 +103,10 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
 
 
 def judge_prompt_ids(tribe: Tribe | MixedTribe, instruction: str, response: str, *, judge_cfg, mode: str,
-                     member: int = 0) -> list[int]:
+                     member: int | None = None) -> list[int]:
     """Judge `member`'s chat prompt for one response (SPEC 2.3), fitted to judge.max_prompt_tokens:
     the answer as text, in the judge's own template (another group's member wrote it in its own)."""
-    group = tribe.group(member)
+    group = member_group(tribe, member)
     return judge_chat_ids(group.tokenizer, group.system_prompt, instruction, response,
                           max_tokens=judge_cfg.max_prompt_tokens, mode=mode)
 

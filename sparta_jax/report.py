@@ -745,11 +745,13 @@ def panel_audit(run: RunData, colors) -> Panel:
                            "--out=WORKDIR/audit.json` measures, before any training, whether each judge scores a "
                            "right answer above a near-miss wrong one.")
         return panel
+    scored_by = ("scored by every member's own log-likelihood of it (--scorer=likelihood, a diagnostic: do the "
+                 "members hold what it takes to tell them apart?)" if audit.get("scorer") == "likelihood" else
+                 f"judged by every member ({audit.get('judge_mode')} judges)")
     panel.notes.append(
         f"Before training: {audit.get('items')} {audit.get('split', 'train')}-split instructions, each with a right "
         "and a near-miss "
-        f"wrong answer written as {audit.get('template')!r}, judged by every member ({audit.get('judge_mode')} "
-        "judges). Matched accuracy: the right answer scored higher on the same instruction (ties 1/2; 95% "
+        f"wrong answer written as {audit.get('template')!r}, {scored_by}. Matched accuracy: the right answer scored higher on the same instruction (ties 1/2; 95% "
         "interval: Wilson's per judge, a bootstrap over instructions pooled); AUC: all right scores against all "
         "wrong ones (bootstrap 95% interval over instructions). 0.5 is chance.")
     rows = list((audit.get("per_judge") or {}).items()) + [("pooled", audit.get("pooled") or {})]

@@ -158,3 +158,37 @@ def test_audit_refuses_what_it_cannot_audit():
         audit.run_audit(config, 4, audit.DEFAULT_TEMPLATE, split="holdout")
     with pytest.raises(audit.AuditError, match="--items must be >= 1"):
         audit.run_audit(config, 0, audit.DEFAULT_TEMPLATE)
+
+
+def test_likelihood_scorer_is_each_members_own_log_likelihood_as_transformers_computes_it(chat_base):
+    """--scorer=likelihood: the sum of log p(answer tokens | chat prompt), per member; fresh LoRA
+    members are the base model, so transformers' log-softmax over the same tokens is the reference."""
+    import torch
+    import transformers
+
+    config = load_config(os.path.join(REPO, "configs/tiny.py"))
+    config.tribe.base = chat_base
+    config.judge.batch_size = 3  # several batches, the last one short
+    result = audit.run_audit(config, 4, audit.DEFAULT_TEMPLATE, scorer="likelihood")
+    assert result["scorer"] == "likelihood" and result["items"] == 4
+    hf = transformers.AutoModelForCausalLM.from_pretrained(chat_base, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(chat_base)
+    for item in result["scores"]:
+        messages = [{"role": "system", "content": config.tribe.system_prompt},
+                    {"role": "user", "content": item["instruction"]}]
+        prompt = tokenizer.encode(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                                  add_special_tokens=False)
+        for side in ("right", "wrong"):
+            answer = tokenizer.encode(item[side], add_special_tokens=False)
+            with torch.no_grad():
+                logits = hf(input_ids=torch.tensor([prompt + answer])).logits[0].double()
+            logp = torch.log_softmax(logits[len(prompt) - 1: -1], -1)[torch.arange(len(answer)), torch.tensor(answer)]
+            for member_score in item[f"{side}_scores"]:
+                assert member_score == pytest.approx(float(logp.sum()), abs=2e-3)
+    assert result["pooled"]["mean_score_right"] < 0  # log-likelihoods, not 1..10 scores
+    config.tribe.kind, config.tribe.member_folders = "full", (chat_base, chat_base)
+    config.tribe.names = ("a", "b")
+    with pytest.raises(audit.AuditError, match="LoRA tribes"):
+        audit.run_audit(config, 2, audit.DEFAULT_TEMPLATE, scorer="likelihood")
+    with pytest.raises(audit.AuditError, match="--scorer must be one of"):
+        audit.run_audit(config, 2, audit.DEFAULT_TEMPLATE, scorer="vibes")

@@ -191,3 +191,27 @@ def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed
         theirs = hf(input_ids=torch.tensor(ids)).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
     assert np.abs(ours - np.asarray(group.model(jnp.asarray(ids)))).max() > 1e-6  # it trained
+
+
+def test_the_audit_asks_each_judge_in_its_own_template(mixed_run):
+    import jax
+
+    from sparta_jax import combat
+    from sparta_jax.audit import judge_items
+    from sparta_jax.export import load_run_tribe
+
+    workdir, _ = mixed_run
+    tribe, _ = load_run_tribe(workdir)
+    with pytest.raises(ValueError, match="pass member="):  # a mixed tribe's prompt needs its member
+        combat.chat_ids(tribe, "Hi")
+    items = [{"instruction": "What is 2 + 3?", "right": "The answer is 5.", "wrong": "The answer is 6."},
+             {"instruction": "What is 7 - 4?", "right": "The answer is 3.", "wrong": "The answer is 4."}]
+    judge_cfg = ml_collections.ConfigDict(dict(mode="logits", max_prompt_tokens=512, batch_size=8))
+    right, wrong = judge_items(tribe, items, judge_cfg, "fixed", jax.random.key(0), lambda n: None)
+    for m, name in enumerate(tribe.names):
+        group = tribe.group(m)
+        for i, item in enumerate(items):
+            expected = [combat.logit_scores(group, [(group.index(name), combat.judge_prompt_ids(
+                group, item["instruction"], item[side], judge_cfg=judge_cfg, mode="fixed"))], batch_size=8)[0]
+                for side in ("right", "wrong")]
+            np.testing.assert_allclose([right[m, i], wrong[m, i]], expected, rtol=1e-5, err_msg=name)
