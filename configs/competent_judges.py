@@ -21,6 +21,17 @@ further off, and tasks where checking is easier than answering.
 Measured 2026-12-02 (README, "Methods side by side"): the demo's DPO rate (1e-3) damages these
 SFT'd experts even with perfect pairs (the verifier control: test 0.300 -> 0.150 with 8 pairs);
 at 1e-4 it is neutral (0.300 -> 0.300). The four-arm table needs a lower rate than the demo's.
+
+Measured 2026-12-02 (same machine), what the experts hold against what their judging draws out:
+- `python -m sparta_jax.audit --config=configs/competent_judges.py --split=test --items=100
+  --scorer=likelihood` (each member's own log-likelihood of the right and the near-miss answer):
+  AUC 0.77 [0.71, 0.83] arith_judge, 0.74 [0.69, 0.79] arith, 0.66 mixed_judge, 0.63
+  word_problems (matched accuracy 0.83 / 0.85 / 0.73 / 0.63). The arithmetic experts do tell
+  "37 + 13 = 50" from "= 51" in their likelihood; their judge prompt does not draw it out.
+- More judge examples do not close that gap with these adapters: one arithmetic expert with 640
+  judge examples (share 0.8) over 2 epochs (178 steps of 8) still judges at AUC 0.53
+  [0.49, 0.58] (mean score 5.97 right, 5.96 wrong). Adapters on the MLPs too (rank 16), larger
+  judge sets, or judge targets read from the expert's own likelihood are what to try next.
 """
 from sparta_jax.config_files import sibling_config
 
