@@ -28,3 +28,10 @@ def gemma_dir(tmp_path_factory):
     from sparta_jax.models.embedded_gemma import materialize_gemma3_270m
 
     return materialize_gemma3_270m(str(tmp_path_factory.mktemp("gemma_cache")))
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for every run the tests launch as a subprocess: a
+    program compiled by one test module (the tiny tribes share their shapes) is read by the next."""
+    return str(tmp_path_factory.mktemp("jax_cache"))

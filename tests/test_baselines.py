@@ -12,7 +12,7 @@ import pytest
 from sparta_jax import compare
 from sparta_jax.config_check import ConfigError
 from sparta_jax.tribe import actor_config
-from test_main_loop import compile_cache, final_state, overrides, run_to_end, run_until, tiny_base  # noqa: F401
+from test_main_loop import final_state, overrides, run_to_end, run_until, tiny_base  # noqa: F401
 
 SMALL = {  # fewer samples than the papers' defaults: a tiny random model, a CPU test
     "self_rewarding": ["--config.methods.self_rewarding.samples=2"],

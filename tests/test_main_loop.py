@@ -27,11 +27,6 @@ def tiny_base(tmp_path_factory, smollm2_dir):
     return str(folder)
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
-
-
 def overrides(base):
     return [f"--config.tribe.base={base}", "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
             "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"]

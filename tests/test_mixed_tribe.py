@@ -100,11 +100,6 @@ def mixed_run(mixed_config, compile_cache, tmp_path_factory):
     return workdir, run_to_end(workdir, [], compile_cache, mixed_config)
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
-
-
 def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed_config, compile_cache, tmp_path):
     workdir, _ = mixed_run
     killed = str(tmp_path / "killed")
