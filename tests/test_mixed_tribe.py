@@ -100,6 +100,14 @@ def mixed_run(mixed_config, compile_cache, tmp_path_factory):
     return workdir, run_to_end(workdir, [], compile_cache, mixed_config)
 
 
+@pytest.fixture(scope="module")
+def mixed_tribe(mixed_run):
+    """The finished run's tribe with its trained members (sparta_jax.export's loader)."""
+    from sparta_jax.export import load_run_tribe
+
+    return load_run_tribe(mixed_run[0])
+
+
 def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed_config, compile_cache, tmp_path):
     workdir, _ = mixed_run
     killed = str(tmp_path / "killed")
@@ -115,9 +123,8 @@ def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed
     assert reps_a == reps_b and prefs_a == prefs_b
 
 
-def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_run):
+def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_run, mixed_tribe):
     from sparta_jax import combat
-    from sparta_jax.export import load_run_tribe
     from sparta_jax.sparta import Matchup
 
     workdir, out = mixed_run
@@ -128,7 +135,7 @@ def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_
     assert any({groups[j] for j in d["judges"]} == {"llama", "gemma"} for d in duels)  # judged by both families
     assert all(set(d["judges"]) == set(groups) - set(d["models"]) for d in duels)
 
-    tribe, step = load_run_tribe(workdir)
+    tribe, step = mixed_tribe
     assert step == 2 and tribe.names == ("llama_0", "llama_1", "gemma_0", "gemma_1")
     assert tribe.group_names == ("llama", "gemma")
     answer = "The answer is 42."
@@ -164,19 +171,18 @@ def test_each_group_trains_and_the_report_names_each_members_base(mixed_run):
 
 
 @pytest.mark.parametrize("member", ["llama_1", "gemma_0"])
-def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed_run, member, tmp_path):
+def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed_run, mixed_tribe, member, tmp_path):
     import jax.numpy as jnp
     import torch
     import transformers
 
-    from sparta_jax.export import load_run_tribe
 
     workdir, _ = mixed_run
     proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", member,
                            "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    tribe, _ = load_run_tribe(workdir)
+    tribe, _ = mixed_tribe
     group = tribe.group(tribe.index(member))
     ids = np.asarray([group.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
     ours = np.asarray(group.model(jnp.asarray(ids), adapter_ids=jnp.asarray([group.index(member)])))
@@ -188,15 +194,13 @@ def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed
     assert np.abs(ours - np.asarray(group.model(jnp.asarray(ids)))).max() > 1e-6  # it trained
 
 
-def test_the_audit_asks_each_judge_in_its_own_template(mixed_run):
+def test_the_audit_asks_each_judge_in_its_own_template(mixed_tribe):
     import jax
 
     from sparta_jax import combat
     from sparta_jax.audit import judge_items
-    from sparta_jax.export import load_run_tribe
 
-    workdir, _ = mixed_run
-    tribe, _ = load_run_tribe(workdir)
+    tribe, _ = mixed_tribe
     with pytest.raises(ValueError, match="pass member="):  # a mixed tribe's prompt needs its member
         combat.chat_ids(tribe, "Hi")
     items = [{"instruction": "What is 2 + 3?", "right": "The answer is 5.", "wrong": "The answer is 6."},
