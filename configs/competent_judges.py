@@ -30,8 +30,11 @@ Measured 2026-12-02 (same machine), what the experts hold against what their jud
   "37 + 13 = 50" from "= 51" in their likelihood; their judge prompt does not draw it out.
 - More judge examples do not close that gap with these adapters: one arithmetic expert with 640
   judge examples (share 0.8) over 2 epochs (178 steps of 8) still judges at AUC 0.53
-  [0.49, 0.58] (mean score 5.97 right, 5.96 wrong). Adapters on the MLPs too (rank 16), larger
-  judge sets, or judge targets read from the expert's own likelihood are what to try next.
+  [0.49, 0.58] (mean score 5.97 right, 5.96 wrong); with adapters on the MLPs too (q, k, v, o,
+  gate, up, down; rank 16, alpha 32) the same build judges at AUC 0.51 [0.48, 0.54] (6.20 right,
+  6.19 wrong). Neither learns more than the scores' prior. Left to try: far larger judge sets
+  (thousands of examples: GPU time), full-parameter SFT, or a task whose checking the judge prompt
+  exposes (e.g. the answer written next to the question's own numbers).
 """
 from sparta_jax.config_files import sibling_config
 

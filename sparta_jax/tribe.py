@@ -38,6 +38,7 @@ class Tribe:
     sampler: Sampler
     system_prompt: str | None  # None where the chat template has no system role (Gemma)
     base_path: str
+    member_folders: tuple[str, ...] = ()  # tribe.kind "full": each member's own model folder
 
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -51,7 +52,8 @@ class Tribe:
         return [(self, 0)]
 
     def bases(self) -> dict[str, str]:
-        return {n: self.base_path for n in self.names}
+        """Each member's base model: the tribe's base, or a whole member's own folder."""
+        return dict(zip(self.names, self.member_folders or [self.base_path] * len(self.names)))
 
     @functools.cached_property
     def number_token_ids(self) -> np.ndarray:
@@ -90,7 +92,7 @@ class MixedTribe:
         raise IndexError(f"member index {member} outside a tribe of {len(self.names)}")
 
     def bases(self) -> dict[str, str]:
-        return {n: g.base_path for g in self.groups for n in g.names}
+        return {n: base for g in self.groups for n, base in g.bases().items()}
 
     @property
     def base_path(self) -> str:
@@ -192,8 +194,10 @@ def build_tribe(tribe_cfg, sampler_cfg, mesh, adapters=None) -> Tribe | MixedTri
     names = tuple(tribe_cfg.names) or None
     dtype, param_dtype = jnp.dtype(tribe_cfg.dtype), jnp.dtype(tribe_cfg.param_dtype)
     if tribe_kind(tribe_cfg) == "full":
-        return _finish(_full_members(tribe_cfg, base, dtype, param_dtype, mesh), load_tokenizer_from(base),
-                       tribe_cfg, sampler_cfg, mesh, base)
+        tribe = _finish(_full_members(tribe_cfg, base, dtype, param_dtype, mesh), load_tokenizer_from(base),
+                        tribe_cfg, sampler_cfg, mesh, base)
+        tribe.member_folders = tuple(f for f in tribe_cfg.member_folders if f)
+        return tribe
     if adapters:
         if names and len(names) != len(adapters):
             raise ConfigError(f"tribe.names has {len(names)} names for {len(adapters)} adapters")

@@ -76,18 +76,21 @@ def test_a_baseline_on_a_mixed_tribe_trains_its_member_within_its_own_group():
 # ----------------------------------------------------------------------------- a mixed run
 @pytest.fixture(scope="module")
 def mixed_config(tmp_path_factory, smollm2_dir, gemma_dir):
-    """A config file: 2 tiny Llama members (SmolLM2's tokenizer) + 2 tiny Gemma 3 members (Gemma 3
-    270M's tokenizer, 262k vocabulary), 4 instructions per iteration."""
+    """A config file: 2 tiny Llama LoRA members (SmolLM2's tokenizer), 2 tiny Gemma 3 LoRA members
+    (Gemma 3 270M's tokenizer, 262k vocabulary) and 2 whole tiny Llamas (tribe.kind "full"), 4
+    instructions per iteration."""
     root = tmp_path_factory.mktemp("mixed")
     llama = save_tiny_chat_model(root / "llama", smollm2_dir)
     gemma = save_tiny_gemma_chat_model(root / "gemma", gemma_dir)
+    full = [save_tiny_chat_model(root / f"full_{k}", smollm2_dir, seed=seed) for seed, k in ((1, "a"), (2, "b"))]
     path = root / "mixed_config.py"
     path.write_text(
         "from sparta_jax.config_files import load_config\n\n\n"
         "def get_config():\n"
         f"    c = load_config({TINY_CONFIG!r})\n"
         f"    c.tribe.groups = (dict(name='llama', base={llama!r}, members=2),\n"
-        f"                      dict(name='gemma', base={gemma!r}, members=2))\n"
+        f"                      dict(name='gemma', base={gemma!r}, members=2),\n"
+        f"                      dict(name='full', base={full[0]!r}, kind='full', member_folders={tuple(full)!r}))\n"
         "    c.instructions_per_iteration = 4\n"
         "    c.generation.max_new_tokens = 8\n"
         "    return c\n")
@@ -116,7 +119,7 @@ def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed
     assert "resumed from the checkpoint after iteration 1" in out
     params_a, reps_a, prefs_a = final_state(workdir)
     params_b, reps_b, prefs_b = final_state(killed)
-    assert {k.split("/")[1] for k in params_a} == {"llama", "gemma"}  # one trainable state per group
+    assert {k.split("/")[1] for k in params_a} == {"llama", "gemma", "full"}  # one trainable state per group
     assert params_a.keys() == params_b.keys()
     for k in params_a:
         np.testing.assert_array_equal(params_a[k], params_b[k], err_msg=k)
@@ -129,20 +132,23 @@ def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_
 
     workdir, out = mixed_run
     assert "pairs from 4 duels" in out
-    groups = {"llama_0": "llama", "llama_1": "llama", "gemma_0": "gemma", "gemma_1": "gemma"}
+    groups = {"llama_0": "llama", "llama_1": "llama", "gemma_0": "gemma", "gemma_1": "gemma", "full_a": "full",
+              "full_b": "full"}
     duels = [json.loads(line) for t in (1, 2) for line in open(os.path.join(workdir, f"iteration_00{t}", "duels.jsonl"))]
     assert any(len({groups[m] for m in d["models"]}) == 2 for d in duels)  # a Llama against a Gemma
-    assert any({groups[j] for j in d["judges"]} == {"llama", "gemma"} for d in duels)  # judged by both families
+    assert any({groups[j] for j in d["judges"]} == {"llama", "gemma", "full"} for d in duels)  # by every group
     assert all(set(d["judges"]) == set(groups) - set(d["models"]) for d in duels)
 
     tribe, step = mixed_tribe
-    assert step == 2 and tribe.names == ("llama_0", "llama_1", "gemma_0", "gemma_1")
-    assert tribe.group_names == ("llama", "gemma")
+    assert step == 2 and tribe.names == ("llama_0", "llama_1", "gemma_0", "gemma_1", "full_a", "full_b")
+    assert tribe.group_names == ("llama", "gemma", "full")
     answer = "The answer is 42."
     jobs = combat.judge_jobs(tribe, [Matchup(0, "llama_0", "gemma_0")], ["What is 40 + 2?"], [(answer, "41")],
                              judge_cfg=ml_collections.ConfigDict(dict(max_prompt_tokens=512)), mode="fixed")
-    assert [(judge, side) for _, judge, side, _, _ in jobs] == [("llama_1", 0), ("llama_1", 1), ("gemma_1", 0),
-                                                                ("gemma_1", 1)]
+    assert [(judge, side) for _, judge, side, _, _ in jobs] == [
+        ("llama_1", 0), ("llama_1", 1), ("gemma_1", 0), ("gemma_1", 1), ("full_a", 0), ("full_a", 1), ("full_b", 0),
+        ("full_b", 1)]
+    assert jobs[4][4] == jobs[0][4]  # the whole Llamas speak SmolLM2's template too
     llama_text = tribe.groups[0].tokenizer.decode(jobs[0][4])
     gemma_text = tribe.groups[1].tokenizer.decode(jobs[2][4])
     assert answer in llama_text and answer in gemma_text
@@ -158,10 +164,11 @@ def test_each_group_trains_and_the_report_names_each_members_base(mixed_run):
     tribe_json = json.load(open(os.path.join(workdir, "tribe.json")))
     bases = tribe_json["bases"]
     assert bases["llama_0"].endswith("llama") and bases["gemma_1"].endswith("gemma")
+    assert bases["full_a"].endswith("full_a") and bases["full_b"].endswith("full_b")  # a whole model: its folder
     summary = json.load(open(os.path.join(workdir, "iteration_001", "summary.json")))
     train = summary["train"]
-    assert set(train["groups"]) == {"llama", "gemma"} and train["members"] == list(bases)
-    assert len(train["dpo_per_member"]["loss"]) == 4 and all(np.isfinite(train["dpo_per_member"]["loss"]))
+    assert set(train["groups"]) == {"llama", "gemma", "full"} and train["members"] == list(bases)
+    assert len(train["dpo_per_member"]["loss"]) == 6 and all(np.isfinite(train["dpo_per_member"]["loss"]))
     for group in train["groups"].values():  # every member trains on every pair
         assert group["pairs_trained"] == summary["pairs"] > 0
     report = open(os.path.join(workdir, "report", "report.html")).read()
@@ -170,7 +177,7 @@ def test_each_group_trains_and_the_report_names_each_members_base(mixed_run):
     assert f"gemma_0, gemma_1: <code>{bases['gemma_0']}</code>" in report
 
 
-@pytest.mark.parametrize("member", ["llama_1", "gemma_0"])
+@pytest.mark.parametrize("member", ["llama_1", "gemma_0", "full_b"])
 def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed_run, mixed_tribe, member, tmp_path):
     import jax.numpy as jnp
     import torch
@@ -185,13 +192,24 @@ def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed
     tribe, _ = mixed_tribe
     group = tribe.group(tribe.index(member))
     ids = np.asarray([group.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
-    ours = np.asarray(group.model(jnp.asarray(ids), adapter_ids=jnp.asarray([group.index(member)])))
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
-    assert hf.config.model_type == ("llama" if member.startswith("llama") else "gemma3_text")
-    with torch.no_grad():
-        theirs = hf(input_ids=torch.tensor(ids)).logits.numpy()
-    np.testing.assert_allclose(ours, theirs, atol=1e-4)
-    assert np.abs(ours - np.asarray(group.model(jnp.asarray(ids)))).max() > 1e-6  # it trained
+    if member.startswith("full"):  # a whole model of its own
+        ours = np.asarray(group.model.member(group.index(member))(jnp.asarray(ids)))
+    else:
+        ours = np.asarray(group.model(jnp.asarray(ids), adapter_ids=jnp.asarray([group.index(member)])))
+
+    def hf_logits(folder):
+        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        assert hf.config.model_type == ("gemma3_text" if member.startswith("gemma") else "llama")
+        with torch.no_grad():
+            return hf(input_ids=torch.tensor(ids)).logits.numpy()
+
+    np.testing.assert_allclose(ours, hf_logits(str(tmp_path / "out")), atol=1e-4)
+    started = tribe_json_bases(mixed_run[0])[member]  # the member's base, or a whole member's own folder
+    assert np.abs(ours - hf_logits(started)).max() > 1e-6  # it trained
+
+
+def tribe_json_bases(workdir):
+    return json.load(open(os.path.join(workdir, "tribe.json")))["bases"]
 
 
 def test_the_audit_asks_each_judge_in_its_own_template(mixed_tribe):
