@@ -93,13 +93,11 @@ def judge_items(tribe, items: Sequence[dict], judge_cfg, mode: str, rng, progres
 
     jobs = []
     for item in items:
-        sides = {}  # per group of a mixed tribe: the judge prompts in that group's template
-        for j in range(len(tribe.names)):
-            group = id(tribe.group(j))
-            if group not in sides:
-                sides[group] = [combat.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg,
-                                                        mode=mode, member=j) for side in ("right", "wrong")]
-            jobs += [(j, ids) for ids in sides[group]]
+        judges = range(len(tribe.names))
+        sides = combat.prompts_by_group(tribe, judges, lambda j: [  # noqa: B023 (each judge's own template)
+            combat.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg, mode=mode, member=j)
+            for side in ("right", "wrong")])
+        jobs += [(j, ids) for j in judges for ids in sides[j]]
     scores = combat.single_scores(tribe, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
     scores = scores.reshape(len(items), len(tribe.names), 2)
     return scores[..., 0].T, scores[..., 1].T
@@ -112,6 +110,7 @@ def likelihood_items(tribe, items: Sequence[dict], batch_size: int, progress) ->
 
     from sparta_jax import combat, dpo
     from sparta_jax.models.stack import MemberStack
+    from sparta_jax.preference_batches import pairs_to_batch
 
     out = np.zeros((len(tribe.names), len(items), 2))
     for m, name in enumerate(tribe.names):
@@ -119,23 +118,19 @@ def likelihood_items(tribe, items: Sequence[dict], batch_size: int, progress) ->
         if isinstance(group.model, MemberStack):
             raise AuditError("--scorer=likelihood covers LoRA tribes (tribe.kind='lora') only")
         prompts = [combat.chat_ids(tribe, item["instruction"], m) for item in items]
-        rows = [(p, group.tokenizer.encode(item[side], add_special_tokens=False))
-                for p, item in zip(prompts, items) for side in ("right", "wrong")]
-        scores = []
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start: start + batch_size]
-            length = max(len(p) + len(r) for p, r in chunk)
-            ids = np.full((len(chunk), length), group.sampler.pad_id, np.int32)
-            mask, response = np.zeros((len(chunk), length), bool), np.zeros((len(chunk), length), bool)
-            for k, (p, r) in enumerate(chunk):  # right padded: positions count real tokens either way
-                ids[k, : len(p) + len(r)] = p + r
-                mask[k, : len(p) + len(r)] = True
-                response[k, len(p): len(p) + len(r)] = True
-            logps = dpo.sequence_logps(group.model, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(response),
-                                       adapter_ids=jnp.full((len(chunk),), group.index(name), jnp.int32))
-            scores.extend(np.asarray(logps).tolist())
-            progress(len(chunk))
-        out[m] = np.asarray(scores).reshape(len(items), 2)
+        # (prompt, right, wrong) as DPO's pairs: rows [pair, side], right padded
+        pairs = [(p, *(group.tokenizer.encode(item[side], add_special_tokens=False) for side in ("right", "wrong")))
+                 for p, item in zip(prompts, items)]
+        per_batch = max(1, batch_size // 2)
+        for start in range(0, len(pairs), per_batch):
+            chunk = pairs[start: start + per_batch]
+            batch = pairs_to_batch(chunk, max(len(p) + max(len(r), len(w)) for p, r, w in chunk),
+                                   group.sampler.pad_id)
+            rows = lambda x: jnp.asarray(x.reshape(2 * len(chunk), -1))  # noqa: E731
+            logps = dpo.sequence_logps(group.model, rows(batch.ids), rows(batch.mask), rows(batch.response_mask),
+                                       adapter_ids=jnp.full((2 * len(chunk),), group.index(name), jnp.int32))
+            out[m, start: start + len(chunk)] = np.asarray(logps).reshape(len(chunk), 2)
+            progress(2 * len(chunk))
     return out[..., 0], out[..., 1]
 
 

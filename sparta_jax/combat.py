@@ -26,6 +26,18 @@ def member_group(tribe: Tribe | MixedTribe, member: int | None) -> Tribe:
     return tribe.group(member)
 
 
+def prompts_by_group(tribe: Tribe | MixedTribe, members, make) -> dict:
+    """{member: make(member)} for each of `members`, made once per group: a group's members share
+    its tokenizer and template, so one member's prompts serve them all."""
+    made, out = {}, {}
+    for m in members:
+        key = id(tribe.group(m))
+        if key not in made:
+            made[key] = make(m)
+        out[m] = made[key]
+    return out
+
+
 def chat_ids(tribe: Tribe | MixedTribe, user_text: str, member: int | None = None) -> list[int]:
     """`user_text` as one user turn in member `member`'s chat template (its group's tokenizer)."""
     group = member_group(tribe, member)
@@ -124,16 +136,12 @@ def judge_jobs(tribe: Tribe, matchups, instructions, responses, *, judge_cfg, mo
     """Every (judge, duel, side) with its fitted judge prompt ids. Judges: all but the duelists."""
     jobs = []
     for d, (m, text, pair) in enumerate(zip(matchups, instructions, responses)):
-        sides = {}  # per group: one tokenization of each side serves all its judges
-        for j, judge in enumerate(tribe.names):
-            if judge in m.models:
-                continue
-            group = id(tribe.group(j))
-            if group not in sides:
-                sides[group] = [judge_prompt_ids(tribe, text, pair[side], judge_cfg=judge_cfg, mode=mode, member=j)
-                                for side in (0, 1)]
+        judges = [j for j, judge in enumerate(tribe.names) if judge not in m.models]
+        sides = prompts_by_group(tribe, judges, lambda j: [  # noqa: B023 (used at once)
+            judge_prompt_ids(tribe, text, pair[side], judge_cfg=judge_cfg, mode=mode, member=j) for side in (0, 1)])
+        for j in judges:
             for side in (0, 1):
-                jobs.append((d, judge, side, j, sides[group][side]))
+                jobs.append((d, tribe.names[j], side, j, sides[j][side]))
     return jobs
 
 

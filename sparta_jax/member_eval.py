@@ -40,12 +40,9 @@ def split_kind(records: Sequence[dict]) -> str | None:
 
 def answers(tribe: Tribe, members: Sequence[int], records: Sequence[dict], eval_cfg, rng, progress) -> list[list[str]]:
     """answers[k][i]: member members[k]'s greedy answer to records[i]."""
-    prompts, jobs = {}, []  # per group (its own chat template), one tokenization of the items
-    for m in members:
-        group = id(tribe.group(m))
-        if group not in prompts:
-            prompts[group] = [combat.chat_ids(tribe, r["instruction"], m)[: eval_cfg.max_prompt_tokens] for r in records]
-        jobs.extend((m, p) for p in prompts[group])
+    prompts = combat.prompts_by_group(tribe, members, lambda m: [  # each in the member's own template
+        combat.chat_ids(tribe, r["instruction"], m)[: eval_cfg.max_prompt_tokens] for r in records])
+    jobs = [(m, p) for m in members for p in prompts[m]]
     texts = combat.generate_texts(tribe, jobs, gen_cfg=eval_cfg, rng=rng, batch_size=eval_cfg.batch_size,
                                   progress=progress)
     return [texts[k * len(records):(k + 1) * len(records)] for k in range(len(members))]
@@ -97,13 +94,10 @@ class TribeScorer:
         for k, m in enumerate(members):
             judges = [-1] if self.judge is not None else [j for j in range(len(self.tribe.names)) if j != m]
             for i, (r, text) in enumerate(zip(records, texts[k])):
-                ids = {}  # per judge group: the answer in that group's template
-                for j in judges:
-                    group = id(judge.group(j))
-                    if group not in ids:
-                        ids[group] = combat.judge_prompt_ids(judge, r["instruction"], text, judge_cfg=self.judge_cfg,
-                                                             mode=self.mode, member=j)
-                    jobs.append((j, ids[group]))
+                ids = combat.prompts_by_group(judge, judges, lambda j: combat.judge_prompt_ids(  # noqa: B023
+                    judge, r["instruction"], text, judge_cfg=self.judge_cfg, mode=self.mode, member=j))
+                for j in judges:  # each judge reads the answer in its own template
+                    jobs.append((j, ids[j]))
                     owner.append((k, i))
         scores = combat.single_scores(judge, jobs, judge_cfg=self.judge_cfg, rng=self.rng,
                                       progress=Progress(self.label, len(jobs), "scores"))
