@@ -6,9 +6,10 @@ budget of generated answers and seeds (README, "Methods side by side").
     done
     python -m sparta_jax.compare methods_* --markdown methods.md --html methods.html
 
-The tribe is configs/competent_judges.py's: four SmolLM2-135M LoRA experts SFT'd on bundled
-tasks (built once and cached by the first run), with the members' own `logits` judges, on
-bundled arithmetic. Each baseline trains the initial tribe's best member by dev accuracy; every
+The tribe: four SmolLM2-135M LoRA experts SFT'd on bundled tasks (built once and cached by the
+first run; two of them with arithmetic judge examples, which left them at chance as judges),
+with the members' own `logits` judges, on bundled arithmetic (the tribe configs/competent_judges.py
+had when this table was measured; it has since moved to the `case` task). Each baseline trains the initial tribe's best member by dev accuracy; every
 run shares the iteration-0 evaluation, so "best initial" is one row and the tests are paired.
 
 Budget: 64 generated answers per iteration for every method (Sparta: 32 duels x 2; Self-Rewarding
@@ -25,7 +26,18 @@ ANSWERS_PER_ITERATION = 64
 def get_config(method: str = "sparta"):
     if method not in METHODS:
         raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
-    c = sibling_config(__file__, "competent_judges")
+    c = sibling_config(__file__, "demo")
+    judge = dict(share=0.5, right_score=9, wrong_score=2, noise=0.0)
+    c.experts.enabled = True
+    c.experts.sources = (
+        dict(kind="bundled", task="arithmetic", train=256, dev=0, test=0, seed=200, judge=judge),
+        dict(kind="bundled", task="mixed", train=256, dev=0, test=0, seed=201, judge=judge),
+        dict(kind="bundled", task="arithmetic", train=256, dev=0, test=0, seed=202),
+        dict(kind="bundled", task="word_problems", train=256, dev=0, test=0, seed=203),
+    )
+    c.experts.names = ("arith_judge", "mixed_judge", "arith", "word_problems")
+    c.experts.examples = 128
+    c.experts.max_length, c.experts.max_prompt_length = 200, 190  # judge prompts are about 150 tokens
     c.method = method
     per_instruction = 2 if method == "sparta" else c.methods[method].get("samples", 1)
     c.instructions_per_iteration = round(ANSWERS_PER_ITERATION / per_instruction)

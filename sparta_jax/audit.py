@@ -8,7 +8,7 @@ to know whether the tribe's judges tell a right answer from a wrong one. On a ve
 the training split; `dev` or `test` when experts may have trained on training items), a right
 answer and a near-miss wrong one of the same form (`--template`, default "The answer is
 {answer}."; the wrong one changes the answer only: a number off by 1, 2 or 10, another option
-letter). Every member then judges both answers of every instruction with the run's judge prompt
+letter, the same words in another letter case). Every member then judges both answers of every instruction with the run's judge prompt
 and mode (`judge.mode`, `logits` or `sampled`), and the audit reports per judge and pooled:
 matched accuracy (the right answer scored higher on the same instruction; 95% interval: Wilson's
 for one judge, a bootstrap over instructions pooled), AUC (bootstrap 95% interval over
@@ -55,6 +55,10 @@ def near_miss(record: dict, rng: np.random.Generator) -> str | None:
     if evaluator == "choice":
         others = [x for x in LETTERS if x != str(answer).strip().upper()[:1]]
         return others[int(rng.integers(len(others)))]
+    if evaluator == "cased":  # the same words in another letter case
+        text = str(answer)
+        others = [v for v in (text.upper(), text.lower(), text.title()) if v != text]
+        return others[int(rng.integers(len(others)))] if others else None
     return None
 
 

@@ -29,9 +29,11 @@ from typing import Optional, Sequence
 
 import html as html_lib
 
+import numpy as np
+
 from sparta_jax.evaluation import wilson_interval
 from sparta_jax.run_summary import read_json as _read
-from sparta_jax.stats import mcnemar_exact
+from sparta_jax.stats import bootstrap_interval, mcnemar_exact, pearson_r, sign_test
 
 
 def arm_label(config: dict) -> str:
@@ -85,6 +87,35 @@ def best_test(ev: dict) -> dict:
     return ev["test"][ev["best_member"]]
 
 
+def mean_member(ev: dict, seed: int = 0) -> dict | None:
+    """Every member's test outcomes averaged per item, when every member was scored on the same
+    test items (evaluation.test_all_members): accuracy, a bootstrap 95% interval over items, each
+    member's accuracy and the per-item means; None otherwise."""
+    test = ev.get("test") or {}
+    scores = {name: entry.get("scores") for name, entry in test.items()}
+    if len(scores) < 2 or any(v is None for v in scores.values()) or len({len(v) for v in scores.values()}) != 1:
+        return None
+    table = np.asarray(list(scores.values()), np.float64)  # [members, items]
+    items = table.mean(axis=0)
+    return {"accuracy": float(items.mean()), "n": int(items.size), "members": len(scores),
+            "ci95": bootstrap_interval(lambda idx: float(items[idx].mean()), items.size, seed=seed),
+            "per_member": {name: float(np.mean(v)) for name, v in scores.items()}, "item_means": items.tolist()}
+
+
+def judges_and_reputations(workdir: str, last: int, audit: dict | None) -> dict | None:
+    """Each member's reputation R at the end of the last iteration against its audit AUC, and
+    Pearson's r between the two (None without reputations.json or a per-judge audit)."""
+    reps = _read(os.path.join(workdir, f"iteration_{last:03d}", "reputations.json"))
+    per_judge = (audit or {}).get("per_judge") or {}
+    if not reps or not per_judge:
+        return None
+    end = {name: float(v["R"]) for name, v in reps.get("end", {}).items()}
+    auc = {name: per_judge[name].get("auc") for name in end if name in per_judge}
+    both = [n for n in end if auc.get(n) is not None]
+    return {"reputation": end, "auc": auc,
+            "pearson_r": pearson_r([end[n] for n in both], [auc[n] for n in both]) if len(both) >= 3 else None}
+
+
 def arm_summary(workdir: str) -> dict:
     """The before/after figures of one run (see the module docstring)."""
     config = _read(os.path.join(workdir, "config.json")) or {}
@@ -102,6 +133,7 @@ def arm_summary(workdir: str) -> dict:
         seconds += summary.get("seconds", 0.0)
         pairs.append(summary.get("pairs_trained"))
     audit = _read(os.path.join(workdir, "audit.json"))
+    mean_before, mean_after = mean_member(evals[0]), mean_member(evals[last])
     return {
         "workdir": workdir, "label": arm_label(config), "method": method_label(config), "task": task_label(config),
         "data": config.get("data"), "iterations": last, "pairs_trained": pairs,
@@ -110,6 +142,10 @@ def arm_summary(workdir: str) -> dict:
         "paired": mcnemar_exact(before["scores"], after["scores"]),
         "audit_auc": (audit or {}).get("pooled", {}).get("auc"), "minutes": seconds / 60.0,
         "initial_scores": before["scores"], "final_scores": after["scores"],
+        "mean_before": mean_before, "mean_after": mean_after,
+        "mean_paired": (sign_test(mean_before["item_means"], mean_after["item_means"])
+                        if mean_before and mean_after and mean_before["n"] == mean_after["n"] else None),
+        "judges": judges_and_reputations(workdir, last, audit),
     }
 
 
@@ -140,6 +176,51 @@ def markdown(arms: Sequence[dict]) -> str:
     notes = [f"- {a['workdir']}: the initial evaluation differs from {first['workdir']}'s (not the same tribe, "
              "data or seeds?)" for a in arms[1:] if a["initial_scores"] != first["initial_scores"]]
     return "\n".join(lines + notes)
+
+
+def _mean_text(m: dict | None) -> str:
+    if m is None:
+        return "–"
+    ci = m["ci95"] or [float("nan")] * 2
+    return f"{m['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _sign_text(t: dict | None) -> str:
+    return "–" if t is None else f"{t['up']} / {t['down']}, {t['p_value']:.2g}"
+
+
+def mechanism_markdown(arms: Sequence[dict]) -> str:
+    """The mechanism table (README, "Measured demonstration: competent judges"): best- and
+    mean-member test accuracy against no training, the sign test on per-item member means (each
+    arm's against no training and against Sparta's), and each member's final reputation with its
+    audit AUC (Pearson r). Empty when no arm scored every member on test."""
+    if not any(a.get("mean_after") for a in arms):
+        return ""
+    first = arms[0]
+    sparta = next((a for a in arms if a["method"] == "Sparta"), None)
+    lines = ["| arm | best member test accuracy | McNemar p vs no training | mean member test accuracy [bootstrap 95%] "
+             "| items up / down, sign test p vs no training | vs Sparta: items up / down, p | minutes |",
+             "|---|---|---:|---|---|---|---:|",
+             f"| no training (iteration 0) | {_cell_text(first['before'])} | – | {_mean_text(first['mean_before'])} "
+             "| – | – | – |"]
+    for a in arms:
+        vs = None
+        if sparta is not None and a is not sparta and a.get("mean_after") and sparta.get("mean_after"):
+            vs = sign_test(sparta["mean_after"]["item_means"], a["mean_after"]["item_means"])
+        lines.append(f"| {a['label']} ({a['after']['member']}) | {_cell_text(a['after'])} | "
+                     f"{a['paired']['p_value']:.2g} | {_mean_text(a.get('mean_after'))} | "
+                     f"{_sign_text(a.get('mean_paired'))} | {_sign_text(vs)} | {a['minutes']:.0f} |")
+    judged = [a for a in arms if a.get("judges")]
+    if judged:
+        names = list(judged[0]["judges"]["reputation"])
+        lines += ["", "| arm | " + " | ".join(f"{n}: final R (audit AUC)" for n in names) + " | Pearson r(R, AUC) |",
+                  "|---|" + "---:|" * (len(names) + 1)]
+        for a in judged:
+            j = a["judges"]
+            cells = [f"{j['reputation'][n]:.1f} ({_num(j['auc'].get(n))})" if n in j["reputation"] else "–"
+                     for n in names]
+            lines.append(f"| {a['label']} | " + " | ".join(cells) + f" | {_num(j['pearson_r'])} |")
+    return "\n".join(lines)
 
 
 BEST_INITIAL = "best initial"
@@ -262,8 +343,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     table = paper_table(arms)
+    mechanism = mechanism_markdown(arms)
     print(json.dumps({"arms": arms, "paper_table": table}, indent=1) if args.json
-          else markdown(arms) + "\n\n" + paper_markdown(table))
+          else markdown(arms) + "\n\n" + (mechanism + "\n\n" if mechanism else "") + paper_markdown(table))
     for path, text in ((args.markdown, paper_markdown), (args.html, paper_html)):
         if path:
             with open(path, "w") as f:

@@ -7,6 +7,9 @@ Evaluators (a record's "evaluator" field names one):
   normalised; equal strings, or equal numeric values (integers, decimals, a/b, \\frac{a}{b}).
 - "choice": a multiple-choice letter (A-D by default), see `extract_choice`.
 - "exact": the stripped, case-folded text without a trailing period equals the reference.
+- "cased": the answer written in the reference's own letter case: the text after a leading
+  "The answer is" (when there is one), its first line, without surrounding spaces, quotes and a
+  trailing period, equals the reference exactly (case-sensitive; the bundled "case" task).
 
 The extractors never raise on any string (a property test checks), and return None when
 nothing can be read; `evaluate` counts those as wrong and reports how many there were.
@@ -19,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-EVALUATORS = ("numeric", "boxed", "choice", "exact")
+EVALUATORS = ("numeric", "boxed", "choice", "exact", "cased")
 
 Number = Union[int, float]
 
@@ -266,6 +269,21 @@ def _normalize_exact(text: str) -> str:
     return s
 
 
+_ANSWER_IS = re.compile(r"^\s*the answer is:?\s*", re.IGNORECASE)
+
+
+def extract_cased(text: Any) -> Optional[str]:
+    """The answer of a "cased" item as written (case kept): see the module docstring."""
+    if not isinstance(text, str):
+        return None
+    s = _ANSWER_IS.sub("", text.strip(), count=1)
+    s = s.strip().split("\n", 1)[0].strip()
+    while s.endswith("."):
+        s = s[:-1].rstrip()
+    s = s.strip("\"'“” ")
+    return " ".join(s.split()) or None
+
+
 def _reference_choice(reference: Any) -> Tuple[Optional[str], int]:
     ref = str(reference).strip()
     if len(ref) == 1 and ref.isalpha():
@@ -296,6 +314,8 @@ def parse(prediction_text: Any, evaluator: str, reference: Any = None) -> Any:
         if not isinstance(prediction_text, str):
             return None
         return _normalize_exact(prediction_text) or None
+    if evaluator == "cased":
+        return extract_cased(prediction_text)
     raise ValueError(f"unknown evaluator {evaluator!r}; known: {', '.join(EVALUATORS)}")
 
 
@@ -324,6 +344,8 @@ def score(prediction_text: Any, reference: Any, evaluator: str) -> float:
         return 1.0 if a is not None and a == b else 0.0
     if evaluator == "choice":
         return 1.0 if got == _reference_choice(reference)[0] else 0.0
+    if evaluator == "cased":
+        return 1.0 if got == extract_cased(str(reference)) else 0.0
     # exact
     return 1.0 if got == _normalize_exact(str(reference)) else 0.0
 

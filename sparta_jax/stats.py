@@ -39,6 +39,18 @@ def mcnemar_exact(before: Sequence[int], after: Sequence[int]) -> dict:
             "p_value": p}
 
 
+def sign_test(before: Sequence[float], after: Sequence[float]) -> dict:
+    """Exact two-sided sign test on paired values of the same items: under no change an item that
+    moves is as likely to go up as down. On 0/1 outcomes it is McNemar's exact test; on a
+    member-mean per item (0, 1/4, ..., 1) it counts the items whose mean rose or fell."""
+    x, y = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired values need equal 1-D shapes, got {x.shape} and {y.shape}")
+    down, up = int(np.sum(y < x)), int(np.sum(y > x))
+    p = 1.0 if up + down == 0 else min(1.0, 2.0 * binomial_tail(min(up, down), up + down))
+    return {"n": int(x.size), "down": down, "up": up, "p_value": p}
+
+
 def bootstrap_interval(statistic: Callable[[np.ndarray], float | None], n: int, *, seed: int = 0,
                        resamples: int = 2000, level: float = 0.95) -> list[float] | None:
     """Percentile bootstrap interval of statistic(indices) over n units resampled with replacement.

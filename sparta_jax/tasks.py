@@ -14,6 +14,11 @@ Tasks (`TASK_NAMES`):
   arithmetic question with near-miss distractors. Evaluator "choice"; the answer is a letter.
 - `mixed`: each item picks one of the three above uniformly; its "task" field names the
   task it came from, its id starts with "mixed-".
+- `case`: rewrite a two-word Title Case phrase in capital or in lowercase letters ("Write this
+  phrase in capital letters: Green Apple" -> "GREEN APPLE"). Evaluator "cased" (exact, case
+  kept). A verifiable instruction-following task whose check is within a 135M model's reach:
+  a judge must read which case was asked and see which case the answer is in (no arithmetic).
+  Not part of `mixed`.
 
 Item: {"id", "instruction", "answer", "task", "evaluator"}. Within one generated set no two
 items share a question stem (the question without its answer instruction or options; in
@@ -27,7 +32,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-TASK_NAMES = ("arithmetic", "word_problems", "multiple_choice", "mixed")
+TASK_NAMES = ("arithmetic", "word_problems", "multiple_choice", "mixed", "case")
 
 NUMERIC_SUFFIX = "Give the final answer as a number."
 CHOICE_SUFFIX = "Answer with the letter (A, B, C or D)."
@@ -203,6 +208,30 @@ def _multiple_choice_factory() -> Callable[[np.random.Generator], Tuple[str, dic
 
 
 # ---------------------------------------------------------------------------------------
+# case
+
+_ADJECTIVES = ("Green", "Small", "Happy", "Quiet", "Bright", "Cold", "Warm", "Old", "Young", "Fast",
+               "Slow", "Tall", "Short", "Soft", "Hard", "Sweet", "Dark", "Light", "Empty", "Full",
+               "Brave", "Calm", "Clean", "Wild", "Gentle", "Heavy", "Golden", "Silver", "Round", "Sharp",
+               "Lucky", "Busy", "Sunny", "Rainy", "Little", "Giant", "Purple", "Yellow", "Blue", "Red")
+_NOUNS = ("Apple", "River", "Garden", "Window", "Mountain", "Bridge", "Candle", "Forest", "Pencil", "Horse",
+          "Basket", "Castle", "Button", "Cloud", "Dragon", "Engine", "Feather", "Guitar", "Island", "Jacket",
+          "Kettle", "Ladder", "Market", "Needle", "Orange", "Pillow", "Rabbit", "Saddle", "Tiger", "Violin",
+          "Wagon", "Whistle", "Bottle", "Carpet", "Dolphin", "Flower", "Hammer", "Lemon", "Mirror", "Planet",
+          "Rocket", "Shadow", "Teacup", "Tunnel", "Blanket", "Cookie", "Harbor", "Lantern", "Meadow", "Pebble")
+CASE_INSTRUCTIONS = {"upper": "Write this phrase in capital letters: {phrase}",
+                     "lower": "Write this phrase in lowercase letters: {phrase}"}
+
+
+def _case(rng: np.random.Generator) -> Tuple[str, dict]:
+    phrase = f"{_ADJECTIVES[int(rng.integers(len(_ADJECTIVES)))]} {_NOUNS[int(rng.integers(len(_NOUNS)))]}"
+    case = ("upper", "lower")[int(rng.integers(2))]
+    instruction = CASE_INSTRUCTIONS[case].format(phrase=phrase)
+    answer = phrase.upper() if case == "upper" else phrase.lower()
+    return instruction, {"instruction": instruction, "answer": answer, "evaluator": "cased"}
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def _generators(name: str) -> Callable[[np.random.Generator], Tuple[str, str, dict]]:
@@ -218,6 +247,8 @@ def _generators(name: str) -> Callable[[np.random.Generator], Tuple[str, str, di
     if name == "mixed":
         parts = [_generators(n) for n in ("arithmetic", "word_problems", "multiple_choice")]
         return lambda rng: parts[int(rng.integers(len(parts)))](rng)
+    if name == "case":
+        return lambda rng: ("case", *_case(rng))
     raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
 
 

@@ -92,6 +92,11 @@ def test_near_misses_are_wrong_and_of_the_same_form():
         if r["evaluator"] == "numeric":
             off = int(item["wrong"][14:-1]) - int(r["answer"])
             assert off in audit.NUMERIC_OFFSETS and int(item["wrong"][14:-1]) >= 0
+    cased = generate_task("case", 30, seed=3)
+    for item in audit.audit_items(cased, 30, "The answer is {answer}.", seed=0):
+        r = next(x for x in cased if x["instruction"] == item["instruction"])
+        assert evaluation.score(item["wrong"], r["answer"], "cased") == 0.0
+        assert item["wrong"].lower() == item["right"].lower()  # the same words, another letter case
     with pytest.raises(audit.AuditError, match="does not make answers"):
         audit.audit_items(records, 5, "The answer is {answer}0.", seed=0)
     with pytest.raises(audit.AuditError, match="verifiable task"):

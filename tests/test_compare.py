@@ -3,6 +3,8 @@ column, McNemar's exact test against "best initial" and Sparta, cost, and the wr
 import json
 import os
 
+import numpy as np
+
 from sparta_jax import compare
 from sparta_jax.stats import mcnemar_exact
 
@@ -106,3 +108,56 @@ def test_sweep_configs_build_their_pools_and_label_their_rows():
     assert compare.method_label({"method": "spin"}) == "SPIN"
     assert compare.method_label({"reputation": {"scheme": "uniform"}, "matchmaking": {"alpha": 1.0}}) == (
         "Sparta (uniform votes, random match-making)")
+
+
+def _all_members_run(root, name, *, scheme, initial, after, reputations=None, audit_auc=None):
+    """A run whose evaluations scored every member on test, with end reputations and an audit."""
+    workdir = make_run(root, name, scheme=scheme, after=after["m1"], initial=initial["m0"], pairs=(4,))
+    for t, table in ((0, initial), (1, after)):
+        path = os.path.join(workdir, f"iteration_{t:03d}", "evaluation.json")
+        with open(path) as f:
+            ev = json.load(f)
+        for member, scores in table.items():
+            ev["test"][member] = {**ev["test"][ev["best_member"]], "scores": scores, "n_correct": sum(scores)}
+        ev["test"][ev["best_member"]]["scores"] = table[ev["best_member"]]
+        ev["test"][ev["best_member"]]["n_correct"] = sum(table[ev["best_member"]])
+        with open(path, "w") as f:
+            json.dump(ev, f)
+    if reputations:
+        with open(os.path.join(workdir, "iteration_001", "reputations.json"), "w") as f:
+            json.dump({"iteration": 1, "end": {n: {"R": r, "sigma": 0.5} for n, r in reputations.items()}}, f)
+    if audit_auc:
+        with open(os.path.join(workdir, "audit.json"), "w") as f:
+            json.dump({"per_judge": {n: {"auc": a} for n, a in audit_auc.items()}, "pooled": {"auc": 0.6}}, f)
+    return workdir
+
+
+def test_mechanism_table_mean_member_sign_tests_and_reputation_against_audit(tmp_path):
+    initial = {"m0": INITIAL, "m1": [0] * 10, "m2": [0] * 10}
+    sparta_after = {"m0": INITIAL, "m1": [1] * 8 + [0] * 2, "m2": [1] * 6 + [0] * 4}
+    uniform_after = {"m0": INITIAL, "m1": [1] * 2 + [0] * 8, "m2": [0] * 10}
+    reps = {"m0": 104.0, "m1": 101.0, "m2": 95.0}
+    auc = {"m0": 0.9, "m1": 0.7, "m2": 0.5}
+    sparta = compare.arm_summary(_all_members_run(tmp_path, "sparta", scheme="static", initial=initial,
+                                                  after=sparta_after, reputations=reps, audit_auc=auc))
+    uniform = compare.arm_summary(_all_members_run(tmp_path, "uniform", scheme="uniform", initial=initial,
+                                                   after=uniform_after))
+    # per-item member means: before (1/3 on items 0, 3, 8; 0 elsewhere)
+    assert abs(sparta["mean_before"]["accuracy"] - 3 / 30) < 1e-12
+    assert abs(sparta["mean_after"]["accuracy"] - (3 + 8 + 6) / 30) < 1e-12
+    assert sparta["mean_after"]["per_member"] == {"m0": 0.3, "m1": 0.8, "m2": 0.6}
+    lo, hi = sparta["mean_after"]["ci95"]
+    assert lo < 17 / 30 < hi
+    # items 0..7 rose (m1 right; items 0..5 m2 too), items 8, 9 unchanged: 8 up, 0 down
+    assert (sparta["mean_paired"]["up"], sparta["mean_paired"]["down"]) == (8, 0)
+    assert abs(sparta["mean_paired"]["p_value"] - 2 / 2 ** 8) < 1e-12
+    j = sparta["judges"]
+    assert j["reputation"] == reps and j["auc"] == auc
+    assert abs(j["pearson_r"] - float(np.corrcoef(list(reps.values()), list(auc.values()))[0, 1])) < 1e-12
+    assert uniform["judges"] is None  # no audit in that workdir
+    md = compare.mechanism_markdown([sparta, uniform])
+    assert "| no training (iteration 0) | 0.300 [" in md and "0.100 [" in md
+    assert "| 8 / 0, 0.0078 |" in md  # Sparta against no training
+    # uniform against Sparta: items 0..7 fell (Sparta has one or two more members right on each), none rose
+    assert "| 0 / 8, 0.0078 |" in md and "| 104.0 (0.90) | 101.0 (0.70) | 95.0 (0.50) | 0.98 |" in md
+    assert compare.mechanism_markdown([compare.arm_summary(make_run(tmp_path, "one", after=[1] * 10))]) == ""

@@ -191,6 +191,23 @@ def test_score_choice(pred, ref, expected):
     assert score(pred, ref, "choice") == expected
 
 
+@pytest.mark.parametrize("pred, expected", [
+    ("GREEN APPLE", 1.0), ("The answer is GREEN APPLE.", 1.0), ('  "GREEN APPLE".  ', 1.0),
+    ("the answer is: GREEN  APPLE", 1.0), ("GREEN APPLE\nThat is it.", 1.0),
+    ("Green Apple", 0.0), ("green apple", 0.0), ("The answer is GREEN APPLES.", 0.0), ("", 0.0), ("GREEN", 0.0),
+])
+def test_score_cased_keeps_the_letter_case(pred, expected):
+    assert score(pred, "GREEN APPLE", "cased") == expected
+
+
+@pytest.mark.parametrize("pred, expected", [
+    ("green apple", 1.0), ("The answer is green apple.", 1.0), ("THE ANSWER IS green apple", 1.0),
+    ("GREEN APPLE", 0.0), ("Green apple", 0.0), ("The answer is Green Apple.", 0.0),
+])
+def test_score_cased_lowercase_reference(pred, expected):
+    assert score(pred, "green apple", "cased") == expected
+
+
 def test_score_exact_and_unknown():
     assert score("  Yes. ", "yes", "exact") == 1.0
     assert score("no", "yes", "exact") == 0.0
@@ -216,7 +233,7 @@ def test_extractors_never_raise(text):
     assert b is None or isinstance(b, str)
     c = extract_choice(text)
     assert c is None or c in "ABCD"
-    for ev, ref in (("numeric", "1"), ("boxed", "1"), ("choice", "A"), ("exact", "a")):
+    for ev, ref in (("numeric", "1"), ("boxed", "1"), ("choice", "A"), ("exact", "a"), ("cased", "A B")):
         assert score(text, ref, ev) in (0.0, 1.0)
         parse(text, ev, ref)
 

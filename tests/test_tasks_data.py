@@ -40,10 +40,10 @@ def test_generate_task_deterministic_and_well_formed(name):
     for it in items:
         assert set(it) == {"id", "instruction", "answer", "task", "evaluator"}
         assert it["id"].startswith(name + "-")
-        assert it["evaluator"] in ("numeric", "choice")
+        assert it["evaluator"] in (("cased",) if name == "case" else ("numeric", "choice"))
         if it["evaluator"] == "numeric":
             assert it["instruction"].endswith("Give the final answer as a number.")
-        else:
+        elif it["evaluator"] == "choice":
             assert it["instruction"].endswith("Answer with the letter (A, B, C or D).")
         assert score(it["answer"], it["answer"], it["evaluator"]) == 1.0
     if name == "mixed":
@@ -51,6 +51,21 @@ def test_generate_task_deterministic_and_well_formed(name):
             "arithmetic", "word_problems", "multiple_choice"}
     else:
         assert {it["task"] for it in items} == {name}
+
+
+def test_case_items_ask_one_case_and_answer_in_it():
+    asked = Counter()
+    for it in generate_task("case", 400, seed=2):
+        kind, phrase = it["instruction"].split(": ")
+        assert phrase == phrase.title() and len(phrase.split()) == 2
+        if kind == "Write this phrase in capital letters":
+            assert it["answer"] == phrase.upper()
+        else:
+            assert kind == "Write this phrase in lowercase letters" and it["answer"] == phrase.lower()
+        asked[kind] += 1
+        assert score(f"The answer is {it['answer']}.", it["answer"], "cased") == 1.0
+        assert score(f"The answer is {phrase}.", it["answer"], "cased") == 0.0  # copied, not rewritten
+    assert min(asked.values()) > 150  # both cases, about evenly
 
 
 def test_arithmetic_answers_are_correct():
