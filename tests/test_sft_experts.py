@@ -246,13 +246,18 @@ def test_a_killed_build_is_not_taken_for_a_finished_one(tmp_path):
     assert experts.read_manifest(str(tmp_path))["names"] == ["arithmetic", "mixed"]
 
 
-def _tiny_config(base, cache, every):
+def _tiny_config(base, cache, every, judge=False):
     from sparta_jax.config_files import load_config
 
     c = load_config(TINY_CONFIG)
     c.tribe.base = base
     c.experts.dir, c.experts.examples, c.experts.rows_per_member = str(cache), 12, 4
     c.experts.learning_rate, c.experts.checkpoint_every = 0.01, every
+    if judge:  # the first expert answers the `case` task and judges it (a quarter of its data)
+        sources = [dict(s) for s in c.experts.sources]
+        sources[0] = dict(kind="bundled", task="case", train=24, dev=0, test=0, seed=5, judge={"share": 0.25})
+        c.experts.sources = tuple(sources)
+        c.experts.max_length, c.experts.max_prompt_length = 160, 150
     return c
 
 
@@ -260,7 +265,7 @@ def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tin
     from safetensors.numpy import load_file
 
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-    whole = experts.ensure_experts(_tiny_config(tiny_chat_base, tmp_path / "whole", 1), mesh)
+    whole = experts.ensure_experts(_tiny_config(tiny_chat_base, tmp_path / "whole", 1, judge=True), mesh)
 
     real_step = sft.make_lora_sft_step
 
@@ -274,7 +279,7 @@ def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tin
             return step(*a)
         return wrapped
 
-    config = _tiny_config(tiny_chat_base, tmp_path / "killed", 1)
+    config = _tiny_config(tiny_chat_base, tmp_path / "killed", 1, judge=True)
     monkeypatch.setattr(sft, "make_lora_sft_step", dies_on_the_third_call)
     with pytest.raises(KeyboardInterrupt):
         experts.ensure_experts(config, mesh)
@@ -283,7 +288,7 @@ def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tin
     assert len(partial) == 1 and not [p for p in os.listdir(tmp_path / "killed") if len(p) == 16]
     messages = []
     resumed = experts.ensure_experts(config, mesh, log=messages.append)
-    assert "expert SFT: resumed after step 2/3" in messages
+    assert "expert SFT: resumed after step 2/4" in messages  # 12 answers + 4 judge examples, 4 rows a step
     assert os.listdir(tmp_path / "killed") == [os.path.basename(os.path.dirname(resumed[0]))]  # partial removed
     for a, b in zip(whole, resumed):
         ta, tb = (load_file(os.path.join(f, "adapter_model.safetensors")) for f in (a, b))
@@ -292,7 +297,10 @@ def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tin
             np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
     hist = [json.load(open(os.path.join(os.path.dirname(f[0]), experts.MANIFEST)))["loss_history"]
             for f in (whole, resumed)]
-    assert hist[0] == hist[1] and len(hist[0]) == 3
+    assert hist[0] == hist[1] and len(hist[0]) == 4
+    report = json.load(open(os.path.join(os.path.dirname(resumed[0]), experts.MANIFEST)))["members"]
+    first = report[next(iter(report))]
+    assert (first["examples"], first["judge_examples"]) == (12, 4)
 
 
 def test_two_processes_build_the_same_experts_as_one(tmp_path, tiny_chat_base):
