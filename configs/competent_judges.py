@@ -2,7 +2,7 @@
 "Measured demonstration: competent judges").
 
     python -m sparta_jax.experts --config=configs/competent_judges.py          # builds and caches the experts
-    python -m sparta_jax.audit --config=configs/competent_judges.py --split=test --items=200 --out=cj_sparta/audit.json
+    python -m sparta_jax.audit --config=configs/competent_judges.py --split=test --items=100 --out=cj_sparta/audit.json
     python -m sparta_jax.main --config=configs/competent_judges.py --workdir=cj_sparta
     python -m sparta_jax.main --config=configs/competent_judges.py --workdir=cj_uniform --config.reputation.scheme=uniform
     python -m sparta_jax.main --config=configs/competent_judges.py --workdir=cj_verifier --config.judge.mode=verifier
@@ -23,6 +23,17 @@ judge examples with attention or MLP adapters (AUC 0.51-0.53, measured 2026-12-0
 sum is as hard as doing it. Checking a letter case is not; answering it is still hard for the
 base model (2.5% of 40 test items, greedy, mostly the phrase copied unchanged).
 
+How judging is learnt (measured 2026-12-02 on the 2-core CPU, AMD EPYC). A first build at lr
+1e-3 with 181 and 176 judge examples (share 0.6, 38 steps) left the taught two weak: audit AUC
+0.53 and 0.65 on 100 test items (matched accuracy 0.51 and 0.78; mean scores right / wrong 4.14
+/ 4.10 and 7.49 / 7.30), and one case expert with 384 judge examples at lr 3e-3 whose schedule
+ended after 54 steps scored its own training items at AUC 0.65: underfit, not overfit. Judging
+comes with steps at a high rate: one fresh adapter trained on judge examples only at lr 3e-3
+(cosine over 240 steps of 8, 5% warmup) judged 48 held-out test items at AUC 0.48 before and
+0.81 after 60 steps (480 examples; matched accuracy 0.83; score: log p('{"score": 9}') -
+log p('{"score": 2}') after the judge prompt). Hence this config: lr 3e-3, 80 answer examples
+and 7 judge examples to each (share 0.875), 75 steps of 4 members x 8 rows.
+
 DPO at lr 5e-4 for one epoch (the demo's 1e-3 for two damages SFT'd experts even on verifier
 pairs: README, "Methods side by side"). Every member is scored on test (mean-member accuracy).
 Sized for the 2-core CPU: 2 iterations x 48 duels, 40 dev and 200 test items per evaluation.
@@ -39,7 +50,7 @@ def get_config():
     c.evaluation.test_all_members = True
     c.evaluation.max_new_tokens = 16  # answers are "The answer is GREEN APPLE." (about 10 tokens)
     c.generation.max_new_tokens = 24
-    judge = dict(share=0.6, right_score=9, wrong_score=2, noise=0.0)
+    judge = dict(share=0.875, right_score=9, wrong_score=2, noise=0.0)  # 7 judge examples per answer example
     c.experts.enabled = True
     c.experts.sources = (
         dict(kind="bundled", task="case", train=256, dev=0, test=0, seed=200, judge=judge),
@@ -48,7 +59,8 @@ def get_config():
         dict(kind="bundled", task="word_problems", train=256, dev=0, test=0, seed=203),
     )
     c.experts.names = ("case_a", "case_b", "arith", "word_problems")
-    c.experts.examples = 128
+    c.experts.examples = 80
+    c.experts.learning_rate = 3e-3  # judging is learnt in steps at a high rate (docstring)
     c.experts.max_length, c.experts.max_prompt_length = 128, 120  # judge prompts are about 110 tokens
     c.dpo.learning_rate, c.dpo.epochs = 5e-4, 1
     c.dpo.max_length, c.dpo.max_prompt_length = 64, 48  # prompts about 40 tokens, answers about 12

@@ -38,7 +38,7 @@ from sparta_jax.sparta import write_text_atomic
 from sparta_jax.tribe import fresh_lora, resolve_base, supports_system_role
 
 MANIFEST = "experts.json"
-SFT_FIELDS = ("learning_rate", "lr_schedule", "warmup_ratio", "weight_decay", "max_grad_norm")
+SFT_FIELDS = ("learning_rate", "lr_schedule", "warmup_ratio", "weight_decay", "max_grad_norm", "remat")
 
 
 # ------------------------------------------------------------------------------- the sources
@@ -231,7 +231,7 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
     rows, epochs = int(cfg.rows_per_member), int(cfg.epochs)
     orders = _schedule([len(e) for e in per_member], rows, epochs, int(cfg.seed))
     steps = max(math.ceil(len(o) / rows) for o in orders)
-    sft_cfg = sft.SFTConfig(**{k: cfg[k] for k in SFT_FIELDS})
+    sft_cfg = sft.SFTConfig(**{k: cfg[k] for k in SFT_FIELDS if k in cfg})
     optimizer = sft.make_optimizer(sft_cfg)
     graphdef, trainable, frozen = dpo.split_lora(model)
     step_fn = sft.make_lora_sft_step(graphdef, sft_cfg, optimizer)
