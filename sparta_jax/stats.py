@@ -22,21 +22,15 @@ def binomial_tail(k: int, n: int) -> float:
 
 
 def mcnemar_exact(before: Sequence[int], after: Sequence[int]) -> dict:
-    """McNemar's exact test on paired 0/1 outcomes of the same items (two-sided).
-
-    b: items right before and wrong after; c: wrong before and right after. Under no change the
-    discordant items split b ~ Binomial(b + c, 1/2); p = min(1, 2 P(X <= min(b, c))).
-    """
+    """McNemar's exact test on paired 0/1 outcomes of the same items (two-sided): the sign test
+    on them. b ("lost"): items right before and wrong after; c ("gained"): the reverse. Under no
+    change b ~ Binomial(b + c, 1/2); p = min(1, 2 P(X <= min(b, c)))."""
     x, y = np.asarray(before, np.int64), np.asarray(after, np.int64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"paired outcomes need equal 1-D shapes, got {x.shape} and {y.shape}")
     if not np.isin(x, (0, 1)).all() or not np.isin(y, (0, 1)).all():
         raise ValueError("outcomes must be 0 or 1")
-    b = int(np.sum((x == 1) & (y == 0)))
-    c = int(np.sum((x == 0) & (y == 1)))
-    p = 1.0 if b + c == 0 else min(1.0, 2.0 * binomial_tail(min(b, c), b + c))
-    return {"n": int(x.size), "right_before": int(x.sum()), "right_after": int(y.sum()), "lost": b, "gained": c,
-            "p_value": p}
+    t = sign_test(x, y)
+    return {"n": t["n"], "right_before": int(x.sum()), "right_after": int(y.sum()), "lost": t["down"],
+            "gained": t["up"], "p_value": t["p_value"]}
 
 
 def sign_test(before: Sequence[float], after: Sequence[float]) -> dict:
@@ -45,7 +39,7 @@ def sign_test(before: Sequence[float], after: Sequence[float]) -> dict:
     member-mean per item (0, 1/4, ..., 1) it counts the items whose mean rose or fell."""
     x, y = np.asarray(before, np.float64), np.asarray(after, np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"paired values need equal 1-D shapes, got {x.shape} and {y.shape}")
+        raise ValueError(f"paired outcomes need equal 1-D shapes, got {x.shape} and {y.shape}")
     down, up = int(np.sum(y < x)), int(np.sum(y > x))
     p = 1.0 if up + down == 0 else min(1.0, 2.0 * binomial_tail(min(up, down), up + down))
     return {"n": int(x.size), "down": down, "up": up, "p_value": p}
