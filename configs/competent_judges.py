@@ -34,6 +34,17 @@ comes with steps at a high rate: one fresh adapter trained on judge examples onl
 log p('{"score": 2}') after the judge prompt). Hence this config: lr 3e-3, 80 answer examples
 and 7 judge examples to each (share 0.875), 75 steps of 4 members x 8 rows.
 
+This config's build (51 min; case_a 75 answer + 525 judge examples, case_b 74 + 518, 5 and 6
+case items skipped as dev/test; loss case_a 1.27 -> 0.08), audited on 100 test items, logits
+judges: matched accuracy 0.74 [0.65, 0.82] case_a, 0.77 [0.68, 0.84] case_b against 0.52 arith
+and 0.69 word_problems; AUC 0.67 [0.61, 0.73] and 0.60 [0.56, 0.65] against 0.54 and 0.56; mean
+scores right / wrong 6.28 / 6.11 and 5.64 / 5.58. The taught judges now rank the right answer of
+an instruction above its near miss about three times in four, by a small margin, but their
+scores still move more between instructions than between answers: AUC >= 0.75 is not reached,
+and the four-arm run (launch/competent_judges.sh) waits for it. Next: judge examples only after
+the answer examples (the probe above, AUC 0.81 by its log-ratio score), more steps at the peak
+rate, and member-subset SFT steps so the two answer-only experts stop costing filler rows.
+
 DPO at lr 5e-4 for one epoch (the demo's 1e-3 for two damages SFT'd experts even on verifier
 pairs: README, "Methods side by side"). Every member is scored on test (mean-member accuracy).
 Sized for the 2-core CPU: 2 iterations x 48 duels, 40 dev and 200 test items per evaluation.
