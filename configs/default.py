@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
         response_template="The answer is {answer}.",  # the SFT target, from the record's answer
         examples=256, epochs=1, rows_per_member=8, max_length=96, max_prompt_length=80,
         learning_rate=1e-3, lr_schedule="cosine", warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0,
-        remat=False,  # recompute activations in the backward pass: off for 135M (a quarter faster on CPU), on for 7B
+        remat=False,  # recompute activations in the backward pass: off for 135M (memory is plentiful), on for 7B
         seed=0, checkpoint_every=20, dir=""))  # dir: the cache ("" = $SPARTA_JAX_CACHE/experts or ~/.cache/sparta_jax/experts)
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     c.data = ml_collections.ConfigDict(dict(kind="bundled", task="arithmetic", train=200, dev=50, test=100, seed=0))

@@ -263,7 +263,10 @@ def extract_choice(text: Any, n_options: int = 4) -> Optional[str]:
 
 
 def _normalize_exact(text: str) -> str:
-    s = " ".join(text.strip().split()).casefold()
+    return _without_final_periods(" ".join(text.strip().split()).casefold())
+
+
+def _without_final_periods(s: str) -> str:
     while s.endswith("."):
         s = s[:-1].rstrip()
     return s
@@ -277,10 +280,7 @@ def extract_cased(text: Any) -> Optional[str]:
     if not isinstance(text, str):
         return None
     s = _ANSWER_IS.sub("", text.strip(), count=1)
-    s = s.strip().split("\n", 1)[0].strip()
-    while s.endswith("."):
-        s = s[:-1].rstrip()
-    s = s.strip("\"'“” ")
+    s = _without_final_periods(s.strip().split("\n", 1)[0].strip()).strip("\"'“” ")
     return " ".join(s.split()) or None
 
 
