@@ -28,6 +28,12 @@ def base_dir(tmp_path_factory):
 def mesh1():
     return sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
 
+# Weights after AdamW steps at lr 1e-2. Adam divides each gradient by its own magnitude, so an
+# element whose gradient is near adam_eps (1e-8) moves by an amount that follows its float noise,
+# and reduction order differs between CPUs (CI measured 1.7e-7 on one element of 1536). A real
+# defect (a lost member, a halved accumulation) moves elements by a sizeable part of the lr.
+ADAM_ATOL = 1e-5
+
 
 def make_batch(seed=0, pairs=PAIRS):
     rng = np.random.default_rng(seed)
@@ -96,7 +102,7 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
         s1, _ = step1(dpo.init_train_state(t1, opt1, cfg, 10), f1, batch, ref1)
         s1, m1 = step1(s1, f1, batch, ref1)
         for path, var in nnx.to_flat_state(s1.params):
-            np.testing.assert_allclose(np.asarray(var[...])[:, 0], tribe_after[path][:, m], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(np.asarray(var[...])[:, 0], tribe_after[path][:, m], rtol=1e-5, atol=ADAM_ATOL)
         for key in m1:
             np.testing.assert_allclose(np.asarray(m1[key])[0], np.asarray(metrics2[key])[m], rtol=1e-5, atol=1e-6)
 
@@ -120,7 +126,7 @@ def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
     (p1, m1), *others = results
     for p2, m2 in others:
         for k in p1:
-            np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=ADAM_ATOL)
         np.testing.assert_allclose(np.asarray(m1["loss"]), np.asarray(m2["loss"]), rtol=1e-6)
 
 
@@ -205,7 +211,7 @@ def test_filler_pairs_change_nothing(base_dir, mesh1):
         results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)}, metrics))
     (p1, m1), (p2, m2) = results
     for k in p1:
-        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=ADAM_ATOL)
     for k in m1:
         np.testing.assert_allclose(np.asarray(m1[k]), np.asarray(m2[k]), rtol=1e-5, atol=1e-6)
 
