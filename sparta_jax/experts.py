@@ -254,18 +254,22 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
         progress = Progress("expert SFT", steps - len(history), "steps")
         for s in range(len(history), steps):
             chunk = [[per_member[m][i] for i in o[s * rows: (s + 1) * rows]] for m, o in enumerate(orders)]
-            batch = sft.examples_to_batch(chunk, int(cfg.max_length), pad, rows)  # a member out of examples: fillers
+            batch = sft.examples_to_batch(chunk, int(cfg.max_length), pad, rows)  # members out of examples: left out
             state, metrics = step_fn(state, frozen, batch)
-            history.append([float(x) for x in to_host(metrics["loss"])])
+            losses = [None] * len(names)  # None: the member had no example this step
+            for m, loss in zip(batch.members.tolist(), to_host(metrics["loss"])):
+                losses[m] = float(loss)
+            history.append(losses)
             progress(1)
             if s in (0, steps - 1):
                 log(f"expert SFT step {s + 1}/{steps}: loss "
-                    + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, history[-1])))
+                    + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, history[-1]) if v is not None))
             if ckpt is not None and (s + 1) % every == 0 and s + 1 < steps:
                 ckpt.save(s + 1, trainable=state.params, opt_state=state.opt_state,
                           host_state={"loss_history": history})
     for m, name in enumerate(names):
-        report[name]["loss_first_step"], report[name]["loss_last_step"] = history[0][m], history[-1][m]
+        own = [losses[m] for losses in history if losses[m] is not None]
+        report[name].update(loss_first_step=own[0], loss_last_step=own[-1], steps=len(own))
     model = dpo.merge_lora(graphdef, state.params, frozen)
     return model, tokenizer, names, {"members": report, "steps": steps, "loss_history": history}
 

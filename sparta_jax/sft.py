@@ -5,6 +5,10 @@ own data source only, each row carrying adapter id m, so one forward pass over t
 serves every member. The loss is, per member, the mean negative log-likelihood of its response
 tokens (transformers' causal-LM loss: a mean over the batch's counted tokens), summed over
 members; members are independent, and gradient clipping is per member, as in DPO.
+
+A member with no examples in a step has no rows in its batch: its gradient is zero either way,
+so leaving it out changes nothing but the cost (experts with little data finish early while
+the others go on).
 """
 from __future__ import annotations
 
@@ -35,41 +39,45 @@ class SFTConfig:
 
 
 class SFTBatch(NamedTuple):
-    """[members, rows, length] right-padded rows; member m's rows train adapter m only."""
+    """[active, rows, length] right-padded rows; group g's rows train adapter members[g] only."""
 
     ids: np.ndarray | jax.Array
     mask: np.ndarray | jax.Array
     response_mask: np.ndarray | jax.Array  # the tokens whose likelihood is trained
+    members: np.ndarray | jax.Array  # [active] int32: the adapter (member index) of each row group
 
 
 def examples_to_batch(per_member: list[list[tuple[list[int], list[int]]]], length: int, pad_id: int,
                       rows: int | None = None) -> SFTBatch:
-    """(prompt ids, response ids) rows per member -> an SFTBatch.
+    """(prompt ids, response ids) rows per member -> an SFTBatch over the members that have rows.
 
     A row with no response ids counts nothing (a filler); members with fewer rows get fillers.
     Fillers keep one real token so that no row attends to nothing."""
-    members = len(per_member)
+    active = [m for m, examples in enumerate(per_member) if examples]
+    if not active:
+        raise ValueError("no member has an example")
     rows = rows or max(len(r) for r in per_member)  # a fixed `rows` keeps every step's shape
-    ids = np.full((members, rows, length), pad_id, np.int32)
-    mask = np.zeros((members, rows, length), np.bool_)
-    response = np.zeros((members, rows, length), np.bool_)
+    ids = np.full((len(active), rows, length), pad_id, np.int32)
+    mask = np.zeros((len(active), rows, length), np.bool_)
+    response = np.zeros((len(active), rows, length), np.bool_)
     mask[:, :, 0] = True  # fillers: one pad token
-    for m, examples in enumerate(per_member):
-        for i, (prompt, completion) in enumerate(examples):
+    for g, m in enumerate(active):
+        for i, (prompt, completion) in enumerate(per_member[m]):
             row = list(prompt) + list(completion)
             if len(row) > length:
                 raise ValueError(f"member {m} row {i}: {len(row)} tokens exceed the batch length {length}")
-            ids[m, i, : len(row)] = row
-            mask[m, i, : len(row)] = True
-            response[m, i, len(prompt): len(row)] = True
-    return SFTBatch(ids, mask, response)
+            ids[g, i, : len(row)] = row
+            mask[g, i, : len(row)] = True
+            response[g, i, len(prompt): len(row)] = True
+    return SFTBatch(ids, mask, response, np.asarray(active, np.int32))
 
 
 def member_nll(model, batch: SFTBatch, cfg: SFTConfig) -> tuple[jax.Array, jax.Array]:
-    """([members] mean NLL per response token, [members] counted tokens) under each member's adapter."""
+    """([active] mean NLL per response token, [active] counted tokens), each group of rows under
+    its member's adapter (batch.members)."""
     members, rows, length = batch.ids.shape
     flat = lambda x: jnp.asarray(x).reshape(members * rows, length)  # noqa: E731
-    adapter_ids = jnp.repeat(jnp.arange(members, dtype=jnp.int32), rows)
+    adapter_ids = jnp.repeat(jnp.asarray(batch.members, jnp.int32), rows, total_repeat_length=members * rows)
     logps = dpo.sequence_logps(model, flat(batch.ids), flat(batch.mask), flat(batch.response_mask),
                                adapter_ids=adapter_ids, chunk=cfg.logps_chunk, remat=cfg.remat)
     # Row t predicts token t + 1: the first token of each row is never a target.
@@ -82,7 +90,8 @@ def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
 
 
 def make_lora_sft_step(graphdef, cfg: SFTConfig, optimizer: optax.GradientTransformation):
-    """step(train_state, frozen, batch) -> (train_state, {"loss": [members], "tokens": [members]})."""
+    """step(train_state, frozen, batch) -> (train_state, {"loss": [active], "tokens": [active]}), in
+    batch.members order. One program per number of active members."""
 
     def step(state: dpo.TrainState, frozen, batch: SFTBatch):
         def loss_fn(params):

@@ -117,6 +117,42 @@ def test_training_specialises_each_member(tmp_path, mesh1):
     assert np.all(own < other - 1.0), (own, other)
 
 
+def test_a_member_out_of_examples_is_left_out_at_no_change_to_the_step(tmp_path, mesh1):
+    """Leaving a member without examples out of the batch (its rows cost compute, teach nothing)
+    gives the same weights and losses as giving it rows of fillers, for every member."""
+    from sparta_jax.models.lora import AdapterSpec, LoraConfig
+
+    save_hf_model("llama", tmp_path / "model")
+    lora = LoraConfig(tuple(AdapterSpec(f"m{i}", 4, 8.0, targets=("q_proj", "v_proj")) for i in range(3)))
+    data = [random_examples(3, seed=8), [], random_examples(2, seed=9)]
+    subset = sft.examples_to_batch(data, 12, pad_id=0, rows=3)
+    assert subset.ids.shape == (2, 3, 12) and subset.members.tolist() == [0, 2]
+    filler = sft.SFTBatch(*(np.insert(x, 1, 0, axis=0) for x in subset[:3]), np.arange(3, dtype=np.int32))
+    filler.mask[1, :, 0] = True  # a filler row: one pad token, nothing trained
+    cfg = sft.SFTConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant", weight_decay=0.01)
+    results = []
+    for batch in (subset, filler):
+        model, _ = from_pretrained(str(tmp_path / "model"), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False,
+                                   lora=lora)
+        for name, value in model.lora.arrays().items():  # B = 0 at init: make every adapter act
+            getattr(model.lora, name).set_value(value + 0.01 * jax.random.normal(jax.random.key(len(name)), value.shape))
+        optimizer = sft.make_optimizer(cfg)
+        graphdef, trainable, frozen = dpo.split_lora(model)
+        step = sft.make_lora_sft_step(graphdef, cfg, optimizer)
+        state = dpo.init_train_state(trainable, optimizer, cfg, 2)
+        state, first = step(state, frozen, batch)
+        state, second = step(state, frozen, batch)
+        results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)},
+                        [np.asarray(x["loss"]) for x in (first, second)]))
+    (p_subset, loss_subset), (p_filler, loss_filler) = results
+    for k in p_subset:
+        np.testing.assert_allclose(p_subset[k], p_filler[k], rtol=1e-5, atol=1e-5)
+    for a, b in zip(loss_subset, loss_filler):
+        np.testing.assert_allclose(a, b[[0, 2]], rtol=1e-5)
+        assert b[1] == 0.0
+    assert loss_subset[1][0] < loss_subset[0][0] and loss_subset[1][1] < loss_subset[0][1]  # both members learn
+
+
 def test_held_out_and_too_long_items_are_skipped(smollm2_dir):
     tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
     records = [{"instruction": "What is 2 + 2?", "answer": 4}, {"instruction": "What is 3 + 3?", "answer": 6},
