@@ -31,19 +31,24 @@ ended after 54 steps scored its own training items at AUC 0.65: underfit, not ov
 comes with steps at a high rate: one fresh adapter trained on judge examples only at lr 3e-3
 (cosine over 240 steps of 8, 5% warmup) judged 48 held-out test items at AUC 0.48 before and
 0.81 after 60 steps (480 examples; matched accuracy 0.83; score: log p('{"score": 9}') -
-log p('{"score": 2}') after the judge prompt). Hence this config: lr 3e-3, 80 answer examples
-and 7 judge examples to each (share 0.875), 75 steps of 4 members x 8 rows.
+log p('{"score": 2}') after the judge prompt). Hence this config: lr 3e-3 held constant after a
+5% warmup, 80 answer examples and 9 judge examples to each (share 0.9), steps of 8 rows a member.
 
-This config's build (51 min; case_a 75 answer + 525 judge examples, case_b 74 + 518, 5 and 6
-case items skipped as dev/test; loss case_a 1.27 -> 0.08), audited on 100 test items, logits
-judges: matched accuracy 0.74 [0.65, 0.82] case_a, 0.77 [0.68, 0.84] case_b against 0.52 arith
-and 0.69 word_problems; AUC 0.67 [0.61, 0.73] and 0.60 [0.56, 0.65] against 0.54 and 0.56; mean
-scores right / wrong 6.28 / 6.11 and 5.64 / 5.58. The taught judges now rank the right answer of
-an instruction above its near miss about three times in four, by a small margin, but their
-scores still move more between instructions than between answers: AUC >= 0.75 is not reached,
-and the four-arm run (launch/competent_judges.sh) waits for it. Next: judge examples only after
-the answer examples (the probe above, AUC 0.81 by its log-ratio score), more steps at the peak
-rate, and member-subset SFT steps so the two answer-only experts stop costing filler rows.
+An earlier build with a cosine decay and share 0.875 (525 / 518 judge examples, 75 steps) reached
+AUC 0.67 [0.61, 0.73] and 0.60 [0.56, 0.65] only. This config's build (2026-12-02, 2-core CPU,
+45 min, its first steps sharing the CPU with a test run: case_a 75 answer + 675 judge examples over 94 steps, case_b 74 + 666 over 93, the
+answer-only experts 10 steps each and then left out of the batch; 5 and 6 case items skipped as
+dev/test; loss case_a 1.48 -> 0.10, case_b 1.69 -> 0.08), audited on 100 test items with
+logits judges (python -m sparta_jax.audit --split=test --items=100):
+
+    judge           matched accuracy [95% CI]   AUC [95% CI]        mean score right / wrong
+    case_a          0.78 [0.69, 0.85]           0.77 [0.69, 0.83]   7.41 / 6.27
+    case_b          0.78 [0.69, 0.85]           0.87 [0.81, 0.93]   5.11 / 3.42
+    arith           0.51 [0.41, 0.61]           0.54 [0.48, 0.60]   6.26 / 6.25
+    word_problems   0.59 [0.49, 0.68]           0.53 [0.47, 0.60]   5.54 / 5.53
+
+Two competent judges and two at chance: the tribe the four-arm run (launch/competent_judges.sh)
+needs.
 
 DPO at lr 5e-4 for one epoch (the demo's 1e-3 for two damages SFT'd experts even on verifier
 pairs: README, "Methods side by side"). Every member is scored on test (mean-member accuracy).
@@ -61,7 +66,7 @@ def get_config():
     c.evaluation.test_all_members = True
     c.evaluation.max_new_tokens = 16  # answers are "The answer is GREEN APPLE." (about 10 tokens)
     c.generation.max_new_tokens = 24
-    judge = dict(share=0.875, right_score=9, wrong_score=2, noise=0.0)  # 7 judge examples per answer example
+    judge = dict(share=0.9, right_score=9, wrong_score=2, noise=0.0)  # 9 judge examples per answer example
     c.experts.enabled = True
     c.experts.sources = (
         dict(kind="bundled", task="case", train=256, dev=0, test=0, seed=200, judge=judge),
@@ -71,7 +76,8 @@ def get_config():
     )
     c.experts.names = ("case_a", "case_b", "arith", "word_problems")
     c.experts.examples = 80
-    c.experts.learning_rate = 3e-3  # judging is learnt in steps at a high rate (docstring)
+    c.experts.learning_rate = 3e-3  # judging is learnt in steps at a high rate (docstring), so no decay
+    c.experts.lr_schedule, c.experts.warmup_ratio = "constant", 0.05
     c.experts.max_length, c.experts.max_prompt_length = 128, 120  # judge prompts are about 110 tokens
     c.dpo.learning_rate, c.dpo.epochs = 5e-4, 1
     c.dpo.max_length, c.dpo.max_prompt_length = 64, 48  # prompts about 40 tokens, answers about 12
