@@ -75,14 +75,14 @@ def examples_to_batch(per_member: list[list[tuple[list[int], list[int]]]], lengt
 def member_nll(model, batch: SFTBatch, cfg: SFTConfig) -> tuple[jax.Array, jax.Array]:
     """([active] mean NLL per response token, [active] counted tokens), each group of rows under
     its member's adapter (batch.members)."""
-    members, rows, length = batch.ids.shape
-    flat = lambda x: jnp.asarray(x).reshape(members * rows, length)  # noqa: E731
-    adapter_ids = jnp.repeat(jnp.asarray(batch.members, jnp.int32), rows, total_repeat_length=members * rows)
+    active, rows, length = batch.ids.shape
+    flat = lambda x: jnp.asarray(x).reshape(active * rows, length)  # noqa: E731
+    adapter_ids = jnp.repeat(jnp.asarray(batch.members, jnp.int32), rows, total_repeat_length=active * rows)
     logps = dpo.sequence_logps(model, flat(batch.ids), flat(batch.mask), flat(batch.response_mask),
                                adapter_ids=adapter_ids, chunk=cfg.logps_chunk, remat=cfg.remat)
     # Row t predicts token t + 1: the first token of each row is never a target.
     tokens = jnp.sum(jnp.asarray(batch.response_mask)[..., 1:], axis=(1, 2)).astype(jnp.float32)
-    return -jnp.sum(logps.reshape(members, rows), axis=1) / jnp.maximum(tokens, 1.0), tokens
+    return -jnp.sum(logps.reshape(active, rows), axis=1) / jnp.maximum(tokens, 1.0), tokens
 
 
 def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
