@@ -28,6 +28,7 @@ def base_dir(tmp_path_factory):
 def mesh1():
     return sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
 
+
 # Weights after AdamW steps at lr 1e-2. Adam divides each gradient by its own magnitude, so an
 # element whose gradient is near adam_eps (1e-8) moves by an amount that follows its float noise,
 # and reduction order differs between CPUs (CI measured 1.7e-7 on one element of 1536). A real
