@@ -90,6 +90,8 @@ def validate_config(config) -> None:
            "must be 'normal', 'static', 'dynamic' or 'uniform' (judges unweighted: an ablation)")
     _check(config, "dpo.beta", positive, "must be > 0")
     _check(config, "dpo.loss_type", lambda v: v in ("sigmoid", "ipo", "hinge", "sppo"), "must be sigmoid, ipo, hinge or sppo")
+    _check(config, "dpo.sft_weight", lambda v: isinstance(v, (int, float)) and v >= 0, "must be a number >= 0")
+    _check(config, "dpo.min_margin", lambda v: isinstance(v, (int, float)) and v >= 0, "must be a number >= 0")
     _check(config, "dpo.learning_rate", positive, "must be > 0")
     _check(config, "dpo.lr_schedule", lambda v: v in ("cosine", "constant"), "must be 'cosine' or 'constant'")
     _check(config, "dpo.warmup_ratio", prob, "must lie in [0, 1]")

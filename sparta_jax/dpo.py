@@ -34,6 +34,11 @@ class DPOConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
+    # Weight α of a negative log-likelihood term on the chosen responses (per token, over the batch),
+    # added to each member's DPO loss: TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, α]
+    # (RPO, Pang et al. 2024). Plain DPO can lower the chosen answers' likelihood along with the
+    # rejected ones; the term holds it up. 0 is the released setting (SPEC 2.6).
+    sft_weight: float = 0.0
     learning_rate: float = 1e-6
     lr_schedule: str = "cosine"  # "cosine" or "constant", both after a linear warmup
     warmup_ratio: float = 0.1
@@ -231,9 +236,17 @@ def pair_validity(batch: PairBatch) -> jax.Array:
     return jnp.any(batch.response_mask[:, 0], axis=-1)
 
 
-def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig, valid=None, targets=None):
-    """Sum over members of each member's mean DPO loss over real pairs, and metrics [members].
-    `targets` [pairs, 2]: win probabilities for the `sppo` loss (PairBatch.targets)."""
+def chosen_token_counts(batch: PairBatch) -> jax.Array:
+    """[pairs] float32: how many tokens of each chosen response are scored (sequence_logps' targets)."""
+    return jnp.sum(batch.response_mask[:, 0, 1:], axis=-1).astype(jnp.float32)
+
+
+def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig, valid=None, targets=None, chosen_tokens=None):
+    """Sum over members of each member's mean DPO loss over real pairs (plus `cfg.sft_weight` times
+    its per-token NLL of the chosen responses), and metrics [members].
+    `targets` [pairs, 2]: win probabilities for the `sppo` loss (PairBatch.targets).
+    `chosen_tokens` [pairs]: `chosen_token_counts(batch)`; needed for the NLL term and its metric
+    "nll/chosen" (the loss metric stays the DPO loss alone)."""
     pc, pr = policy_logps[..., 0], policy_logps[..., 1]
     rc, rr = ref_logps[..., 0], ref_logps[..., 1]
     losses, chosen_rewards, rejected_rewards = dpo_loss(
@@ -242,16 +255,25 @@ def tribe_loss(policy_logps, ref_logps, cfg: DPOConfig, valid=None, targets=None
         rejected_targets=None if targets is None else targets[..., 1])
     if valid is None:
         metrics = jax.vmap(dpo_metrics)(losses, chosen_rewards, rejected_rewards, pc, pr)
-        return jnp.sum(jnp.mean(losses, axis=-1)), metrics
-    w = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)  # a masked mean over pairs
-    mean = lambda x: jnp.sum(x * w, axis=-1)  # noqa: E731
-    metrics = {
-        "loss": mean(losses), "rewards/chosen": mean(chosen_rewards), "rewards/rejected": mean(rejected_rewards),
-        "rewards/margins": mean(chosen_rewards - rejected_rewards),
-        "rewards/accuracies": mean((chosen_rewards > rejected_rewards).astype(jnp.float32)),
-        "logps/chosen": mean(pc), "logps/rejected": mean(pr),
-    }
-    return jnp.sum(metrics["loss"]), metrics
+    else:
+        w = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)  # a masked mean over pairs
+        mean = lambda x: jnp.sum(x * w, axis=-1)  # noqa: E731
+        metrics = {
+            "loss": mean(losses), "rewards/chosen": mean(chosen_rewards), "rewards/rejected": mean(rejected_rewards),
+            "rewards/margins": mean(chosen_rewards - rejected_rewards),
+            "rewards/accuracies": mean((chosen_rewards > rejected_rewards).astype(jnp.float32)),
+            "logps/chosen": mean(pc), "logps/rejected": mean(pr),
+        }
+    total = metrics["loss"]
+    if chosen_tokens is not None:
+        real = jnp.ones(pc.shape[-1], jnp.float32) if valid is None else valid.astype(jnp.float32)
+        # TRL's "sft" loss: the mean over every chosen token of the batch, not a mean of per-pair means.
+        metrics["nll/chosen"] = -jnp.sum(pc * real, axis=-1) / jnp.maximum(jnp.sum(chosen_tokens * real), 1.0)
+        if cfg.sft_weight:
+            total = total + cfg.sft_weight * metrics["nll/chosen"]
+    elif cfg.sft_weight:
+        raise ValueError("dpo.sft_weight > 0 needs the chosen responses' token counts (chosen_token_counts)")
+    return jnp.sum(total), metrics
 
 
 # ----------------------------------------------------------------------------- train step
@@ -307,7 +329,7 @@ def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
         def loss_fn(p):
             model = nnx.merge(graphdef, p, frozen)
             return tribe_loss(lora_tribe_logps(model, batch, cfg.logps_chunk, cfg.remat, cfg.unroll_scans), ref_logps, cfg,
-                              pair_validity(batch), batch.targets)
+                              pair_validity(batch), batch.targets, chosen_token_counts(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     return _make_step(loss_and_grad, cfg, optimizer)
@@ -321,7 +343,7 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
 
         def loss_fn(p):
             return tribe_loss(full_tribe_logps(graphdef, p, batch, cfg.logps_chunk, cfg.remat, cfg.unroll_scans),
-                              ref_logps, cfg, pair_validity(batch), batch.targets)
+                              ref_logps, cfg, pair_validity(batch), batch.targets, chosen_token_counts(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     return _make_step(loss_and_grad, cfg, optimizer)

@@ -25,7 +25,7 @@ from sparta_jax.metrics import MetricsWriter, Progress
 from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
-                               duel_to_json, make_matchups, write_text_atomic)
+                               duel_to_json, make_matchups, separated, write_text_atomic)
 from sparta_jax.tribe import (MixedTribe, Tribe, actor_config, build_judge, build_tribe, check_sparta_tribe,
                               context_length)
 
@@ -320,7 +320,7 @@ def trained_pair_metrics(trainer: TribeTrainer, params, batches, refs, dpo_cfg) 
     for batch, ref in zip(batches, refs):
         valid = dpo.pair_validity(batch)
         _, metrics = dpo.tribe_loss(trainer.reference(params, trainer.frozen, batch), ref, dpo_cfg, valid,
-                                    batch.targets)
+                                    batch.targets, dpo.chosen_token_counts(batch))
         n = int(to_host(valid).sum())
         metrics = {k: to_host(v) * n for k, v in metrics.items()}
         sums = metrics if sums is None else {k: sums[k] + metrics[k] for k in sums}
@@ -507,7 +507,11 @@ def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeR
     records = clock("judging", judge_phase, config, tribe, t, duels, instructions, folder)
     rated = clock("rating", rate_phase, rater, t, records, folder)
     signal = judge_signal_phase(instructions, records, rated, folder)
-    return [p.to_json() for p in rated.preferences], sparta_summary(t, records, rated), signal
+    # preferences.jsonl keeps every pair; DPO trains on those the judges separated by dpo.min_margin.
+    kept = [p.to_json() for p in separated(rated.preferences, config.dpo.min_margin)]
+    summary = {**sparta_summary(t, records, rated), "pairs": len(kept),
+               "pairs_below_min_margin": len(rated.preferences) - len(kept)}
+    return kept, summary, signal
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -612,6 +616,7 @@ def dpo_summary(train_info) -> dict:
         "dpo_reward_accuracy": float(np.mean(per_member["rewards/accuracies"])) if per_member else None,
         "dpo_loss_after": float(np.mean(after["loss"])) if after else None,
         "dpo_reward_accuracy_after": float(np.mean(after["rewards/accuracies"])) if after else None,
+        "dpo_nll_chosen_after": float(np.mean(after["nll/chosen"])) if after else None,
         "pairs_trained": train_info["pairs_trained"],
     }
 

@@ -210,3 +210,52 @@ def test_unknown_loss_type():
     x = jnp.zeros(2)
     with pytest.raises(ValueError, match="Unknown loss_type"):
         dpo_loss(x, x, x, x, loss_type="dpo")
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_chosen_nll_term_matches_trl_sigmoid_plus_sft(alpha):
+    """dpo.sft_weight = α is TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, α] (RPO): the DPO
+    mean plus α times the mean NLL over every chosen token of the batch (not a mean of per-pair
+    means: the pairs below have 6, 3, 5 and 1 chosen tokens). A filler pair (no tokens, invalid)
+    on our side must change nothing."""
+    from sparta_jax import dpo
+
+    b, t, beta = 4, 6, 0.1
+    rng = np.random.default_rng(11)
+    chosen_len, rejected_len = np.array([6, 3, 5, 1]), np.array([2, 6, 4, 3])
+    lengths = np.concatenate([chosen_len, rejected_len])
+    token = np.round(-rng.uniform(0.05, 4.0, size=(2 * b, t)) * 1024) / 1024
+    token[np.arange(t)[None, :] >= lengths[:, None]] = 0.0  # what TRL's model gives at label -100
+    token = token.astype(np.float32)
+    ref = np.round((token.sum(1) + rng.normal(0, 2.0, 2 * b)) * 1024) / 1024
+    ref = ref.astype(np.float32)
+
+    self = _trl_self(beta, "sigmoid", 0.0)
+    self.loss_types, self.loss_weights = ["sigmoid", "sft"], [1.0, alpha]
+    completion_mask = torch.zeros(2 * b, t + 1, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        completion_mask[row, 1:1 + n] = 1
+    inputs = {"input_ids": torch.zeros(2 * b, t + 1, dtype=torch.long),
+              "attention_mask": torch.ones(2 * b, t + 1, dtype=torch.long), "completion_mask": completion_mask,
+              "ref_chosen_logps": torch.tensor(ref[:b]), "ref_rejected_logps": torch.tensor(ref[b:])}
+    want = DPOTrainer._compute_loss(self, _StubModel(torch.tensor(token)), inputs, return_outputs=False).item()
+
+    seq = token.sum(1)
+    policy = np.stack([np.append(seq[:b], 0.0), np.append(seq[b:], 0.0)], -1)[None]  # [1 member, b + 1, 2]
+    reference = np.stack([np.append(ref[:b], 0.0), np.append(ref[b:], 0.0)], -1)[None]
+    valid = jnp.asarray([True] * b + [False])
+    tokens = jnp.asarray(np.append(chosen_len, 0), jnp.float32)
+    cfg = dpo.DPOConfig(beta=beta, sft_weight=alpha)
+    got, metrics = dpo.tribe_loss(jnp.asarray(policy), jnp.asarray(reference), cfg, valid, None, tokens)
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+    nll = -token[:b][token[:b] != 0].mean()  # every chosen token here is non-zero
+    np.testing.assert_allclose(float(metrics["nll/chosen"][0]), nll, rtol=1e-6)
+    assert abs(nll - float(np.mean(-seq[:b] / chosen_len))) > 0.05  # the per-pair mean would differ
+
+
+def test_chosen_nll_term_needs_token_counts():
+    from sparta_jax import dpo
+
+    x = jnp.zeros((1, 2, 2))
+    with pytest.raises(ValueError, match="chosen_token_counts"):
+        dpo.tribe_loss(x, x, dpo.DPOConfig(sft_weight=1.0))

@@ -18,6 +18,7 @@ from sparta_jax.sparta import (
     learning_rate,
     make_matchups,
     make_preferences,
+    separated,
     normal_cdf,
     rate_iteration,
     rating_change,
@@ -287,6 +288,19 @@ def test_preferences_by_hand_and_exact_tie():
     assert make_preferences([tie], {"a": 1, "b": 1, "j1": 100, "j2": 100}, "faithful") == []
     assert weighted_scores([200, 100], [9, 1], [1, 10]) == pytest.approx((1900 / 300, 4.0))
     assert p.to_json()["weighted_scores"] == list(p.weighted_scores)
+
+
+def test_separated_keeps_pairs_at_or_above_the_margin_in_duel_order():
+    # margins (R_j1 = 200, R_j2 = 100): a-b 1900/300 - 4 = 2.3333; c-d 5 - 1300/300 = 0.6667; e-f 3.1 - 3 = 0.1
+    recs = [duel(0, "a", "b", {"j1": (9, 1), "j2": (1, 10)}), duel(1, "c", "d", {"j1": (5, 4), "j2": (5, 5)}),
+            duel(2, "e", "f", {"j1": (3, 3), "j2": (3.3, 3)})]
+    rep = dict.fromkeys("abcdef", 1.0) | {"j1": 200.0, "j2": 100.0}
+    prefs = make_preferences(recs, rep, "faithful")
+    assert [round(p.margin, 4) for p in prefs] == [2.3333, 0.6667, 0.1]
+    assert separated(prefs, 0.0) == prefs  # the released behaviour: exact ties are already gone
+    assert [p.index for p in separated(prefs, prefs[1].margin)] == [0, 1]  # at the margin is kept
+    assert [p.index for p in separated(prefs, 0.67)] == [0]
+    assert separated(prefs, 3.0) == []
 
 
 def test_preferences_use_end_of_iteration_reputations():

@@ -94,4 +94,11 @@ def make_preferences(records: Iterable[DuelRecord], reputations: Mapping[str, fl
     return out
 
 
-__all__ = ["Preference", "weighted_scores", "choose", "duel_preference", "make_preferences"]
+def separated(preferences: Iterable[Preference], min_margin: float) -> list:
+    """The pairs whose judges separated the answers by at least `min_margin` (weighted score
+    points). Not in the released code (SPEC 2.4 drops exact ties only, `min_margin=0`): a gap
+    filter as self-rewarding setups use, so near-ties, often two wrong answers, are not trained."""
+    return [p for p in preferences if p.margin >= min_margin]
+
+
+__all__ = ["Preference", "weighted_scores", "choose", "duel_preference", "make_preferences", "separated"]
