@@ -18,6 +18,12 @@ mkdir -p "$OUT/sparta" "$OUT/uniform"
   --out="$OUT/sparta/audit.json" "$@"
 cp "$OUT/sparta/audit.json" "$OUT/uniform/audit.json"  # the same tribe before training: one audit
 python -m sparta_jax.main --config="$CONFIG" --workdir="$OUT/sparta" "$@"
+# The initial tribe's evaluation is the same in every arm (same tribe, items and seed; greedy
+# answers), so the other arms take the Sparta arm's instead of answering 960 items again.
+for arm in uniform verifier; do
+  mkdir -p "$OUT/$arm/iteration_000"
+  [ -f "$OUT/$arm/iteration_000/evaluation.json" ] || cp "$OUT/sparta/iteration_000/evaluation.json" "$OUT/$arm/iteration_000/"
+done
 python -m sparta_jax.main --config="$CONFIG" --workdir="$OUT/uniform" --config.reputation.scheme=uniform "$@"
 python -m sparta_jax.main --config="$CONFIG" --workdir="$OUT/verifier" --config.judge.mode=verifier "$@"
 python -m sparta_jax.compare "$OUT/sparta" "$OUT/uniform" "$OUT/verifier" --markdown "$OUT/table.md" | tee "$OUT/compare.md"
