@@ -628,7 +628,8 @@ def one_line(s: dict) -> str:
     if "method" in s:  # a baseline
         return (f"iteration {s['iteration']} ({s['method']}): {s['pairs']} pairs from {s['instructions']} instructions "
                 f"and {s['answers']} answers, {dpo_part}, {s['seconds']:.0f}s")
-    return (f"iteration {s['iteration']}: {s['pairs']} pairs from {s['duels']} duels ({s['ties_dropped']} dropped), "
+    below = f", {s['pairs_below_min_margin']} under dpo.min_margin" if s.get("pairs_below_min_margin") else ""
+    return (f"iteration {s['iteration']}: {s['pairs']} pairs from {s['duels']} duels ({s['ties_dropped']} dropped{below}), "
             f"{s['unparseable_scores']}/{s['judge_scores']} judge scores unparseable, reputation spread "
             f"{s['reputation_spread']:.3f} [{s['reputation_min']:.3f}, {s['reputation_max']:.3f}], {dpo_part}, "
             f"{s['seconds']:.0f}s")
