@@ -92,6 +92,7 @@ def validate_config(config) -> None:
     _check(config, "dpo.loss_type", lambda v: v in ("sigmoid", "ipo", "hinge", "sppo"), "must be sigmoid, ipo, hinge or sppo")
     _check(config, "dpo.sft_weight", lambda v: isinstance(v, (int, float)) and v >= 0, "must be a number >= 0")
     _check(config, "dpo.min_margin", lambda v: isinstance(v, (int, float)) and v >= 0, "must be a number >= 0")
+    _check(config, "dpo.replay_iterations", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0")
     _check(config, "dpo.learning_rate", positive, "must be > 0")
     _check(config, "dpo.lr_schedule", lambda v: v in ("cosine", "constant"), "must be 'cosine' or 'constant'")
     _check(config, "dpo.warmup_ratio", prob, "must lie in [0, 1]")

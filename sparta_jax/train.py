@@ -462,7 +462,8 @@ def run(config, workdir: str) -> dict:
             else:
                 records, summary = clock("pairs", baseline_phase, config, tribe, t, instructions, folder, oracle)
                 signal = {}
-            trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, records,
+            replayed = replayed_pairs(config, workdir, t)
+            trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, replayed + records,
                                                      state.trainable, trainer)
             if opt_state is None:  # no pairs this iteration: nothing trained
                 opt_state = trainer.init_opt_state(trainable)
@@ -473,7 +474,8 @@ def run(config, workdir: str) -> dict:
                     "seed": config.seed}
             # Records first, then the checkpoint: a kill in between redoes the iteration, and the
             # redo drops the stale metrics lines (MetricsWriter first_step) and rewrites the summary.
-            summary = {**summary, **dpo_summary(train_info), "seconds": time.perf_counter() - started}
+            summary = {**summary, **dpo_summary(train_info), "pairs_replayed": len(replayed),
+                       "seconds": time.perf_counter() - started}
             summary["phase_seconds"] = clock.seconds  # a phase found done on disk (a resume) shows ~0
             metrics.write(t, "iteration", {**{k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
                                            **{f"seconds/{k}": v for k, v in clock.seconds.items()}, **signal})
@@ -498,6 +500,21 @@ def run(config, workdir: str) -> dict:
             log(closing_summary(workdir, config.iterations,
                                 None if step is None else os.path.join(ckpt.directory, str(step))))
     return state.rater.state.to_dict() if state.rater else {}
+
+
+def replayed_pairs(config, workdir: str, t: int) -> list[dict]:
+    """The pairs iterations t - dpo.replay_iterations .. t - 1 trained on (Sparta's: those at or above
+    dpo.min_margin), trained again in iteration t beside its own. Not in the released code, where
+    each iteration trains on its own pairs only (replay_iterations=0): with a few dozen pairs an
+    iteration, a skill solved earlier drops out of the pairs (both answers right: a tie) and DPO on
+    what is left can unlearn it."""
+    out = []
+    for u in range(max(1, t - config.dpo.replay_iterations), t):
+        rows = read_jsonl(os.path.join(iteration_dir(workdir, u), "preferences.jsonl"))
+        if method_of(config) == "sparta":
+            rows = [r for r in rows if r["margin"] >= config.dpo.min_margin]
+        out += rows
+    return out
 
 
 def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeRater, folder: str, clock):

@@ -35,6 +35,14 @@ def test_bad_expert_and_evaluation_values_name_their_key(edit, message):
         validate_config(config)
 
 
+@pytest.mark.parametrize("key, value", [("sft_weight", -0.5), ("min_margin", -1.0), ("replay_iterations", -1)])
+def test_bad_dpo_extras_name_their_key(key, value):
+    config = load("competent_judges")
+    setattr(config.dpo, key, value)
+    with pytest.raises(ConfigError, match=rf"config\.dpo\.{key} = {value}"):
+        validate_config(config)
+
+
 def _full(config):
     config.tribe.kind = "full"
 

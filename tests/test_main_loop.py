@@ -389,3 +389,29 @@ def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm
                               "--out", str(tmp_path / "peft"), "--peft"], cwd=REPO, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
     assert refused.returncode == 1 and "are whole models: export them without --peft" in refused.stderr
+
+
+def test_replayed_pairs_are_the_earlier_iterations_trained_pairs(tmp_path):
+    """dpo.replay_iterations = k: iteration t trains again on the pairs of t - k .. t - 1 as they were
+    trained (Sparta's at or above dpo.min_margin); 0, the released setting, replays nothing."""
+    import ml_collections
+
+    from sparta_jax.train import iteration_dir, replayed_pairs, write_jsonl
+
+    for t, margins in ((1, (0.2, 1.5)), (2, (0.7, 0.4)), (3, (2.0,))):
+        os.makedirs(iteration_dir(str(tmp_path), t))
+        write_jsonl(os.path.join(iteration_dir(str(tmp_path), t), "preferences.jsonl"),
+                    [{"instruction": f"i{t}-{k}", "chosen": "c", "rejected": "r", "margin": m}
+                     for k, m in enumerate(margins)])
+    config = ml_collections.ConfigDict({"method": "sparta", "dpo": {"replay_iterations": 0, "min_margin": 0.5}})
+    names = lambda rows: [r["instruction"] for r in rows]  # noqa: E731
+    assert replayed_pairs(config, str(tmp_path), 3) == []
+    config.dpo.replay_iterations = 1
+    assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i2-0"]
+    assert replayed_pairs(config, str(tmp_path), 1) == []  # nothing before the first iteration
+    config.dpo.replay_iterations = 5
+    assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i1-1", "i2-0"]
+    config.dpo.min_margin = 0.0
+    assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i1-0", "i1-1", "i2-0", "i2-1"]
+    config.method, config.dpo.min_margin = "spin", 0.5  # a baseline trained every pair it made
+    assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i1-0", "i1-1", "i2-0", "i2-1"]
