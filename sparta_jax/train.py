@@ -512,7 +512,7 @@ def replayed_pairs(config, workdir: str, t: int) -> list[dict]:
     for u in range(max(1, t - config.dpo.replay_iterations), t):
         rows = read_jsonl(os.path.join(iteration_dir(workdir, u), "preferences.jsonl"))
         if method_of(config) == "sparta":
-            rows = [r for r in rows if r["margin"] >= config.dpo.min_margin]
+            rows = separated(rows, config.dpo.min_margin)
         out += rows
     return out
 
@@ -525,7 +525,7 @@ def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeR
     rated = clock("rating", rate_phase, rater, t, records, folder)
     signal = judge_signal_phase(instructions, records, rated, folder)
     # preferences.jsonl keeps every pair; DPO trains on those the judges separated by dpo.min_margin.
-    kept = [p.to_json() for p in separated(rated.preferences, config.dpo.min_margin)]
+    kept = separated([p.to_json() for p in rated.preferences], config.dpo.min_margin)
     summary = {**sparta_summary(t, records, rated), "pairs": len(kept),
                "pairs_below_min_margin": len(rated.preferences) - len(kept)}
     return kept, summary, signal

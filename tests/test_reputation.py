@@ -297,10 +297,11 @@ def test_separated_keeps_pairs_at_or_above_the_margin_in_duel_order():
     rep = dict.fromkeys("abcdef", 1.0) | {"j1": 200.0, "j2": 100.0}
     prefs = make_preferences(recs, rep, "faithful")
     assert [round(p.margin, 4) for p in prefs] == [2.3333, 0.6667, 0.1]
-    assert separated(prefs, 0.0) == prefs  # the released behaviour: exact ties are already gone
-    assert [p.index for p in separated(prefs, prefs[1].margin)] == [0, 1]  # at the margin is kept
-    assert [p.index for p in separated(prefs, 0.67)] == [0]
-    assert separated(prefs, 3.0) == []
+    rows = [p.to_json() for p in prefs]  # as preferences.jsonl holds them
+    assert separated(rows, 0.0) == rows  # the released behaviour: exact ties are already gone
+    assert [r["index"] for r in separated(rows, prefs[1].margin)] == [0, 1]  # at the margin is kept
+    assert [r["index"] for r in separated(rows, 0.67)] == [0]
+    assert separated(rows, 3.0) == []
 
 
 def test_preferences_use_end_of_iteration_reputations():

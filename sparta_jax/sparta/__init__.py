@@ -90,9 +90,9 @@ __all__ = [
     "duel_from_json", "duel_to_json", "dumps_duel", "dynamic_weights", "effective_judgements",
     "effective_pair", "fit_judge_prompt", "group_iterations", "iter_duel_log", "judge_prompt",
     "learning_rate", "logit_candidate_ids", "logit_expected_score", "make_matchups",
-    "make_preferences", "separated", "needed_iterations", "number_continuation_ids", "normal_cdf", "normal_weights",
+    "make_preferences", "needed_iterations", "number_continuation_ids", "normal_cdf", "normal_weights",
     "opponent_probabilities", "parse_duel_line", "parse_pair", "parse_score", "rate_compiled",
-    "rate_iteration", "rating_change", "read_duel_log", "replay", "scheme_c", "scheme_weights",
+    "rate_iteration", "rating_change", "read_duel_log", "replay", "scheme_c", "scheme_weights", "separated",
     "static_weights", "update_pair", "weighted_difference", "weighted_scores", "write_duel_log",
     "write_text_atomic",
 ]

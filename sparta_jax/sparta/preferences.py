@@ -94,11 +94,12 @@ def make_preferences(records: Iterable[DuelRecord], reputations: Mapping[str, fl
     return out
 
 
-def separated(preferences: Iterable[Preference], min_margin: float) -> list:
-    """The pairs whose judges separated the answers by at least `min_margin` (weighted score
-    points). Not in the released code (SPEC 2.4 drops exact ties only, `min_margin=0`): a gap
-    filter as self-rewarding setups use, so near-ties, often two wrong answers, are not trained."""
-    return [p for p in preferences if p.margin >= min_margin]
+def separated(rows: Iterable[dict], min_margin: float) -> list:
+    """The preference records (`Preference.to_json()`, as preferences.jsonl holds them) whose judges
+    separated the answers by at least `min_margin` (weighted score points). Not in the released
+    code (SPEC 2.4 drops exact ties only, `min_margin=0`): a gap filter as self-rewarding setups
+    use, so near-ties, often two wrong answers, are not trained."""
+    return [r for r in rows if r["margin"] >= min_margin]
 
 
 __all__ = ["Preference", "weighted_scores", "choose", "duel_preference", "make_preferences", "separated"]
