@@ -92,4 +92,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from sparta_jax.config_files import parse_flags_checked
+
+    app.run(main, flags_parser=lambda argv: parse_flags_checked(argv, "configs/default.py"))

@@ -869,4 +869,6 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(_run)
+    from sparta_jax.config_files import parse_flags_checked
+
+    app.run(_run, flags_parser=parse_flags_checked)

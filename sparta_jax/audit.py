@@ -246,4 +246,7 @@ if __name__ == "__main__":
     _TEMPLATE = flags.DEFINE_string("template", DEFAULT_TEMPLATE, "How an answer is written; {answer} is replaced.")
     _OUT = flags.DEFINE_string("out", "audit.json", "Where the JSON goes (audit.json in a run's workdir: the "
                                                     "report shows it).")
-    app.run(lambda argv: sys.exit(main(argv)))
+    from sparta_jax.config_files import parse_flags_checked
+
+    app.run(lambda argv: sys.exit(main(argv)),
+            flags_parser=lambda argv: parse_flags_checked(argv, "configs/default.py"))

@@ -377,4 +377,7 @@ if __name__ == "__main__":
 
     _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Run config (a file with get_config()).")
     _FORCE = flags.DEFINE_bool("force", False, "Retrain even when a cached set exists.")
-    app.run(lambda argv: sys.exit(main(argv)))
+    from sparta_jax.config_files import parse_flags_checked
+
+    app.run(lambda argv: sys.exit(main(argv)),
+            flags_parser=lambda argv: parse_flags_checked(argv, "configs/demo.py"))

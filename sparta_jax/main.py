@@ -37,4 +37,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    from sparta_jax.config_files import parse_flags_checked
+
+    app.run(lambda argv: sys.exit(main(argv)),
+            flags_parser=lambda argv: parse_flags_checked(argv, "configs/default.py"))

@@ -88,3 +88,34 @@ def test_full_tribe_member_folders_are_checked(tmp_path, smollm2_dir):
     config.tribe.names = ("a", "b", "c")
     with pytest.raises(ConfigError, match=r"'.*other' is not the architecture of tribe\.base .* \(differs in .*vocab_size"):
         build_tribe(config.tribe, config.sampler, None)
+
+
+@pytest.mark.parametrize("override, key, near", [
+    ("--config.data.path=x", "data.path", "data.task"),
+    ("--config.dpo.betta=0.2", "dpo.betta", "dpo.beta"),
+    ("--config.itrations=3", "itrations", "iterations"),
+])
+def test_unknown_override_key_names_it_and_its_neighbours(override, key, near):
+    from sparta_jax.config_files import unknown_override
+
+    tiny = os.path.join(REPO, "configs", "tiny.py")
+    message = unknown_override(["main", f"--config={tiny}", "--config.dpo.beta=0.2", override])
+    assert message is not None and f"unknown config key {key!r}" in message
+    assert near in message.split("nearest known keys:")[1]
+    assert unknown_override(["main", "--config", tiny, "--config.dpo.beta=0.2", "--config.tribe.members=2"]) is None
+
+
+@pytest.mark.e2e
+def test_unknown_override_key_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.main", f"--config={os.path.join(REPO, 'configs', 'tiny.py')}",
+                           f"--workdir={workdir}", "--config.data.path=x"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: unknown config key 'data.path' in " + os.path.join(REPO, "configs", "tiny.py")
+                     + "; nearest known keys: data.test, data.task, data.train"], proc.stderr[-2000:]
+    assert not workdir.exists()
