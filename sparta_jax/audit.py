@@ -1,11 +1,11 @@
 """Do my judges carry any signal? A judge audit before any training.
 
-    python -m sparta_jax.audit --config=configs/default.py [--items=100] [--split=train] --out=workdir/audit.json
+    python -m sparta_jax.audit --config=configs/default.py [--items=100] [--split=test] --out=workdir/audit.json
 
 Sparta's only training signal is the judges' scores, so before GPU-days go into a run it pays
 to know whether the tribe's judges tell a right answer from a wrong one. On a verifiable task
 (items with reference answers) the audit writes, for N instructions of a split (`--split`, default
-the training split; `dev` or `test` when experts may have trained on training items), a right
+`test`: experts taught to judge saw training items, so `train` would flatter them), a right
 answer and a near-miss wrong one of the same form (`--template`, default "The answer is
 {answer}."; the wrong one changes the answer only: a number off by 1, 2 or 10, another option
 letter, the same words in another letter case). Every member then judges both answers of every instruction with the run's judge prompt
@@ -141,7 +141,7 @@ def likelihood_items(tribe, items: Sequence[dict], batch_size: int, progress) ->
 SCORERS = ("judge", "likelihood")
 
 
-def run_audit(config, n_items: int, template: str, split: str = "train", log=lambda s: None,
+def run_audit(config, n_items: int, template: str, split: str = "test", log=lambda s: None,
               scorer: str = "judge") -> dict:
     import jax
 
@@ -195,7 +195,7 @@ def _num(x, digits: int = 2) -> str:
 
 def audit_table(result: dict) -> str:
     """The audit as a Markdown table, one row per judge and a pooled row."""
-    lines = [f"judge audit: {result['items']} {result.get('split', 'train')} items, judge mode {result['judge_mode']}, "
+    lines = [f"judge audit on the {result.get('split', 'train')} split: {result['items']} items, judge mode {result['judge_mode']}, "
              "answers like "
              f"{result['template']!r}",
              "| judge | matched accuracy | 95% CI | AUC | 95% CI | mean score right | mean score wrong | unscored |",
@@ -239,7 +239,8 @@ if __name__ == "__main__":
 
     _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config (a file with get_config()).")
     _ITEMS = flags.DEFINE_integer("items", 100, "Instructions to audit (each gets a right and a wrong answer).")
-    _SPLIT = flags.DEFINE_string("split", "train", "Which split's instructions to audit on (train, dev, test).")
+    _SPLIT = flags.DEFINE_string("split", "test", "Which split's instructions to audit on (test, dev, or train: "
+                                 "experts taught to judge saw training items).")
     _SCORER = flags.DEFINE_enum("scorer", "judge", list(SCORERS), "judge: the members' judgments (the audit); "
                                 "likelihood: their own log-likelihood of each answer (a diagnostic: is the "
                                 "knowledge there at all?).")

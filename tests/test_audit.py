@@ -13,6 +13,7 @@ import pytest
 
 from sparta_jax import audit, combat, evaluation, sharding
 from sparta_jax.config_files import load_config
+from sparta_jax.data import load_instructions
 from sparta_jax.sparta.judge_signal import audit_statistics
 from sparta_jax.stats import binomial_tail, bootstrap_interval, mcnemar_exact
 from sparta_jax.tasks import generate_task
@@ -124,7 +125,10 @@ def test_audit_cli(tmp_path, chat_base):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["items"] == 6 and result["members"] == ["member_0", "member_1", "member_2"]
-    assert result["split"] == "train" and "judge audit: 6 train items" in proc.stdout
+    assert result["split"] == "test" and "judge audit on the test split: 6 items" in proc.stdout  # never train by default
+    config = load_config(os.path.join(REPO, "configs/tiny.py"))
+    test_instructions = {r["instruction"] for r in load_instructions(config.data)["test"]}
+    assert {s["instruction"] for s in result["scores"]} <= test_instructions
     assert "| pooled |" in proc.stdout and "| member_2 |" in proc.stdout
     right = np.array([s["right_scores"] for s in result["scores"]]).T
     wrong = np.array([s["wrong_scores"] for s in result["scores"]]).T
