@@ -11,8 +11,8 @@ import jax
 import numpy as np
 
 from sparta_jax import evaluation
-from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_judge_prompt,
-                               logit_candidate_ids, logit_expected_score)
+from sparta_jax.sparta import (DuelRecord, JudgeRecord, LOGIT_ASSISTANT_PREFIX, Matchup, fit_around_response,
+                               fit_judge_prompt, logit_candidate_ids, logit_expected_score)
 from sparta_jax.tribe import MixedTribe, Tribe
 
 
@@ -38,13 +38,27 @@ def prompts_by_group(tribe: Tribe | MixedTribe, members, make) -> dict:
     return out
 
 
+def chat_text(tokenizer, system_prompt: str | None, user_text: str) -> str:
+    """`user_text` as one user turn of `tokenizer`'s chat template, up to the assistant's header."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": user_text})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def chat_ids(tribe: Tribe | MixedTribe, user_text: str, member: int | None = None) -> list[int]:
     """`user_text` as one user turn in member `member`'s chat template (its group's tokenizer)."""
     group = member_group(tribe, member)
-    messages = [{"role": "system", "content": group.system_prompt}] if group.system_prompt else []
-    messages.append({"role": "user", "content": user_text})
-    text = group.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return group.tokenizer.encode(text, add_special_tokens=False)
+    return group.tokenizer.encode(chat_text(group.tokenizer, group.system_prompt, user_text), add_special_tokens=False)
+
+
+def fitted_chat_ids(tribe: Tribe | MixedTribe, make_user, response: str, *, max_tokens: int, mode: str,
+                    member: int | None = None) -> list[int]:
+    """The chat prompt of the user turn `make_user(response)`, fitted to max_tokens the way judge
+    prompts are (SPEC 2.3): `faithful` keeps the first tokens, `fixed` shortens `response` inside it."""
+    group = member_group(tribe, member)
+    wrap = lambda user: chat_text(group.tokenizer, group.system_prompt, user)  # noqa: E731
+    return list(fit_around_response(make_user, response, group.tokenizer, max_tokens=max_tokens, mode=mode,
+                                    wrap=wrap).ids)
 
 
 def _in_batches(n: int, batch_size: int, order: Sequence[int]):
@@ -126,9 +140,7 @@ def judge_prompt_ids(tribe: Tribe | MixedTribe, instruction: str, response: str,
 def judge_chat_ids(tokenizer, system_prompt: str | None, instruction: str, response: str, *, max_tokens: int,
                    mode: str) -> list[int]:
     """The judge prompt (SPEC 2.3) as one user turn of `tokenizer`'s chat template, fitted to max_tokens."""
-    wrap = lambda user: tokenizer.apply_chat_template(  # noqa: E731
-        ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-        + [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    wrap = lambda user: chat_text(tokenizer, system_prompt, user)  # noqa: E731
     return list(fit_judge_prompt(instruction, response, tokenizer, max_tokens=max_tokens, mode=mode, wrap=wrap).ids)
 
 

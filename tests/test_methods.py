@@ -235,3 +235,42 @@ def test_self_rewarding_and_sppo_from_a_scripted_model(scripted_tribe):
     s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     np.testing.assert_allclose(rows[0]["win_rates"], [(s(-1) + s(-2)) / 2, 0.5, (s(2) + s(1)) / 2])
     assert records[0]["chosen_win_rate"] == rows[0]["win_rates"][2]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("mode", ["faithful", "fixed"])
+def test_meta_judge_prompt_keeps_its_start_when_cut(smollm2_dir, mode):
+    """A long answer: the meta-judge prompt keeps the chat template's head and system turn, as every
+    other prompt does (it was cut from the left); `fixed` shortens the answer inside the template."""
+    from sparta_jax.models.loading import load_tokenizer_from
+    from sparta_jax.tribe import Tribe
+
+    class Recorder:
+        def __init__(self):
+            self.prompts = []
+
+        def candidate_logprobs(self, model, prompts, candidates, *, adapter_ids=None, continuation_ids=None):
+            self.prompts += prompts
+            return np.zeros((len(prompts), len(candidates)))
+
+    tokenizer = load_tokenizer_from(smollm2_dir)
+    tribe = Tribe(("actor",), None, tokenizer, Recorder(), "You are a helpful AI assistant.", "x")
+    config = _config("logits")
+    config.mode, config.judge.max_prompt_tokens = mode, 160
+    answer = "Let me think step by step. " * 60  # far past 160 tokens
+    judgments = [['{"score": 3}', '{"score": 9}']]
+    meta_rewarding.meta_verdicts(config, tribe, ["What is 2 + 2?"], [[answer]], [judgments], [(0, 0, 0, 1, 0, 1)],
+                                 rng=None)
+    prefix = tokenizer.encode(meta_rewarding.META_ASSISTANT_PREFIX, add_special_tokens=False)
+    (ids,) = tribe.sampler.prompts
+    assert ids[-len(prefix):] == prefix
+    prompt = tokenizer.decode(ids[:-len(prefix)])
+    assert len(ids) - len(prefix) == 160
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n<|im_start|>user\n"
+                             "Review the user's question")
+    if mode == "fixed":  # the whole template around a shortened answer
+        assert prompt.endswith('Judgment 1: {"score": 3}\n\nJudgment 2: {"score": 9}\n\nAnswer with "Judgment 1" or '
+                               '"Judgment 2" only.<|im_end|>\n<|im_start|>assistant\n')
+        assert "User question: What is 2 + 2?\nResponse: Let me think step by step." in prompt
+    else:  # the released truncation: the first 160 tokens
+        assert "Judgment 1" not in prompt and prompt.endswith("Let me think step by step. " * 2 + "Let me")

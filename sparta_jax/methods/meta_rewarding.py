@@ -118,16 +118,22 @@ def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, 
     return records, rows, info
 
 
+def meta_prompt_ids(tribe, instruction: str, response: str, first: str, second: str, *, max_tokens: int,
+                    mode: str) -> list[int]:
+    """The meta-judge's chat prompt, cut as a judge prompt is: from the end (`faithful`), or by
+    shortening the response inside it (`fixed`); the template's head and system turn stay."""
+    make = lambda r: META_PROMPT.format(instruction=instruction, response=r, first=first, second=second)  # noqa: E731
+    return combat.fitted_chat_ids(tribe, make, response, max_tokens=max_tokens, mode=mode)
+
+
 def meta_verdicts(config, tribe, texts, answers, judgments, battles, *, rng) -> list[int | None]:
     """Each battle's verdict: 0 (the judgment shown first is better), 1, or None (unparsed)."""
     if not battles:
         return []
     judge_cfg = config.judge
-    prompts = []
-    for q, a, _, _, first, second in battles:
-        user = META_PROMPT.format(instruction=texts[q], response=answers[q][a], first=judgments[q][a][first],
-                                  second=judgments[q][a][second])
-        prompts.append(combat.chat_ids(tribe, user)[-judge_cfg.max_prompt_tokens:])
+    prompts = [meta_prompt_ids(tribe, texts[q], answers[q][a], judgments[q][a][first], judgments[q][a][second],
+                               max_tokens=judge_cfg.max_prompt_tokens, mode=config.mode)
+               for q, a, _, _, first, second in battles]
     if judge_cfg.mode == "logits":
         prefix = tribe.tokenizer.encode(META_ASSISTANT_PREFIX, add_special_tokens=False)
         candidates = [tribe.tokenizer.encode(d, add_special_tokens=False) for d in ("1", "2")]

@@ -140,36 +140,16 @@ def fit_judge_prompt(
       its beginning) until the whole prompt fits. If even an empty response does not fit,
       the instruction is shortened as well; if the bare template does not fit, ValueError.
     """
-    check_mode(mode)
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    fitted = _fit_response(lambda r: judge_prompt(instruction, r), response, tokenizer, max_tokens, mode, wrap)
+    if fitted is not None:
+        return fitted
+    # Even the empty response does not fit: shorten the instruction too.
     codec = as_codec(tokenizer)
     wrap = wrap or (lambda text: text)
-
-    full_text = wrap(judge_prompt(instruction, response))
-    ids = codec.encode(full_text)
-    if len(ids) <= max_tokens:
-        return FittedPrompt(full_text, tuple(ids), False)
-    if mode == "faithful":
-        kept = ids[:max_tokens]
-        return FittedPrompt(codec.decode(kept), tuple(kept), True)
 
     def build_response(n: int, r_ids: Sequence[int]) -> str:
         return _clean_cut(codec.decode(r_ids[:n])) if n else ""
 
-    # Shorten the response inside the template.
-    r_ids = codec.encode(response)
-    overflow = len(ids) - max_tokens
-    fitted = _longest_fitting_prefix(
-        r_ids,
-        lambda n: wrap(judge_prompt(instruction, build_response(n, r_ids))),
-        codec,
-        max_tokens,
-        estimate=len(r_ids) - overflow,
-    )
-    if fitted is not None:
-        return FittedPrompt(fitted[0], tuple(fitted[1]), True)
-    # Even the empty response does not fit: shorten the instruction too.
     i_ids = codec.encode(instruction)
     fitted = _longest_fitting_prefix(
         i_ids,
@@ -181,6 +161,50 @@ def fit_judge_prompt(
     if fitted is None:
         raise ValueError(f"the judge prompt template alone is longer than {max_tokens} tokens")
     return FittedPrompt(fitted[0], tuple(fitted[1]), True)
+
+
+def fit_around_response(
+    make_user: Callable[[str], str],
+    response: str,
+    tokenizer: Any,
+    *,
+    max_tokens: int,
+    mode: str = "faithful",
+    wrap: Optional[Callable[[str], str]] = None,
+) -> FittedPrompt:
+    """Any prompt built around one long text (`make_user(response)`, e.g. the meta-judge's),
+    fitted to `max_tokens` as the judge prompt is: `faithful` keeps the first tokens, `fixed`
+    shortens `response` inside the template; ValueError if even an empty response does not fit."""
+    fitted = _fit_response(make_user, response, tokenizer, max_tokens, mode, wrap)
+    if fitted is None:
+        raise ValueError(f"the prompt without its response is longer than {max_tokens} tokens")
+    return fitted
+
+
+def _fit_response(make_user, response, tokenizer, max_tokens, mode, wrap) -> Optional[FittedPrompt]:
+    """The whole prompt when it fits; else `faithful`: its first max_tokens tokens; `fixed`: the
+    longest start of `response` that fits inside the prompt (None when none does)."""
+    check_mode(mode)
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    codec = as_codec(tokenizer)
+    wrap = wrap or (lambda text: text)
+    full_text = wrap(make_user(response))
+    ids = codec.encode(full_text)
+    if len(ids) <= max_tokens:
+        return FittedPrompt(full_text, tuple(ids), False)
+    if mode == "faithful":
+        kept = ids[:max_tokens]
+        return FittedPrompt(codec.decode(kept), tuple(kept), True)
+    r_ids = codec.encode(response)
+    fitted = _longest_fitting_prefix(
+        r_ids,
+        lambda n: wrap(make_user(_clean_cut(codec.decode(r_ids[:n])) if n else "")),
+        codec,
+        max_tokens,
+        estimate=len(r_ids) - (len(ids) - max_tokens),
+    )
+    return None if fitted is None else FittedPrompt(fitted[0], tuple(fitted[1]), True)
 
 
 def _clean_cut(text: str) -> str:
