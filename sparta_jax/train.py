@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -287,17 +286,19 @@ def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, tr
                                  "pairs_dropped_too_long": len(dropped)}
     skipped = set(dropped)
     targets = [preference_batches.preference_targets(r) for i, r in enumerate(records) if i not in skipped]
-    rng = np.random.default_rng([config.seed, t, 7])
     per_step = dpo_cfg.pairs_per_step
-    order = np.concatenate([rng.permutation(len(triples)) for _ in range(dpo_cfg.epochs)])
-    steps = math.ceil(len(order) / per_step)
-    pad_id = tribe.sampler.pad_id
-    batches = []
-    for s in range(steps):
-        chosen = order[s * per_step: (s + 1) * per_step]
-        batches.append(_pairs_batch([triples[i] for i in chosen], [targets[i] for i in chosen], per_step,
-                                    dpo_cfg.max_length, pad_id))
+    steps_pairs, once_pairs = plan_pair_batches(len(triples), per_step, dpo_cfg.epochs,
+                                                np.random.default_rng([config.seed, t, 7]))
+    make = lambda chosen: _pairs_batch([triples[i] for i in chosen], [targets[i] for i in chosen],  # noqa: E731
+                                       per_step, dpo_cfg.max_length, tribe.sampler.pad_id)
+    batches = [make(chosen) for chosen in steps_pairs]
+    steps = len(batches)
     refs = [trainer.reference(trainable, frozen, b) for b in batches]
+    # The after-training figures weigh every pair once: the first epoch's batches, except a last
+    # one that a pair count not divisible by pairs_per_step fills from the second epoch.
+    shared = sum(1 for a, b in zip(steps_pairs, once_pairs) if np.array_equal(a, b))
+    once_batches = batches[:shared] + [make(chosen) for chosen in once_pairs[shared:]]
+    once_refs = refs[:shared] + [trainer.reference(trainable, frozen, b) for b in once_batches[shared:]]
     state = dpo.init_train_state(trainable, trainer.optimizer, dpo_cfg, steps)
     progress = Progress(f"iteration {t} DPO", steps, "steps")
     history = []
@@ -306,11 +307,18 @@ def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, tr
         history.append({k: to_host(v).tolist() for k, v in metrics.items()})
         progress(1)
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
-    first_epoch = math.ceil(len(triples) / per_step)  # every pair once
-    after = trained_pair_metrics(trainer, state.params, batches[:first_epoch], refs[:first_epoch], dpo_cfg)
+    after = trained_pair_metrics(trainer, state.params, once_batches, once_refs, dpo_cfg)
     return state.params, state.opt_state, {"members": list(tribe.names), "pairs_trained": len(triples),
                           "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
                           "dpo_per_member": per_member, "dpo_after": after, "dpo_history": history}
+
+
+def plan_pair_batches(n_pairs: int, per_step: int, epochs: int, rng: np.random.Generator):
+    """(the pair indices of each DPO step: `epochs` shuffles of the pairs, run together and cut
+    every per_step; the first epoch's pairs alone, cut the same way: each pair exactly once)."""
+    order = np.concatenate([rng.permutation(n_pairs) for _ in range(epochs)])
+    cut = lambda x: [x[s: s + per_step] for s in range(0, len(x), per_step)]  # noqa: E731
+    return cut(order), cut(order[:n_pairs])
 
 
 def trained_pair_metrics(trainer: TribeTrainer, params, batches, refs, dpo_cfg) -> dict:

@@ -125,7 +125,8 @@ def test_audit_cli(tmp_path, chat_base):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["items"] == 6 and result["members"] == ["member_0", "member_1", "member_2"]
-    assert result["split"] == "test" and "judge audit on the test split: 6 items" in proc.stdout  # never train by default
+    # the test split by default, never train
+    assert result["split"] == "test" and "judge audit on the test split: 6 items" in proc.stdout
     config = load_config(os.path.join(REPO, "configs/tiny.py"))
     test_instructions = {r["instruction"] for r in load_instructions(config.data)["test"]}
     assert {s["instruction"] for s in result["scores"]} <= test_instructions

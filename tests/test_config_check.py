@@ -110,8 +110,8 @@ def test_unknown_override_key_exits_2_with_one_line_and_writes_nothing(tmp_path)
     import subprocess
     import sys
 
-    workdir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.main", f"--config={os.path.join(REPO, 'configs', 'tiny.py')}",
+    workdir, tiny = tmp_path / "run", os.path.join(REPO, "configs", "tiny.py")
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.main", f"--config={tiny}",
                            f"--workdir={workdir}", "--config.data.path=x"], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 2, proc.stderr[-2000:]

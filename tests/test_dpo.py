@@ -300,3 +300,23 @@ def test_trained_pair_metrics_weigh_every_real_pair_once(base_dir, mesh1):
     for key in ("loss", "rewards/accuracies", "rewards/margins"):
         np.testing.assert_allclose(got[key], np.asarray(want[key]), rtol=1e-5, atol=1e-6)
     assert len(got["loss"]) == 3 and not np.allclose(got["loss"], np.log(2.0))
+
+
+@pytest.mark.parametrize("n_pairs, per_step, epochs", [(5, 4, 2), (7, 3, 3), (8, 4, 2), (3, 4, 1)])
+def test_after_training_figures_weigh_every_pair_once(n_pairs, per_step, epochs):
+    """A pair count that is not a multiple of pairs_per_step: the second epoch's pairs fill the
+    first epoch's last training step, but the after-training figures take each pair exactly once."""
+    from sparta_jax.train import plan_pair_batches
+
+    steps, once = plan_pair_batches(n_pairs, per_step, epochs, np.random.default_rng(0))
+    assert sorted(np.concatenate(once).tolist()) == list(range(n_pairs))
+    assert all(len(b) <= per_step for b in once)
+    trained = np.concatenate(steps)
+    assert len(steps) == -(-n_pairs * epochs // per_step) and np.bincount(trained).tolist() == [epochs] * n_pairs
+    first_epoch = steps[: -(-n_pairs // per_step)]  # what the figures took before: some pairs twice
+    counts = np.bincount(np.concatenate(first_epoch), minlength=n_pairs)
+    if n_pairs % per_step and epochs > 1:
+        assert counts.sum() > n_pairs
+    for a, b in zip(steps, once):  # the batches both share are the same steps (their references reused)
+        if len(a) == len(b):
+            np.testing.assert_array_equal(a, b)
