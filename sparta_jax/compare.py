@@ -32,7 +32,7 @@ import html as html_lib
 import numpy as np
 
 from sparta_jax.evaluation import wilson_interval
-from sparta_jax.run_summary import read_json as _read
+from sparta_jax.run_summary import own_and_replayed, pairs_text, read_json as _read
 from sparta_jax.stats import bootstrap_interval, mcnemar_exact, pearson_r, sign_test
 
 
@@ -127,16 +127,19 @@ def arm_summary(workdir: str) -> dict:
     if "scores" not in before or "scores" not in after:
         raise ValueError(f"{workdir}: evaluation.json has no per-item scores (written by runs since the paired test)")
     seconds = sum(ev.get("seconds", 0.0) for ev in evals.values())
-    pairs = []
+    pairs, replayed = [], []
     for t in range(1, last + 1):
         summary = _read(os.path.join(workdir, f"iteration_{t:03d}", "summary.json")) or {}
         seconds += summary.get("seconds", 0.0)
-        pairs.append(summary.get("pairs_trained"))
+        own, again = own_and_replayed(summary)
+        pairs.append(own)
+        replayed.append(again)
     audit = _read(os.path.join(workdir, "audit.json"))
     mean_before, mean_after = mean_member(evals[0]), mean_member(evals[last])
     return {
         "workdir": workdir, "label": arm_label(config), "method": method_label(config), "task": task_label(config),
         "data": config.get("data"), "iterations": last, "pairs_trained": pairs,
+        "pairs_replayed": replayed,
         "before": {"member": evals[0]["best_member"], **_figures(before)},
         "after": {"member": evals[last]["best_member"], **_figures(after)},
         "paired": mcnemar_exact(before["scores"], after["scores"]),
@@ -164,7 +167,7 @@ def markdown(arms: Sequence[dict]) -> str:
         return f"{'–' if chars is None else f'{chars:.0f}'} / {f['no_answer_rate']:.2f}"
 
     lines = ["| arm | best member test accuracy | lost / gained | McNemar p (vs no training) | answer chars / "
-             "no answer | judge audit AUC | pairs trained | minutes |", "|---|---|---|---:|---|---:|---|---:|"]
+             "no answer | judge audit AUC | own pairs trained | minutes |", "|---|---|---|---:|---|---:|---|---:|"]
     first = arms[0]
     lines.append(f"| no training (iteration 0, {first['before']['member']}) | {acc(first['before'])} | – | – | "
                  f"{form(first['before'])} | {_num(first['audit_auc'])} | – | – |")
@@ -172,7 +175,7 @@ def markdown(arms: Sequence[dict]) -> str:
         p = a["paired"]
         lines.append(f"| {a['label']}, after {a['iterations']} iterations ({a['after']['member']}) | {acc(a['after'])} | "
                      f"{p['lost']} / {p['gained']} | {p['p_value']:.2g} | {form(a['after'])} | {_num(a['audit_auc'])} | "
-                     f"{' + '.join(str(x) for x in a['pairs_trained'])} | {a['minutes']:.0f} |")
+                     f"{pairs_text(a['pairs_trained'], a.get('pairs_replayed', []))} | {a['minutes']:.0f} |")
     notes = [f"- {a['workdir']}: the initial evaluation differs from {first['workdir']}'s (not the same tribe, "
              "data or seeds?)" for a in arms[1:] if a["initial_scores"] != first["initial_scores"]]
     return "\n".join(lines + notes)
@@ -263,9 +266,10 @@ def paper_table(arms: Sequence[dict]) -> dict:
                 tests.append({"task": task, "method": method, "vs": vs, **mcnemar_exact(other["scores"], c["scores"])})
     cost = {}
     for a in arms:
-        entry = cost.setdefault(a["method"], {"minutes": 0.0, "pairs": 0, "runs": 0})
+        entry = cost.setdefault(a["method"], {"minutes": 0.0, "pairs": 0, "replayed": 0, "runs": 0})
         entry["minutes"] += a["minutes"]
         entry["pairs"] += sum(p or 0 for p in a["pairs_trained"])
+        entry["replayed"] += sum(p or 0 for p in a.get("pairs_replayed", []))
         entry["runs"] += 1
     rows = [{"method": m, "cells": {t: cells.get((m, t)) for t in tasks}} for m in [BEST_INITIAL] + order]
     return {"tasks": tasks, "rows": rows, "tests": tests, "cost": cost, "notes": notes}
@@ -295,8 +299,10 @@ def paper_markdown(table: dict) -> str:
               "| task | method | vs | lost / gained | McNemar p |", "|---|---|---|---|---:|"]
     lines += [f"| {x['task']} | {x['method']} | {x['vs']} | {x['lost']} / {x['gained']} | {x['p_value']:.2g} |"
               for x in table["tests"]]
-    lines += ["", "| method | runs | minutes | preference pairs trained |", "|---|---:|---:|---:|"]
-    lines += [f"| {m} | {c['runs']} | {c['minutes']:.1f} | {c['pairs']} |" for m, c in table["cost"].items()]
+    lines += ["", "| method | runs | minutes | own preference pairs trained | replayed pairs trained again |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {c['runs']} | {c['minutes']:.1f} | {c['pairs']} | {c['replayed']} |"
+              for m, c in table["cost"].items()]
     return "\n".join(lines + [""] + [f"- {n}" for n in table["notes"]]).rstrip() + "\n"
 
 
@@ -312,8 +318,8 @@ def paper_html(table: dict) -> str:
                    for r in table["rows"])
     tests = "".join(f"<tr><td>{e(x['task'])}</td><td>{e(x['method'])}</td><td>{e(x['vs'])}</td>"
                     f"<td>{x['lost']} / {x['gained']}</td><td>{x['p_value']:.2g}</td></tr>" for x in table["tests"])
-    cost = "".join(f"<tr><td>{e(m)}</td><td>{c['runs']}</td><td>{c['minutes']:.1f}</td><td>{c['pairs']}</td></tr>"
-                   for m, c in table["cost"].items())
+    cost = "".join(f"<tr><td>{e(m)}</td><td>{c['runs']}</td><td>{c['minutes']:.1f}</td><td>{c['pairs']}</td>"
+                   f"<td>{c['replayed']}</td></tr>" for m, c in table["cost"].items())
     notes = "".join(f"<li>{e(n)}</li>" for n in table["notes"])
     style = "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>sparta_jax comparison</title>"
@@ -323,7 +329,7 @@ def paper_html(table: dict) -> str:
             "bold: the best of its column.</p><h2>Paired tests (McNemar, exact)</h2>"
             "<table><tr><th>task</th><th>method</th><th>vs</th><th>lost / gained</th><th>p</th></tr>"
             f"{tests}</table><h2>Cost</h2><table><tr><th>method</th><th>runs</th><th>minutes</th>"
-            f"<th>preference pairs trained</th></tr>{cost}</table><ul>{notes}</ul></body></html>\n")
+            f"<th>own preference pairs trained</th><th>replayed pairs trained again</th></tr>{cost}</table><ul>{notes}</ul></body></html>\n")
 
 
 def _num(x, digits: int = 2) -> str:

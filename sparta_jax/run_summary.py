@@ -14,6 +14,22 @@ from typing import Optional
 from sparta_jax.sparta.judge_signal import pooled_matched
 
 
+def own_and_replayed(summary: dict) -> tuple:
+    """(the iteration's own pairs trained, the earlier iterations' pairs it trained again); a
+    summary from before the split counts its replayed records (pairs_replayed) as replayed."""
+    total = summary.get("pairs_trained")
+    if total is None:
+        return None, 0
+    replayed = summary.get("pairs_trained_replayed", summary.get("pairs_replayed", 0))
+    return summary.get("pairs_trained_own", total - replayed), replayed
+
+
+def pairs_text(own, replayed) -> str:
+    """"42 + 40", or "42 + 40 (+ 0 + 42 replayed)" when earlier pairs were trained again."""
+    text = " + ".join(str(x) for x in own)
+    return text + (f" (+ {' + '.join(str(x) for x in replayed)} replayed)" if any(replayed) else "")
+
+
 def read_json(path: str) -> Optional[dict]:
     """A workdir's JSON file, or None when it is missing or unreadable (a run still going)."""
     try:
@@ -47,8 +63,10 @@ def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) ->
             lines.append(f"  {when}: {best} | {_acc(ev['dev'].get(best))} | {_acc(ev.get('best_test'))}")
     else:
         lines.append("no evaluation in this run (evaluation.enabled, or a split without answers)")
-    pairs = [s.get("pairs_trained", 0) for s in summaries]
-    lines.append(f"pairs trained: {sum(pairs)} ({' + '.join(map(str, pairs))} per iteration)")
+    own, replayed = zip(*[own_and_replayed(s) for s in summaries]) if summaries else ((), ())
+    own = [p or 0 for p in own]
+    lines.append(f"pairs trained: {sum(own)} own ({pairs_text(own, replayed)} per iteration)"
+                 + (f", and {sum(replayed)} earlier pairs replayed" if any(replayed) else ""))
     signals = [read_json(os.path.join(folder(t), "judge_signal.json")) for t in range(1, iterations + 1)]
     wins, n = pooled_matched([s for s in signals if s])
     if n:

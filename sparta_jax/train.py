@@ -264,6 +264,7 @@ def mixed_train_info(tribe: MixedTribe, infos: dict) -> dict:
     histories = {n: infos[n].get("dpo_history") or [] for n in tribe.group_names}
     steps = max(len(h) for h in histories.values())
     info = {"members": list(tribe.names), "pairs_trained": max(i["pairs_trained"] for i in infos.values()),
+            "pairs_trained_replayed": max(i["pairs_trained_replayed"] for i in infos.values()),
             "pairs_dropped_too_long": max(i["pairs_dropped_too_long"] for i in infos.values()),
             "groups": {n: {k: v for k, v in i.items() if k != "dpo_history"} for n, i in infos.items()}}
     per_member = joined({n: infos[n].get("dpo_per_member") for n in tribe.group_names})
@@ -282,9 +283,10 @@ def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, tr
         tribe.tokenizer, records, mode=config.mode, system_prompt=tribe.system_prompt,
         max_prompt_length=dpo_cfg.max_prompt_length, max_length=dpo_cfg.max_length)
     if not triples:
-        return trainable, None, {"members": list(tribe.names), "pairs_trained": 0,
+        return trainable, None, {"members": list(tribe.names), "pairs_trained": 0, "pairs_trained_replayed": 0,
                                  "pairs_dropped_too_long": len(dropped)}
     skipped = set(dropped)
+    replayed = sum(1 for i, r in enumerate(records) if i not in skipped and "replayed_from" in r)
     targets = [preference_batches.preference_targets(r) for i, r in enumerate(records) if i not in skipped]
     per_step = dpo_cfg.pairs_per_step
     steps_pairs, once_pairs = plan_pair_batches(len(triples), per_step, dpo_cfg.epochs,
@@ -309,6 +311,7 @@ def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, tr
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
     after = trained_pair_metrics(trainer, state.params, once_batches, once_refs, dpo_cfg)
     return state.params, state.opt_state, {"members": list(tribe.names), "pairs_trained": len(triples),
+                          "pairs_trained_replayed": replayed,
                           "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
                           "dpo_per_member": per_member, "dpo_after": after, "dpo_history": history}
 
@@ -521,7 +524,7 @@ def replayed_pairs(config, workdir: str, t: int) -> list[dict]:
         rows = read_jsonl(os.path.join(iteration_dir(workdir, u), "preferences.jsonl"))
         if method_of(config) == "sparta":
             rows = separated(rows, config.dpo.min_margin)
-        out += rows
+        out += [{**r, "replayed_from": u} for r in rows]  # counted apart from the iteration's own pairs
     return out
 
 
@@ -642,7 +645,9 @@ def dpo_summary(train_info) -> dict:
         "dpo_loss_after": float(np.mean(after["loss"])) if after else None,
         "dpo_reward_accuracy_after": float(np.mean(after["rewards/accuracies"])) if after else None,
         "dpo_nll_chosen_after": float(np.mean(after["nll/chosen"])) if after else None,
-        "pairs_trained": train_info["pairs_trained"],
+        "pairs_trained": train_info["pairs_trained"],  # own + replayed: the DPO work done
+        "pairs_trained_own": train_info["pairs_trained"] - train_info.get("pairs_trained_replayed", 0),
+        "pairs_trained_replayed": train_info.get("pairs_trained_replayed", 0),
     }
 
 
@@ -650,6 +655,8 @@ def one_line(s: dict) -> str:
     dpo_part = (f"DPO loss {s['dpo_loss']:.4f} margin {s['dpo_margin']:+.4f} over the steps, after training "
                 f"loss {s['dpo_loss_after']:.4f} reward accuracy {s['dpo_reward_accuracy_after']:.2f}"
                 if s["dpo_loss"] is not None else "no DPO (no pairs)")
+    if s.get("pairs_trained_replayed"):
+        dpo_part += f" (trained on {s['pairs_trained_own']} own + {s['pairs_trained_replayed']} replayed pairs)"
     if "method" in s:  # a baseline
         return (f"iteration {s['iteration']} ({s['method']}): {s['pairs']} pairs from {s['instructions']} instructions "
                 f"and {s['answers']} answers, {dpo_part}, {s['seconds']:.0f}s")

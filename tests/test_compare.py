@@ -65,7 +65,7 @@ def test_paper_table_layout_best_cells_and_paired_tests(tmp_path):
     assert (spin_vs_sparta["lost"], spin_vs_sparta["gained"]) == (4, 1)
     assert abs(spin_vs_sparta["p_value"] - 0.375) < 1e-12  # 2 * P(X <= 1), X ~ Bin(5, 1/2) = 2 * 6/32
     assert ("word_problems", "SPPO", "Sparta") not in tests  # no Sparta run on that task
-    assert table["cost"]["Sparta"] == {"minutes": (3 * 30 + 2 * 90) / 60, "pairs": 9, "runs": 1}
+    assert table["cost"]["Sparta"] == {"minutes": (3 * 30 + 2 * 90) / 60, "pairs": 9, "replayed": 0, "runs": 1}
     md = compare.paper_markdown(table)
     assert "| method | arithmetic | word_problems |" in md
     assert "| Sparta | **0.600 [" in md and "| SPIN | 0.300 [" in md
@@ -161,3 +161,26 @@ def test_mechanism_table_mean_member_sign_tests_and_reputation_against_audit(tmp
     # uniform against Sparta: items 0..7 fell (Sparta has one or two more members right on each), none rose
     assert "| 0 / 8, 0.0078 |" in md and "| 104.0 (0.90) | 101.0 (0.70) | 95.0 (0.50) | 0.98 |" in md
     assert compare.mechanism_markdown([compare.arm_summary(make_run(tmp_path, "one", after=[1] * 10))]) == ""
+
+
+def test_replayed_pairs_are_counted_apart_from_new_pairs(tmp_path):
+    """An iteration that trains its own 5 pairs and 4 replayed ones costs 9 pairs of DPO but made
+    5 new ones: the arm, the cost table and the closing summary say so (older summaries, without
+    the split, count their pairs_replayed records as replayed)."""
+    from sparta_jax.run_summary import closing_summary
+
+    workdir = make_run(tmp_path, "replay", after=[1] * 10, pairs=(4, 9))
+    path = os.path.join(workdir, "iteration_002", "summary.json")
+    with open(path, "w") as f:
+        json.dump({"pairs_trained": 9, "pairs_trained_own": 5, "pairs_trained_replayed": 4, "seconds": 90.0}, f)
+    arm = compare.arm_summary(workdir)
+    assert arm["pairs_trained"] == [4, 5] and arm["pairs_replayed"] == [0, 4]
+    assert "| 4 + 5 (+ 0 + 4 replayed) |" in compare.markdown([arm])
+    table = compare.paper_table([arm])
+    assert table["cost"]["Sparta"]["pairs"] == 9 and table["cost"]["Sparta"]["replayed"] == 4
+    assert "| Sparta | 1 | 4.5 | 9 | 4 |" in compare.paper_markdown(table)
+    assert "pairs trained: 9 own (4 + 5 (+ 0 + 4 replayed) per iteration), and 4 earlier pairs replayed" in (
+        closing_summary(workdir, 2, None))
+    with open(path, "w") as f:  # a summary written before the split
+        json.dump({"pairs_trained": 9, "pairs_replayed": 4, "seconds": 90.0}, f)
+    assert compare.arm_summary(workdir)["pairs_trained"] == [4, 5]

@@ -415,3 +415,5 @@ def test_replayed_pairs_are_the_earlier_iterations_trained_pairs(tmp_path):
     assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i1-0", "i1-1", "i2-0", "i2-1"]
     config.method, config.dpo.min_margin = "spin", 0.5  # a baseline trained every pair it made
     assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i1-0", "i1-1", "i2-0", "i2-1"]
+    # each carries its iteration, so the summary counts it apart from the iteration's own pairs
+    assert [r["replayed_from"] for r in replayed_pairs(config, str(tmp_path), 3)] == [1, 1, 2, 2]
