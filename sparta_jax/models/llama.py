@@ -315,11 +315,18 @@ class LlamaForCausalLM(nnx.Module):
             visible &= tree_visible[None]
             positions = positions - position_offset[None]
         # Global layers see `visible`; sliding layers (Mistral: all, Gemma 2/3: some) only the
-        # keys less than sliding_window slots back. Each layer picks its mask and RoPE tables.
+        # keys less than sliding_window POSITIONS back. Each layer picks its mask and RoPE tables.
+        # In a cache a row's real tokens sit in consecutive slots, so slots measure positions
+        # there; a token tree's node sits at slot P + k but position P + depth, so without a
+        # cache the distance is taken in positions.
         sliding = tuple(c.is_sliding(i) for i in range(c.num_layers))
         local_visible = visible
         if any(sliding):
-            local_visible = visible & ((query_slots[None, :, None] - key_slots[None, None, :]) < c.sliding_window)
+            if cache is None:
+                distance = positions[:, :, None] - positions[:, None, :]
+            else:
+                distance = (query_slots[:, None] - key_slots[None, :])[None]
+            local_visible = visible & (distance < c.sliding_window)
         ropes = {}
         for kind, rope in (("global", c.rope), ("local", c.local_rope or c.rope)):
             inv_freq = rope_lib.inverse_frequencies(rope, c.head_dim)  # a trace-time constant
