@@ -22,6 +22,7 @@ def main(argv):
     quiet_third_party()
     from sparta_jax.config_check import ConfigError
     from sparta_jax.data import DataError
+    from sparta_jax.member_eval import EvaluationError
     from sparta_jax.models.config import UnsupportedModelError
     from sparta_jax.models.loading import CheckpointError
     from sparta_jax.sampling import PromptTooLongError
@@ -30,7 +31,7 @@ def main(argv):
     try:
         run(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, DataError, FileNotFoundError, CheckpointError, UnsupportedModelError,
-            PromptTooLongError) as e:
+            PromptTooLongError, EvaluationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -8,14 +8,17 @@ Two kinds of split:
 - verifiable: every item has an answer and a text evaluator (`sparta_jax.evaluation`); the
   score is the accuracy with a Wilson 95% interval.
 - judged (every item's evaluator is "judged"; open-ended, no answer needed): each answer is
-  scored 1..10 with the Sparta judge prompt, in the run's judge mode, either by the tribe
-  (every member but the one that answered, averaged) or by a named judge model. The split's
+  scored 1..10 with the Sparta judge prompt, in the run's judge mode, by the tribe (every
+  member but the one that answered, averaged), by a named judge model, or by a panel held
+  frozen (a baseline's one trained model: the rest of the initial tribe). The split's
   "accuracy" is then the mean score rescaled to [0, 1], (s - 1) / 9, with a normal-approximation
   95% interval; "mean_score" keeps the 1..10 mean, and "n_unparsed" counts answers no judge
-  scored (they count as 0).
+  scored (they count as 0). An answer nobody may judge, or a split on which no judge scored
+  a single answer, is an EvaluationError, never an accuracy of 0.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -27,6 +30,18 @@ from sparta_jax.tribe import Tribe
 
 JUDGED = "judged"
 SUMMARY_KEYS = ("accuracy", "n", "n_correct", "n_unparsed", "ci95")
+
+
+class EvaluationError(ValueError):
+    """A split that cannot be scored as configured (e.g. open-ended answers with no one to judge them)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """Judges from outside the evaluated tribe: `members` of `tribe` (-1: its base model alone,
+    a named judge model)."""
+    tribe: Tribe
+    members: tuple[int, ...] = (-1,)
 
 
 def split_kind(records: Sequence[dict]) -> str | None:
@@ -75,10 +90,10 @@ def judged_summary(scores: Sequence[float]) -> dict:
 class TribeScorer:
     """Scores members' answers on a split, by the text evaluators or by judges."""
 
-    def __init__(self, tribe: Tribe, *, judge: Tribe | None = None, judge_cfg=None, mode: str = "faithful",
+    def __init__(self, tribe: Tribe, *, judges: Panel | None = None, judge_cfg=None, mode: str = "faithful",
                  rng=None, label: str = "evaluation judging"):
-        """judge: None for the tribe's own judges, or a one-model Tribe (its base model judges)."""
-        self.tribe, self.judge, self.judge_cfg, self.mode, self.rng = tribe, judge, judge_cfg, mode, rng
+        """judges: None for the tribe's own (each answer by every other member), or a Panel."""
+        self.tribe, self.judges, self.judge_cfg, self.mode, self.rng = tribe, judges, judge_cfg, mode, rng
         self.label = label
 
     def score(self, members: Sequence[int], records: Sequence[dict], texts: Sequence[Sequence[str]]) -> list[dict]:
@@ -87,12 +102,21 @@ class TribeScorer:
             return [judged_summary(s) for s in self.judge_scores(members, records, texts)]
         return [summarize(evaluation.evaluate(t, records), t) for t in texts]
 
+    def judges_of(self, member: int) -> list[int]:
+        if self.judges is not None:
+            return list(self.judges.members)
+        return [j for j in range(len(self.tribe.names)) if j != member]
+
     def judge_scores(self, members, records, texts) -> np.ndarray:
         """[members, items] mean judge score of each answer."""
-        judge = self.judge or self.tribe
+        judge = self.tribe if self.judges is None else self.judges.tribe
         jobs, owner = [], []
         for k, m in enumerate(members):
-            judges = [-1] if self.judge is not None else [j for j in range(len(self.tribe.names)) if j != m]
+            judges = self.judges_of(m)
+            if not judges:
+                raise EvaluationError(
+                    f"no one can judge {self.tribe.names[m]}'s open-ended answers: a tribe judges each member by "
+                    "its other members, and this one has none; set evaluation.judge to a model folder")
             for i, (r, text) in enumerate(zip(records, texts[k])):
                 ids = combat.prompts_by_group(judge, judges, lambda j: combat.judge_prompt_ids(  # noqa: B023
                     judge, r["instruction"], text, judge_cfg=self.judge_cfg, mode=self.mode, member=j))
@@ -107,6 +131,10 @@ class TribeScorer:
             if not np.isnan(s):
                 total[k, i] += s
                 count[k, i] += 1
+        if records and not count.any():
+            raise EvaluationError(
+                f"{self.label}: no judge scored any of {len(jobs)} answers (judge mode {getattr(self.judge_cfg, 'mode', None)!r}; "
+                "sampled judges must write a score the parser reads; 'logits' always scores)")
         with np.errstate(invalid="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 

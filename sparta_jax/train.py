@@ -10,6 +10,7 @@ would have.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -360,8 +361,9 @@ def check_context(config, context: int) -> None:
                               f"model's context of {context} tokens")
 
 
-def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics, judge: Tribe | None) -> None:
-    """Every member on the dev items, the best one on test; iteration 0 is the initial tribe."""
+def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics, judges) -> None:
+    """Every member on the dev items, the best one on test; iteration 0 is the initial tribe.
+    judges: None (open-ended answers judged by the tribe's other members) or a member_eval.Panel."""
     from sparta_jax import member_eval
 
     cfg = config.evaluation
@@ -379,7 +381,7 @@ def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, met
     progress = Progress(f"iteration {t} evaluation", m * len(dev) + len(test) * (m if cfg.test_all_members else 1),
                         "answers")
     key = phase_key(config.seed, t, "evaluation")
-    scorer = member_eval.TribeScorer(tribe, judge=judge, judge_cfg=config.judge, mode=config.mode,
+    scorer = member_eval.TribeScorer(tribe, judges=judges, judge_cfg=config.judge, mode=config.mode,
                                      rng=jax.random.fold_in(key, 1), label=f"iteration {t} evaluation judging")
     started = time.perf_counter()
     result = {"iteration": t, **member_eval.evaluate_tribe(tribe, dev, test, cfg, key, progress, scorer)}
@@ -393,12 +395,16 @@ def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, met
         f"[{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}] on {best['n']} items")
 
 
-def needs_judge_model(config, data: dict) -> bool:
+def evaluates_judged_split(config, data: dict) -> bool:
     from sparta_jax import member_eval
 
     cfg = config.evaluation
-    return bool(cfg.enabled and cfg.judge != "tribe" and any(
+    return bool(cfg.enabled and any(
         member_eval.split_kind(data.get(s, [])[: cfg[s]]) == member_eval.JUDGED for s in ("dev", "test")))
+
+
+def needs_judge_model(config, data: dict) -> bool:
+    return config.evaluation.judge != "tribe" and evaluates_judged_split(config, data)
 
 
 def dpo_config(config) -> dpo.DPOConfig:
@@ -433,11 +439,18 @@ def run(config, workdir: str) -> dict:
 
     # config.tribe, or diverse starting experts (trained once and cached, copied when asked)
     tribe_cfg, adapters = tribe_source(config, mesh, log=log)
-    judge = build_judge(config.evaluation.judge, config.tribe, config.sampler, mesh) if needs_judge_model(
+    from sparta_jax.member_eval import Panel
+
+    judges = Panel(build_judge(config.evaluation.judge, config.tribe, config.sampler, mesh)) if needs_judge_model(
         config, data) else None  # a named model judges open-ended evaluation answers
     oracle = None
     if method != "sparta":  # a baseline trains one model: the initial tribe's best, picked at iteration 0
-        actor, names = choose_actor(config, tribe_cfg, adapters, data, workdir, mesh, judge)
+        initial = functools.cache(lambda: build_initial_tribe(config, tribe_cfg, adapters, mesh))
+        actor, names = choose_actor(config, initial, data, workdir, judges)
+        if judges is None and evaluates_judged_split(config, data):
+            # One model cannot judge itself: the rest of the initial tribe judges it, held frozen
+            # (kept in memory beside the actor), as it judged the actor at iteration 0.
+            judges = Panel(initial(), tuple(i for i, n in enumerate(names) if n != actor))
         tribe_cfg, adapters = actor_config(tribe_cfg, names, actor, adapters)
         oracle = method_oracle(config, mesh)
         log(f"method {method}: training {actor}, the initial tribe's best member by dev accuracy"
@@ -458,7 +471,7 @@ def run(config, workdir: str) -> dict:
         state = restore_or_start(config, tribe, ckpt, trainer)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
         trainer.install(tribe, state.trainable)
-        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judge)  # e.g. the initial tribe
+        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judges)  # e.g. the initial tribe
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
             folder = iteration_dir(workdir, t)
@@ -497,7 +510,7 @@ def run(config, workdir: str) -> dict:
             state = RunState(state.rater, trainable, t + 1)
             log(one_line(summary))
             trainer.install(tribe, trainable)
-            evaluation_phase(config, tribe, t, data, workdir, metrics, judge)
+            evaluation_phase(config, tribe, t, data, workdir, metrics, judges)
             if jax.process_index() == 0:
                 from sparta_jax.report import write_report
 
@@ -543,25 +556,30 @@ def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeR
 
 
 # ---------------------------------------------------------------------------------- baselines
-def choose_actor(config, tribe_cfg, adapters, data: dict, workdir: str, mesh, judge: Tribe | None):
+def build_initial_tribe(config, tribe_cfg, adapters, mesh) -> Tribe | MixedTribe:
+    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
+    check_context(config, context_length(tribe))
+    return tribe
+
+
+def choose_actor(config, initial, data: dict, workdir: str, judges):
     """(member, the whole tribe's names): the member a baseline trains, methods.member or else the
     initial tribe's best by dev accuracy (the iteration-0 evaluation, run here on the whole tribe,
-    which is built only for it). Kept in method.json, so a resumed run trains the same member
-    without building the whole tribe again."""
+    `initial()`, built only when needed). Kept in method.json, so a resumed run trains the same
+    member without building the whole tribe again."""
     path = os.path.join(workdir, "method.json")
     if os.path.exists(path):
         with open(path) as f:
             chosen = json.load(f)
         return chosen["member"], tuple(chosen["tribe"])
-    tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=adapters)
-    check_context(config, context_length(tribe))
+    tribe = initial()
     actor = config.methods.member
     if not actor:
         if not config.evaluation.enabled:
             raise ConfigError(f"method {method_of(config)!r} trains one member: name it in methods.member, or "
                               "enable evaluation to pick the initial tribe's best by dev accuracy")
         with MetricsWriter(workdir, first_step=1) as metrics:
-            evaluation_phase(config, tribe, 0, data, workdir, metrics, judge)
+            evaluation_phase(config, tribe, 0, data, workdir, metrics, judges)
         evaluated = os.path.join(iteration_dir(workdir, 0), "evaluation.json")
         if not os.path.exists(evaluated):
             raise ConfigError(f"method {method_of(config)!r}: the dev split cannot be evaluated, so no best member "

@@ -72,6 +72,7 @@ RECORDS = [{"instruction": "Write one sentence about the sea.", "evaluator": "ju
 TEXTS = [["The sea is wide.", "Red."], ["Waves.", "Blue is one."], ["Salt water everywhere.", "Yellow"]]
 
 
+@pytest.mark.reference
 def test_tribe_judges_exclude_the_answering_member_and_average(chat_base):
     base, adapters = chat_base
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
@@ -95,7 +96,8 @@ def test_tribe_judges_exclude_the_answering_member_and_average(chat_base):
 
     # A named judge model: its base alone scores every answer once.
     judge = build_judge(base, tribe_cfg, sampler_cfg, mesh)
-    named = member_eval.TribeScorer(tribe, judge=judge, judge_cfg=judge_cfg, mode="fixed").judge_scores(
+    named = member_eval.TribeScorer(tribe, judges=member_eval.Panel(judge), judge_cfg=judge_cfg,
+                                    mode="fixed").judge_scores(
         [1], RECORDS, TEXTS[1:2])
     want = [combat.logit_scores(judge, [(-1, combat.judge_prompt_ids(judge, r["instruction"], t, judge_cfg=judge_cfg,
                                                                       mode="fixed"))], batch_size=1)[0]
@@ -104,6 +106,33 @@ def test_tribe_judges_exclude_the_answering_member_and_average(chat_base):
     assert all(1.0 <= x <= 10.0 for x in want)
 
 
+@pytest.mark.reference
+def test_a_baseline_is_judged_by_the_rest_of_the_initial_tribe_and_alone_is_an_error(chat_base):
+    """A baseline's tribe is its one trained member: nobody is left to judge its open-ended answers.
+    Alone it is an error (it read as accuracy 0.0 with every answer unscored); with the rest of the
+    initial tribe as a frozen panel, its scores are the ones the whole tribe gives it."""
+    from sparta_jax.tribe import actor_config
+
+    base, adapters = chat_base
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    tribe_cfg, sampler_cfg, judge_cfg = _cfgs(base, adapters)
+    whole = build_tribe(tribe_cfg, sampler_cfg, mesh)
+    actor_cfg, actor_adapters = actor_config(tribe_cfg, whole.names, "b", tuple(adapters))
+    actor = build_tribe(actor_cfg, sampler_cfg, mesh, adapters=actor_adapters)
+    assert actor.names == ("b",)
+    alone = member_eval.TribeScorer(actor, judge_cfg=judge_cfg, mode="fixed")
+    with pytest.raises(member_eval.EvaluationError, match="no one can judge b's open-ended answers"):
+        alone.score([0], RECORDS, TEXTS[1:2])
+    panel = member_eval.Panel(whole, (0, 2))
+    got = member_eval.TribeScorer(actor, judges=panel, judge_cfg=judge_cfg, mode="fixed").judge_scores(
+        [0], RECORDS, TEXTS[1:2])
+    want = member_eval.TribeScorer(whole, judge_cfg=judge_cfg, mode="fixed").judge_scores([1], RECORDS, TEXTS[1:2])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert ((got >= 1) & (got <= 10)).all()
+
+
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_base):
     base, _ = chat_base
     data = tmp_path / "prompts.jsonl"
@@ -139,6 +168,44 @@ def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_
     assert not (workdir / "iteration_001" / "judge_signal.json").exists()  # no reference answers
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
+def test_baseline_on_open_ended_items_is_judged_by_the_frozen_initial_tribe(tmp_path, chat_base):
+    """Self-Rewarding on open-ended prompts with the tribe's own judges: every evaluation of its one
+    model, before and after training, is scored by the other initial members (nothing unscored)."""
+    base, _ = chat_base
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Write a short line about the number {i}."}) + "\n"
+                            for i in range(40)))
+    config = tmp_path / "open_ended.py"
+    config.write_text(
+        "import ml_collections\n"
+        "from sparta_jax.config_files import load_config\n"
+        "def get_config():\n"
+        f"    c = load_config({os.path.join(REPO, 'configs', 'tiny.py')!r})\n"
+        f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(data)!r}, instruction_field='prompt',\n"
+        "                                            evaluator='judged', dev=3, test=3, seed=0))\n"
+        "    return c\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    workdir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
+         f"--config.tribe.base={base}", "--config.iterations=1", "--config.instructions_per_iteration=2",
+         "--config.method=self_rewarding", "--config.methods.self_rewarding.samples=2",
+         "--config.generation.max_new_tokens=8", "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    actor = json.load(open(workdir / "method.json"))["member"]
+    for t in (0, 1):
+        ev = json.load(open(workdir / f"iteration_00{t}" / "evaluation.json"))
+        s = ev["dev"][actor]
+        assert s["n"] == 3 and s["n_unparsed"] == 0 and 1.0 <= s["mean_score"] <= 10.0
+        assert s["accuracy"] == pytest.approx((s["mean_score"] - 1) / 9, abs=1e-9)
+    assert set(json.load(open(workdir / "iteration_001" / "evaluation.json"))["dev"]) == {actor}
+
+
+@pytest.mark.reference
 def test_sampled_judges_parse_scores_and_count_the_unscored(chat_base, monkeypatch):
     """`sampled` mode: judge texts go through the SPEC score parser; an answer no judge scored counts 0."""
     base, adapters = chat_base
@@ -160,3 +227,6 @@ def test_sampled_judges_parse_scores_and_count_the_unscored(chat_base, monkeypat
     (summary,) = scorer.score([0], RECORDS, TEXTS[:1])
     assert summary["n_unparsed"] == 1 and summary["mean_score"] == 7.0
     assert summary["accuracy"] == pytest.approx(((7 - 1) / 9 + 0) / 2)
+    judge_texts[:2] = ["I like it.", "no score"]  # judges that write nonsense on every answer: an error, not 0.0
+    with pytest.raises(member_eval.EvaluationError, match="no judge scored any of 4 answers"):
+        scorer.score([0], RECORDS, TEXTS[:1])
