@@ -40,6 +40,23 @@ def _check_tribe(config) -> None:
     _check(config, "tribe.lora_rank", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
 
 
+def _check_method(config, method: str) -> None:
+    """A baseline's own settings (config.methods[method])."""
+    cfg = config.methods[method]
+    need_two = ("samples", "judgments") if method == "meta_rewarding" else ("samples",)  # a pair, a battle
+    for key in [k for k in need_two if k in cfg]:
+        _check(config, f"methods.{method}.{key}", lambda v: isinstance(v, int) and v >= 2,
+               "must be an integer >= 2 (a pair needs two)")
+    if method == "self_rewarding":
+        _check(config, "methods.self_rewarding.judgments", lambda v: isinstance(v, int) and v >= 1,
+               "must be an integer >= 1")
+        _check(config, "methods.self_rewarding.prompt", lambda v: v in ("rubric", "sparta"),
+               "must be 'rubric' (Yuan et al.'s additive 5-point judge) or 'sparta' (the 1-10 judge prompt)")
+    if method == "meta_rewarding":
+        _check(config, "methods.meta_rewarding.length_tier", lambda v: 0.0 <= v < 0.5,
+               "must be in [0, 0.5) (the length control's quality tier rho; 0 = top and bottom scores only)")
+
+
 def validate_config(config) -> None:
     positive = lambda v: v > 0  # noqa: E731
     prob = lambda v: 0.0 <= v <= 1.0  # noqa: E731
@@ -49,9 +66,7 @@ def validate_config(config) -> None:
 
         _check(config, "method", lambda v: v in METHODS, f"must be one of {', '.join(METHODS)}")
         if config.method != "sparta":
-            for key in [k for k in ("samples", "judgments") if k in config.methods[config.method]]:
-                _check(config, f"methods.{config.method}.{key}", lambda v: isinstance(v, int) and v >= 2,
-                       "must be an integer >= 2 (a pair needs two)")
+            _check_method(config, config.method)
     _check(config, "iterations", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "instructions_per_iteration", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "seed", lambda v: isinstance(v, int), "must be an integer")

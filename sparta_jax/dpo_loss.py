@@ -23,8 +23,10 @@ and a single loss type. With ``Δ = (πc - rc) - (πr - rr)``:
 
 * ``sppo`` (SPPO, Wu et al. 2024, Eq. 4.7 as a loss): with per-pair win probabilities
   ``Pc, Pr`` (each response's estimated probability of beating the current policy),
-  ``(πc - rc - (Pc - ½)/β)² + (πr - rr - (Pr - ½)/β)²``; β is SPPO's 1/η. With the hard
-  probabilities ``Pc = 1, Pr = 0`` (the default) it is TRL 1.16's ``sppo_hard`` exactly.
+  ``((πc - rc - (Pc - ½)/β)² + (πr - rr - (Pr - ½)/β)²) / 2``, the mean of the two terms as
+  SPPO's own trainer takes it; β is SPPO's 1/η. With the hard probabilities ``Pc = 1, Pr = 0``
+  (the default) it is half of TRL 1.16's ``sppo_hard``, which sums them (under AdamW the factor
+  acts only through gradient clipping and Adam's epsilon).
 
 ``label_smoothing`` is ignored by ``hinge``, ``ipo`` and ``sppo``, as in TRL.
 """
@@ -97,7 +99,8 @@ def dpo_loss(
     else:  # sppo: each log-ratio regressed onto (P(win) - 1/2) / beta
         pc_win = 1.0 if chosen_targets is None else jnp.asarray(chosen_targets, dtype)
         pr_win = 0.0 if rejected_targets is None else jnp.asarray(rejected_targets, dtype)
-        losses = (chosen_logratios - (pc_win - 0.5) / beta) ** 2 + (rejected_logratios - (pr_win - 0.5) / beta) ** 2
+        losses = ((chosen_logratios - (pc_win - 0.5) / beta) ** 2
+                  + (rejected_logratios - (pr_win - 0.5) / beta) ** 2) / 2
 
     chosen_rewards = jax.lax.stop_gradient(beta * chosen_logratios)
     rejected_rewards = jax.lax.stop_gradient(beta * rejected_logratios)

@@ -133,7 +133,8 @@ class TribeScorer:
                 count[k, i] += 1
         if records and not count.any():
             raise EvaluationError(
-                f"{self.label}: no judge scored any of {len(jobs)} answers (judge mode {getattr(self.judge_cfg, 'mode', None)!r}; "
+                f"{self.label}: no judge scored any of {len(jobs)} answers "
+                f"(judge mode {getattr(self.judge_cfg, 'mode', None)!r}; "
                 "sampled judges must write a score the parser reads; 'logits' always scores)")
         with np.errstate(invalid="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)

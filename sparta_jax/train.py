@@ -471,7 +471,8 @@ def run(config, workdir: str) -> dict:
         state = restore_or_start(config, tribe, ckpt, trainer)
         metrics = MetricsWriter(workdir, first_step=state.next_iteration)
         trainer.install(tribe, state.trainable)
-        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judges)  # e.g. the initial tribe
+        # e.g. the initial tribe
+        evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judges)
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
             folder = iteration_dir(workdir, t)

@@ -43,6 +43,23 @@ def test_bad_dpo_extras_name_their_key(key, value):
         validate_config(config)
 
 
+@pytest.mark.parametrize("method, key, value, ok", [
+    ("self_rewarding", "judgments", 1, True), ("self_rewarding", "judgments", 0, False),
+    ("self_rewarding", "samples", 1, False), ("self_rewarding", "prompt", "pairwise", False),
+    ("meta_rewarding", "judgments", 1, False), ("meta_rewarding", "length_tier", 0.5, False),
+    ("meta_rewarding", "length_tier", 0.0, True), ("sppo", "samples", 2, True),
+])
+def test_baseline_settings_name_their_key(method, key, value, ok):
+    config = load("tiny")
+    config.method = method
+    setattr(config.methods[method], key, value)
+    if ok:
+        validate_config(config)
+    else:
+        with pytest.raises(ConfigError, match=rf"config\.methods\.{method}\.{key} = "):
+            validate_config(config)
+
+
 def _full(config):
     config.tribe.kind = "full"
 
@@ -69,6 +86,7 @@ def test_bad_tribe_kind_values_name_their_key(edit, message):
         validate_config(config)
 
 
+@pytest.mark.reference
 def test_full_tribe_member_folders_are_checked(tmp_path, smollm2_dir):
     """Full tribes need distinct member folders of tribe.base's architecture; each fault is named."""
     from tiny_models import save_hf_model, save_tiny_chat_model

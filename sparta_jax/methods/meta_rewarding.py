@@ -1,16 +1,21 @@
 """Meta-Rewarding (Wu et al., 2024): Self-Rewarding, plus the model judges its own judgments.
 
-Per instruction the model writes `samples` answers and `judgments` judgments of each answer
-(sampled text through the Sparta judge prompt; an answer's score is the mean of its parsed
-judgments). Actor pairs: the best-scored answer over the worst. Then, as meta-judge, it
-compares every two distinct judgments of one answer, in both orders (position bias cancels),
-and each judgment's wins rank them: judge pairs are the most-winning judgment over the least,
-with the judge prompt as the instruction. Both kinds of pair train in the same DPO step.
+Per instruction the model writes `samples` answers and `judgments` sampled judgments of each
+answer with Self-Rewarding's additive 5-point rubric (methods.rubric). An answer's score follows
+`judge.mode`: `sampled` the mean of its judgments' parsed points, `logits` its expected points.
+Actor pairs, with the paper's length control: with S_max and S_min the best and worst scores and
+`length_tier` = rho in [0, 0.5), the chosen answer is the SHORTEST of those scoring at least
+(1 - rho) S_max + rho S_min, the rejected the LONGEST of those scoring at most (1 - rho) S_min +
+rho S_max (length in characters); rho = 0 picks among the top and bottom scores only. Then, as
+meta-judge, the model compares every two distinct judgments of one answer, in both orders
+(position bias cancels), and each judgment's wins rank them: judge pairs are the most-winning
+judgment over the least, with the rubric prompt as the instruction. Both kinds of pair train in
+the same DPO step.
 
 The meta-judge answers in the judge mode: `logits` compares the probabilities of "1" and "2"
 after "Better judgment: Judgment "; `sampled` writes text, parsed for "Judgment 1" / "2".
-Our reading of Wu et al.'s settings: 7 answers and 3 judgments per answer. Their length
-control of the actor pairs is not implemented.
+Our reading of Wu et al.'s settings: 7 answers and 3 judgments per answer; rho = 0.2 is our
+default (the value is a tunable of theirs).
 """
 from __future__ import annotations
 
@@ -21,12 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from sparta_jax import combat
+from sparta_jax.methods import rubric
 from sparta_jax.methods.common import ACTOR, best_and_worst, fold, json_scores, sample_answers
-from sparta_jax.methods.self_rewarding import pair_from_scores
-from sparta_jax.sparta import parse_score
-from sparta_jax.sparta.judging import judge_prompt
 
-DEFAULTS = dict(samples=7, judgments=3)
+DEFAULTS = dict(samples=7, judgments=3, length_tier=0.2)
 
 
 def jobs_per_instruction(cfg) -> int:
@@ -69,9 +72,26 @@ def judgment_pair(prompt: str, judgments: Sequence[str], battles: Sequence[tuple
             "chosen_wins": float(wins[hi]), "rejected_wins": float(wins[lo]), "kind": "judgment"}
 
 
-def answer_score(judgment_scores: Sequence[float | None]) -> float:
-    parsed = [s for s in judgment_scores if s is not None]
-    return float(np.mean(parsed)) if parsed else float("nan")
+def length_controlled_pair(instruction: str, answers: Sequence[str], scores: Sequence[float], rho: float):
+    """The actor pair of one instruction under the length control (module docstring): the shortest
+    top-tier answer over the longest bottom-tier one, with both scores; None when fewer than two
+    scores parsed, all tie, or the two texts are the same."""
+    if not 0.0 <= rho < 0.5:
+        raise ValueError(f"methods.meta_rewarding.length_tier must be in [0, 0.5), got {rho}")
+    valid = [i for i, s in enumerate(scores) if not np.isnan(s)]
+    if len(valid) < 2:
+        return None
+    top, bottom = max(scores[i] for i in valid), min(scores[i] for i in valid)
+    if top == bottom:
+        return None
+    high = [i for i in valid if scores[i] >= (1 - rho) * top + rho * bottom]
+    low = [i for i in valid if scores[i] <= (1 - rho) * bottom + rho * top]
+    chosen = min(high, key=lambda i: (len(answers[i]), -scores[i]))  # shortest; then the higher score
+    rejected = max(low, key=lambda i: (len(answers[i]), -scores[i]))  # longest; then the lower score
+    if answers[chosen] == answers[rejected]:
+        return None
+    return {"instruction": instruction, "chosen": answers[chosen], "rejected": answers[rejected],
+            "chosen_score": scores[chosen], "rejected_score": scores[rejected], "kind": "answer"}
 
 
 def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, progress=lambda n: None):
@@ -81,14 +101,17 @@ def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, 
     texts = [r["instruction"] for r in instructions]
     answers = sample_answers(tribe, texts, cfg.samples, gen_cfg=config.generation, rng=fold(rng, 0),
                              progress=progress)
-    # judgments[q][a][n]: the n-th judgment of answer a of instruction q
-    prompts = [[combat.judge_prompt_ids(tribe, t, a, judge_cfg=judge_cfg, mode=config.mode) for a in row]
-               for t, row in zip(texts, answers)]
-    jobs = [(ACTOR, ids) for row in prompts for ids in row for _ in range(cfg.judgments)]
-    flat = iter(combat.generate_texts(tribe, jobs, gen_cfg=judge_cfg, rng=fold(rng, 1),
-                                      batch_size=judge_cfg.batch_size, progress=progress))
-    judgments = [[[next(flat) for _ in range(cfg.judgments)] for _ in row] for row in answers]
-    scores = [[answer_score([parse_score(j) for j in js]) for js in row] for row in judgments]
+    # judgments[q][a][n]: the n-th sampled judgment of answer a of instruction q (the meta-judge reads them)
+    prompts = [rubric.rubric_prompt_ids(tribe, t, a, max_tokens=judge_cfg.max_prompt_tokens, mode=config.mode)
+               for t, row in zip(texts, answers) for a in row]
+    flat = iter(rubric.sample_judgments(tribe, prompts, cfg.judgments, judge_cfg=judge_cfg, rng=fold(rng, 1),
+                                        adapter=ACTOR, progress=progress))
+    judgments = [[next(flat) for _ in row] for row in answers]
+    if judge_cfg.mode == "logits":  # the actor's scores follow the judge mode, as every method's do
+        points = iter(rubric.logit_points(tribe, prompts, batch_size=judge_cfg.batch_size, adapter=ACTOR))
+        scores = [[float(next(points)) for _ in row] for row in answers]
+    else:
+        scores = [[rubric.mean_points([rubric.parse_points(j) for j in js]) for js in row] for row in judgments]
 
     battles = []  # (q, a, i, j, first, second): judgment `first` shown as Judgment 1
     for q, row in enumerate(judgments):
@@ -103,11 +126,11 @@ def make_pairs(config, tribe, instructions: Sequence[dict], *, rng, judge=None, 
         outcomes.setdefault((q, a), []).append((i, j, None if v is None else (first, second)[v]))
     records, rows = [], []
     for q, text in enumerate(texts):
-        pair = pair_from_scores(text, answers[q], scores[q])
+        pair = length_controlled_pair(text, answers[q], scores[q], cfg.length_tier)
         if pair:
             records.append(pair)
         for a, answer in enumerate(answers[q]):
-            jp = judgment_pair(judge_prompt(text, answer), judgments[q][a], outcomes.get((q, a), []))
+            jp = judgment_pair(rubric.rubric_prompt(text, answer), judgments[q][a], outcomes.get((q, a), []))
             if jp:
                 records.append(jp)
         rows.append({"instruction": text, "answers": answers[q], "scores": json_scores(scores[q]),

@@ -1,7 +1,9 @@
 """SPPO (Wu et al., 2024): K answers per instruction; a preference oracle gives pairwise win
-probabilities P(y_i > y_j); each answer's win rate against the policy is its mean over the
-others; the loss regresses each response's log-ratio onto (win rate - 1/2) / beta (dpo_loss
-"sppo"), on the pair (highest win rate, lowest win rate) as the SPPO code builds its data.
+probabilities P(y_i > y_j); each answer's win rate against the policy is its mean over all K
+answers, itself included (P(y_i > y_i) = 1/2, as the authors' compute_prob does); the loss
+regresses each response's log-ratio onto (win rate - 1/2) / beta and averages the two squared
+terms as SPPO's own trainer does (dpo_loss "sppo"), on the pair (highest win rate, lowest win
+rate) as the SPPO code builds its data.
 
 The oracle is the model itself through the Sparta judge prompt (Wu et al. use PairRM; name a
 model folder in `methods.sppo.oracle` to use one), its scores turned into Bradley-Terry
@@ -30,15 +32,13 @@ def win_probabilities(scores: Sequence[float], temperature: float) -> np.ndarray
 
 
 def win_rates(scores: Sequence[float], temperature: float) -> np.ndarray:
-    """Each answer's mean win probability against the other parsed answers (nan if unparsed)."""
+    """Each answer's mean win probability against every parsed answer, itself included at 1/2
+    (nan if unparsed, or when it is the only parsed answer: nothing to compare it with)."""
     p = win_probabilities(scores, temperature)
     valid = ~np.isnan(np.asarray(scores, np.float64))
     out = np.full(len(scores), np.nan)
-    for i in np.flatnonzero(valid):
-        others = valid.copy()
-        others[i] = False
-        if others.any():
-            out[i] = p[i, others].mean()
+    if valid.sum() >= 2:
+        out[valid] = p[np.ix_(valid, valid)].mean(axis=1)
     return out
 
 

@@ -330,7 +330,7 @@ def effective_judgements(
 # --------------------------------------------------------------------------------------
 # The `logits` judge mode
 # --------------------------------------------------------------------------------------
-def logit_expected_score(logliks: Any) -> Tuple[np.ndarray, np.ndarray]:
+def logit_expected_score(logliks: Any, values: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Ten candidate log-likelihoods ("1".."10", last axis) -> (softmax probs, expected score).
 
     A candidate's log-likelihood is that of the judge writing exactly that number after
@@ -338,11 +338,12 @@ def logit_expected_score(logliks: Any) -> Tuple[np.ndarray, np.ndarray]:
     digit follows (see `number_continuation_ids`), so "1" is not counted again inside "10".
     Normalising over the ten conditions on the judge writing a whole number in 1..10. Works on
     any leading batch shape; -inf entries get probability 0. Raises ValueError on NaN, +inf or
-    a row that is all -inf.
+    a row that is all -inf. `values`: other candidates' values (e.g. a 0..5 rubric's points).
     """
+    values = LOGIT_CANDIDATE_VALUES if values is None else np.asarray(values, np.float64)
     x = np.asarray(logliks, dtype=np.float64)
-    if x.ndim == 0 or x.shape[-1] != len(LOGIT_CANDIDATES):
-        raise ValueError(f"expected ten log-likelihoods on the last axis, got shape {x.shape}")
+    if x.ndim == 0 or x.shape[-1] != len(values):
+        raise ValueError(f"expected {len(values)} log-likelihoods on the last axis, got shape {x.shape}")
     if np.isnan(x).any() or np.isposinf(x).any():
         raise ValueError("log-likelihoods must not be NaN or +inf")
     top = x.max(axis=-1, keepdims=True)
@@ -350,7 +351,7 @@ def logit_expected_score(logliks: Any) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError("every candidate has log-likelihood -inf")
     e = np.exp(x - top)
     probs = e / e.sum(axis=-1, keepdims=True)
-    expected = probs @ LOGIT_CANDIDATE_VALUES
+    expected = probs @ values
     return probs, expected
 
 
@@ -366,8 +367,9 @@ def number_continuation_ids(token_texts: Sequence[str]) -> np.ndarray:
     return np.asarray([i for i, text in enumerate(token_texts) if text[:1] in "0123456789" and text], np.int64)
 
 
-def logit_candidate_ids(tokenizer: Any, prefix: str = LOGIT_ASSISTANT_PREFIX) -> Tuple[Tuple[int, ...], ...]:
-    """Token ids of each candidate "1".."10" as a continuation of `prefix`.
+def logit_candidate_ids(tokenizer: Any, prefix: str = LOGIT_ASSISTANT_PREFIX,
+                        candidates: Sequence[str] = LOGIT_CANDIDATES) -> Tuple[Tuple[int, ...], ...]:
+    """Token ids of each candidate ("1".."10" by default) as a continuation of `prefix`.
 
     Taken as encode(prefix + candidate) minus the tokens of encode(prefix) when those are a
     prefix of it (the usual case); otherwise encode(candidate) alone.
@@ -375,7 +377,7 @@ def logit_candidate_ids(tokenizer: Any, prefix: str = LOGIT_ASSISTANT_PREFIX) ->
     codec = as_codec(tokenizer)
     base = codec.encode(prefix)
     out = []
-    for cand in LOGIT_CANDIDATES:
+    for cand in candidates:
         ids = codec.encode(prefix + cand)
         if ids[: len(base)] == base and len(ids) > len(base):
             out.append(tuple(ids[len(base):]))
