@@ -11,6 +11,13 @@ A source spec (a dict, or an ml_collections ConfigDict) says where instructions 
     {"kind": "hf", "name": "gsm8k", "config": "main",
      "split": {"train": "train", "test": "test"}, ...fields}
     {"kind": "tfds", "name": "...", "split": {...}, "data_dir": "/x/tfds", ...fields}
+    {"kind": "paper", "task": "gsm8k", "root": "/x/data"}  # the paper's released data/ folder
+    {"kind": "hf", "task": "gsm8k"}                         # the paper task's public dataset
+
+The paper's tasks ("task" = one of `sparta_jax.paper_tasks.TASK_NAMES`) come with their own
+row mapping, prompts and evaluator: no field mapping is given for them. See
+`sparta_jax.paper_tasks` for the files each task reads, its public dataset, and the keys
+("public_splits", "name", "config", ...) that mix or redirect the two.
 
 Field mapping (local, hf, tfds): "instruction_field" (default "instruction"), or an
 "instruction_template" such as "{question}\\n{options}" formatted with the row's fields;
@@ -24,7 +31,18 @@ splits out of it deterministically (seeded by "seed", test first, then dev).
 
 For "hf" and "tfds", "split" is either a mapping {our split: their split} or one split
 name (stored under that name, "validation" as "dev"); without it, "hf" loads every split
-of the dataset ("validation" -> "dev"), and "tfds" loads "train" and "test".
+of the dataset ("validation" -> "dev"), and "tfds" loads "train" and "test". An "hf"
+"config" may be a list: the configs' rows are concatenated per split (MATH's subjects).
+
+Held-out splits for "hf" and "paper": when the source has a "train" split but no "test" or
+no "dev", "test" and "dev" (counts) carve them out of train, deterministically (seeded by
+"seed", test first, then dev), never out of a test split. A generic "hf" source carves only
+the counts it is given; a paper task carves `paper_tasks.default_holdout` unless told
+(set "dev": 0 to carve none), and no test where its test set is the public one (MATH, MedQA,
+TruthfulQA: see `paper_tasks`). Counts for a split the source already has are ignored.
+
+`reference_problems(records)` lists the records whose reference answer is missing or cannot
+be read by their evaluator: they stay in every split (never dropped), and count as wrong.
 
 Every failure a user can cause (a missing file, an empty data set, a missing field, an
 unknown kind, a data set that cannot be fetched) raises `DataError`, a ValueError whose
@@ -41,7 +59,7 @@ import numpy as np
 
 from sparta_jax import tasks as tasks_lib
 
-KINDS = ("bundled", "local", "hf", "tfds")
+KINDS = ("bundled", "local", "hf", "tfds", "paper")
 SAMPLING_MODES = ("faithful", "fixed")
 _EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -84,6 +102,8 @@ def load_instructions(spec: Any) -> Dict[str, List[dict]]:
         return _load_hf(spec)
     if kind == "tfds":
         return _load_tfds(spec)
+    if kind == "paper":
+        return _load_paper(spec)
     raise DataError(f"unknown data source kind {kind!r}; known kinds: {', '.join(KINDS)}")
 
 
@@ -318,18 +338,16 @@ def _split_map(spec: Mapping[str, Any], default: Optional[Mapping[str, str]]
     raise DataError(f"'split' must be a split name or a mapping, got {split!r}")
 
 
-def _load_hf(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
+def _hf_datasets(spec: Mapping[str, Any], name: str, configs: Sequence[Optional[str]],
+                 mapping: Optional[Mapping[str, str]]) -> Dict[str, list]:
+    """{our split: [(config, their split, dataset)]}, one entry per config, in order."""
     import datasets
 
-    name = spec.get("name")
-    if not name:
-        raise DataError("an 'hf' source needs 'name' (a Hugging Face dataset id)")
-    config = spec.get("config")
     kwargs = {k: spec[k] for k in ("revision", "data_dir", "cache_dir") if spec.get(k)}
-    label = f"Hugging Face dataset {name!r}" + (f" (config {config!r})" if config else "")
 
-    def fetch(**extra):
+    def fetch(config, **extra):
         args = (name, config) if config else (name,)
+        label = f"Hugging Face dataset {name!r}" + (f" (config {config!r})" if config else "")
         try:
             return datasets.load_dataset(*args, **kwargs, **extra)
         except Exception as e:
@@ -337,22 +355,119 @@ def _load_hf(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
                             "Loading by name needs network access or a local Hugging Face "
                             "cache; for files on disk use kind='local'.") from e
 
-    mapping = _split_map(spec, None)
-    out: Dict[str, List[dict]] = {}
-    if mapping is None:
-        dd = fetch()
-        if not hasattr(dd, "items"):
-            raise DataError(f"{label} returned {type(dd).__name__}, not a split mapping")
-        for their, ds in dd.items():
-            ours = _our_name(str(their))
-            out[ours] = _records_from_rows(ds, spec, ours, f"{label} split {their!r}",
-                                           columns=getattr(ds, "column_names", None))
-    else:
-        for ours, their in mapping.items():
-            ds = fetch(split=their)
-            out[ours] = _records_from_rows(ds, spec, ours, f"{label} split {their!r}",
-                                           columns=getattr(ds, "column_names", None))
+    out: Dict[str, list] = {}
+    for config in configs:
+        if mapping is None:
+            dd = fetch(config)
+            if not hasattr(dd, "items"):
+                raise DataError(f"Hugging Face dataset {name!r} returned {type(dd).__name__}, "
+                                "not a split mapping")
+            for their, ds in dd.items():
+                out.setdefault(_our_name(str(their)), []).append((config, str(their), ds))
+        else:
+            for ours, their in mapping.items():
+                out.setdefault(ours, []).append((config, their, fetch(config, split=their)))
     return out
+
+
+def _hf_configs(value: Any) -> List[Optional[str]]:
+    value = _plain(value)
+    if isinstance(value, (list, tuple)):
+        return [str(c) for c in value] or [None]
+    return [value or None]
+
+
+def _hf_label(name: str, parts: list) -> str:
+    configs = [c for c, _, _ in parts if c]
+    their = sorted({t for _, t, _ in parts})
+    return (f"Hugging Face dataset {name!r}" + (f" (config {', '.join(map(repr, configs))})" if configs else "")
+            + f" split {', '.join(map(repr, their))}")
+
+
+def _load_hf(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
+    if spec.get("task") is not None:
+        from sparta_jax import paper_tasks
+
+        return _load_hf_task(spec, paper_tasks.get_task(spec["task"]))
+    name = spec.get("name")
+    if not name:
+        raise DataError("an 'hf' source needs 'name' (a Hugging Face dataset id), or 'task' "
+                        "(one of the paper's tasks)")
+    out: Dict[str, List[dict]] = {}
+    for ours, parts in _hf_datasets(spec, name, _hf_configs(spec.get("config")), _split_map(spec, None)).items():
+        rows = [row for _, _, ds in parts for row in ds]
+        out[ours] = _records_from_rows(rows, spec, ours, _hf_label(name, parts),
+                                       columns=getattr(parts[0][2], "column_names", None))
+    return _hold_out(out, spec, task=None)
+
+
+def _load_hf_task(spec: Mapping[str, Any], task) -> Dict[str, List[dict]]:
+    """A paper task's public dataset, mapped by the task's own rows (see paper_tasks)."""
+    from sparta_jax import paper_tasks
+
+    if task.public is None:
+        raise DataError(f"task {task.name!r} has no public dataset; use kind='paper' with the "
+                        "authors' released files")
+    name = spec.get("name") or task.public.name
+    is_default = name == task.public.name  # another dataset: its own config and splits
+    configs = _hf_configs(spec["config"]) if spec.get("config") is not None else (
+        list(task.public.configs) if is_default else [None])
+    mapping = _split_map(spec, task.public.splits if is_default else None)
+    out: Dict[str, List[dict]] = {}
+    for ours, parts in _hf_datasets(spec, name, configs, mapping).items():
+        several = len(parts) > 1
+        rows = [(f"{config}-{ours}-{i}" if several else f"{ours}-{i}", _decode(dict(row)))
+                for config, _, ds in parts for i, row in enumerate(ds)]
+        where = _hf_label(name, parts)
+        records = paper_tasks.build_records(task, ours, rows, public=True, where=where)
+        if not records:
+            raise DataError(f"{where} has no rows for task {task.name!r}")
+        out[ours] = records
+    return _hold_out(out, spec, task=task)
+
+
+def _load_paper(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
+    """A paper task from the authors' released files, optionally with some splits from the
+    task's public dataset ("public_splits")."""
+    from sparta_jax import paper_tasks
+
+    task = paper_tasks.get_task(spec.get("task"))
+    out = paper_tasks.released_splits(task, spec.get("root"))
+    public = _plain(spec.get("public_splits")) or ()
+    public = [public] if isinstance(public, str) else [str(s) for s in public]
+    if public:
+        if task.public is None:
+            raise DataError(f"task {task.name!r} has no public dataset to take {public} from")
+        unknown = [s for s in public if s not in task.public.splits]
+        if unknown:
+            raise DataError(f"task {task.name!r}: the public dataset has no split for {unknown}; "
+                            f"it gives {sorted(task.public.splits)}")
+        hf_spec = {k: spec[k] for k in ("name", "config", "revision", "cache_dir", "data_dir")
+                   if spec.get(k) is not None}
+        hf_spec.update(split={s: task.public.splits[s] for s in public}, dev=0, test=0)
+        out.update(_load_hf_task(hf_spec, task))
+    return _hold_out(out, spec, task=task)
+
+
+def _hold_out(splits: Dict[str, List[dict]], spec: Mapping[str, Any], task) -> Dict[str, List[dict]]:
+    """Carve the "test" and "dev" splits the source lacks out of its train split (module
+    docstring); `task` (a paper task, or None) sets the default counts."""
+    train = splits.get("train")
+    want_test = "test" not in splits and (task is None or task.carve_test)
+    want_dev = "dev" not in splits
+    if not train or not (want_test or want_dev):
+        return splits
+    if task is not None:
+        from sparta_jax import paper_tasks
+
+        default_test, default_dev = paper_tasks.default_holdout(len(train), want_test, want_dev)
+    else:
+        default_test = default_dev = 0
+    counts = {"test": default_test if spec.get("test") is None else spec["test"],
+              "dev": default_dev if spec.get("dev") is None else spec["dev"]}
+    counts = {k: (int(v) if want else 0) for (k, v), want in zip(counts.items(), (want_test, want_dev))}
+    carved = _carve(train, {**counts, "seed": spec.get("seed", 0)}, "train")
+    return {**splits, **carved}
 
 
 def _load_tfds(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
@@ -449,3 +564,33 @@ def check_prompt_lengths(records: Sequence[dict], tokenizer_encode: Callable[[st
         if len(ids) > max_tokens:
             too_long.append(record)
     return too_long
+
+
+# ---------------------------------------------------------------------------------------
+# reference answers
+
+
+def reference_problems(records: Sequence[Mapping[str, Any]]) -> Dict[str, List[str]]:
+    """{"missing": [ids], "unparseable": [ids]}: the records without a reference answer
+    (or MC targets), and those whose reference their evaluator cannot read (or that name
+    no evaluator). Open-ended ("judged") records need none. Such records are kept in their
+    split; scoring counts them as wrong (`evaluation.evaluate(..., missing_reference=...)`)."""
+    from sparta_jax import evaluation
+
+    out: Dict[str, List[str]] = {"missing": [], "unparseable": []}
+    for i, record in enumerate(records):
+        status = evaluation.reference_status(record)
+        if status != evaluation.REFERENCE_OK:
+            out[status].append(str(record.get("id", i)))
+    return out
+
+
+def describe_reference_problems(split: str, records: Sequence[Mapping[str, Any]]) -> Optional[str]:
+    """One line naming how many of a split's records lack a usable reference, or None."""
+    problems = reference_problems(records)
+    bad = problems["missing"] + problems["unparseable"]
+    if not bad:
+        return None
+    example = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+    return (f"split {split!r}: {len(problems['missing'])} of {len(records)} records have no reference answer "
+            f"and {len(problems['unparseable'])} one that cannot be read (e.g. {example}); they count as wrong")

@@ -455,7 +455,7 @@ def test_bundled_records_flow_through_sampling():
                                 "test": 4, "seed": 1})
     picked = sample_instructions(splits["train"], 10, iteration=3, seed=0, mode="fixed")
     assert all(r in splits["train"] for r in picked)
-    assert data_lib.KINDS == ("bundled", "local", "hf", "tfds")
+    assert data_lib.KINDS == ("bundled", "local", "hf", "tfds", "paper")
 
 
 def test_tfds_source_real_unprepared_dir(tmp_path):
@@ -492,6 +492,7 @@ SpartaTinyQa(data_dir=sys.argv[1], file_format="array_record").download_and_prep
 '''
 
 
+@pytest.mark.e2e
 def test_tfds_source_reads_a_real_locally_built_dataset(tmp_path):
     """A dataset prepared with TFDS's builder API in another process (so this one knows only its
     files), loaded through kind="tfds" with a field mapping and a split mapping, no TensorFlow."""
