@@ -6,9 +6,11 @@ serves every member. The loss is, per member, the mean negative log-likelihood o
 tokens (transformers' causal-LM loss: a mean over the batch's counted tokens), summed over
 members; members are independent, and gradient clipping is per member, as in DPO.
 
-A member with no examples in a step has no rows in its batch: its gradient is zero either way,
-so leaving it out changes nothing but the cost (experts with little data finish early while
-the others go on).
+A member with no examples in a step has no rows in its batch, and the step leaves its adapter
+and its optimizer moments exactly as they were: a zero gradient alone would not, since AdamW's
+momentum and weight decay keep moving an adapter after its data is done (a unit gradient for
+10 steps, then zeros, moves a weight 10.0 by step 10 and 19.6 by step 94). So experts with
+little data finish early, frozen, while the others go on.
 """
 from __future__ import annotations
 
@@ -99,6 +101,22 @@ def make_lora_sft_step(graphdef, cfg: SFTConfig, optimizer: optax.GradientTransf
             return jnp.sum(nll), {"loss": nll, "tokens": tokens}
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return dpo.apply_gradients(state, grads, optimizer, cfg), metrics
+        new = dpo.apply_gradients(state, grads, optimizer, cfg)
+        return new._replace(params=keep_idle_members(new.params, state.params, batch.members),
+                            opt_state=keep_idle_members(new.opt_state, state.opt_state, batch.members)), metrics
 
     return dpo.ShardingKeepingStep(step)
+
+
+def keep_idle_members(new, old, members, member_axis: int = 1):
+    """`new` for the members that trained this step (`members`), `old` for the rest, leaf by
+    leaf over the member axis of LoRA leaves [layers, members, ...] and of their Adam moments;
+    leaves without that axis (Adam's step count) are taken from `new`."""
+    def pick(n, o):
+        if getattr(n, "ndim", 0) <= member_axis:
+            return n
+        size = n.shape[member_axis]
+        trained = jnp.zeros((size,), jnp.bool_).at[jnp.asarray(members)].set(True)
+        return jnp.where(trained.reshape((1,) * member_axis + (size,) + (1,) * (n.ndim - member_axis - 1)), n, o)
+
+    return jax.tree.map(pick, new, old)

@@ -35,6 +35,7 @@ def random_examples(n, seed):
              rng.integers(1, TINY["vocab_size"], int(rng.integers(1, 6))).tolist()) for _ in range(n)]
 
 
+@pytest.mark.reference
 def test_member_loss_and_gradients_match_peft(tmp_path, mesh1):
     """Per member: the HF causal-LM loss (labels -100 on prompt and padding) and its LoRA gradients."""
     save_hf_model("qwen2", tmp_path / "model")
@@ -117,42 +118,72 @@ def test_training_specialises_each_member(tmp_path, mesh1):
     assert np.all(own < other - 1.0), (own, other)
 
 
-def test_a_member_out_of_examples_is_left_out_at_no_change_to_the_step(tmp_path, mesh1):
-    """Leaving a member without examples out of the batch (its rows cost compute, teach nothing)
-    gives the same weights and losses as giving it rows of fillers, for every member."""
+def _sft_states(tmp_path, mesh1, batches, cfg):
+    """(params, optimizer-state leaves, losses) at the start (no losses) and after each SFT step
+    over `batches`, for a tribe of 3 LoRA members."""
     from sparta_jax.models.lora import AdapterSpec, LoraConfig
 
-    save_hf_model("llama", tmp_path / "model")
+    if not (tmp_path / "model").exists():
+        save_hf_model("llama", tmp_path / "model")
     lora = LoraConfig(tuple(AdapterSpec(f"m{i}", 4, 8.0, targets=("q_proj", "v_proj")) for i in range(3)))
+    model, _ = from_pretrained(str(tmp_path / "model"), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False, lora=lora)
+    for name, value in model.lora.arrays().items():  # B = 0 at init: make every adapter act
+        getattr(model.lora, name).set_value(value + 0.01 * jax.random.normal(jax.random.key(len(name)), value.shape))
+    optimizer = sft.make_optimizer(cfg)
+    graphdef, trainable, frozen = dpo.split_lora(model)
+    step = sft.make_lora_sft_step(graphdef, cfg, optimizer)
+    state = dpo.init_train_state(trainable, optimizer, cfg, len(batches))
+    snapshot = lambda s, loss: ({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(s.params)},  # noqa: E731
+                                [np.asarray(x) for x in jax.tree.leaves(s.opt_state)], loss)
+    out = [snapshot(state, None)]
+    for batch in batches:
+        state, metrics = step(state, frozen, batch)
+        out.append(snapshot(state, np.asarray(metrics["loss"])))
+    return out
+
+
+def test_a_member_out_of_examples_is_left_out_and_frozen(tmp_path, mesh1):
+    """Leaving a member without examples out of the batch gives the other members the same weights
+    and losses as giving it rows of fillers; the member left out does not move at all (with filler
+    rows, AdamW's weight decay moves it), and both active members learn."""
     data = [random_examples(3, seed=8), [], random_examples(2, seed=9)]
     subset = sft.examples_to_batch(data, 12, pad_id=0, rows=3)
     assert subset.ids.shape == (2, 3, 12) and subset.members.tolist() == [0, 2]
     filler = sft.SFTBatch(*(np.insert(x, 1, 0, axis=0) for x in subset[:3]), np.arange(3, dtype=np.int32))
     filler.mask[1, :, 0] = True  # a filler row: one pad token, nothing trained
     cfg = sft.SFTConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant", weight_decay=0.01)
-    results = []
-    for batch in (subset, filler):
-        model, _ = from_pretrained(str(tmp_path / "model"), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False,
-                                   lora=lora)
-        for name, value in model.lora.arrays().items():  # B = 0 at init: make every adapter act
-            getattr(model.lora, name).set_value(value + 0.01 * jax.random.normal(jax.random.key(len(name)), value.shape))
-        optimizer = sft.make_optimizer(cfg)
-        graphdef, trainable, frozen = dpo.split_lora(model)
-        step = sft.make_lora_sft_step(graphdef, cfg, optimizer)
-        state = dpo.init_train_state(trainable, optimizer, cfg, 2)
-        state, first = step(state, frozen, batch)
-        state, second = step(state, frozen, batch)
-        results.append(({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)},
-                        [np.asarray(x["loss"]) for x in (first, second)]))
-    (p_subset, loss_subset), (p_filler, loss_filler) = results
-    for k in p_subset:
-        np.testing.assert_allclose(p_subset[k], p_filler[k], rtol=1e-5, atol=1e-5)
-    for a, b in zip(loss_subset, loss_filler):
+    (initial, _, _), *left_out = _sft_states(tmp_path, mesh1, [subset, subset], cfg)
+    _, *fillers = _sft_states(tmp_path, mesh1, [filler, filler], cfg)
+    p_left, p_fill = left_out[-1][0], fillers[-1][0]
+    for k in p_left:
+        np.testing.assert_allclose(p_left[k][:, [0, 2]], p_fill[k][:, [0, 2]], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(p_left[k][:, 1], initial[k][:, 1], err_msg=k)  # never moved
+    for (_, _, a), (_, _, b) in zip(left_out, fillers):
         np.testing.assert_allclose(a, b[[0, 2]], rtol=1e-5)
         assert b[1] == 0.0
-    assert loss_subset[1][0] < loss_subset[0][0] and loss_subset[1][1] < loss_subset[0][1]  # both members learn
+    assert left_out[1][2][0] < left_out[0][2][0] and left_out[1][2][1] < left_out[0][2][1]  # both members learn
+    moved = [k for k in p_fill if not np.array_equal(p_fill[k][:, 1], p_left[k][:, 1])]
+    assert moved  # filler rows: weight decay and momentum move member 1
 
 
+def test_an_idle_member_is_bit_identical_from_its_last_real_step(tmp_path, mesh1):
+    """Member 1 trains in step 1 only; steps 2 and 3 leave its adapter and its Adam moments exactly as
+    step 1 left them (AdamW's momentum alone would keep moving them), while the others go on."""
+    data = [random_examples(3, seed=8), random_examples(3, seed=10), random_examples(2, seed=9)]
+    full = sft.examples_to_batch(data, 12, pad_id=0, rows=3)
+    without = sft.examples_to_batch([data[0], [], data[2]], 12, pad_id=0, rows=3)
+    cfg = sft.SFTConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant", weight_decay=0.01)
+    _, (p1, o1, _), _, (p3, o3, _) = _sft_states(tmp_path, mesh1, [full, without, without], cfg)
+    for k in p1:
+        np.testing.assert_array_equal(p3[k][:, 1], p1[k][:, 1], err_msg=k)
+        assert not np.array_equal(p3[k][:, 0], p1[k][:, 0]) and not np.array_equal(p3[k][:, 2], p1[k][:, 2])
+    moments = [(a, b) for a, b in zip(o1, o3) if a.ndim >= 2 and a.shape[1] == 3]
+    assert moments
+    for a, b in moments:
+        np.testing.assert_array_equal(b[:, 1], a[:, 1])
+
+
+@pytest.mark.reference
 def test_held_out_and_too_long_items_are_skipped(smollm2_dir):
     tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
     records = [{"instruction": "What is 2 + 2?", "answer": 4}, {"instruction": "What is 3 + 3?", "answer": 6},
@@ -190,6 +221,8 @@ def cli_args(base, cache):
             "--config.experts.examples=12", "--config.experts.rows_per_member=4", "--config.experts.learning_rate=0.01"]
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_cli_builds_caches_and_the_loop_starts_from_the_experts(tmp_path, tiny_chat_base):
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
@@ -297,6 +330,8 @@ def _tiny_config(base, cache, every, judge=False):
     return c
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tiny_chat_base, monkeypatch):
     from safetensors.numpy import load_file
 
@@ -339,6 +374,8 @@ def test_a_killed_expert_build_resumes_to_the_uninterrupted_result(tmp_path, tin
     assert (first["examples"], first["judge_examples"]) == (12, 4)
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_two_processes_build_the_same_experts_as_one(tmp_path, tiny_chat_base):
     """jax.distributed with two CPU processes (one device each): every process gathers the adapters,
     process 0 writes them, both return the folders; equal to one process with two devices."""
@@ -374,6 +411,7 @@ def test_two_processes_build_the_same_experts_as_one(tmp_path, tiny_chat_base):
             np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
 
 
+@pytest.mark.reference
 def test_judge_examples_are_the_judges_own_prompt_with_a_score_target(smollm2_dir):
     """Experts may learn to judge: the exact chat prompt the tribe's judges read, over a right or a
     near-miss wrong answer to a training instruction, with `{"score": N}` as the target."""
@@ -413,6 +451,7 @@ def test_judge_examples_are_the_judges_own_prompt_with_a_score_target(smollm2_di
             experts.judge_settings({"judge": bad})
 
 
+@pytest.mark.reference
 def test_experts_mix_in_judge_examples_at_their_share(tmp_path, tiny_chat_base, mesh1):
     from sparta_jax.config_files import load_config
 
