@@ -91,6 +91,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.evaluation = ml_collections.ConfigDict(dict(
         enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
         judge="tribe",  # open-ended ("judged") items: scored by the other members, or by this model folder
+        # the member a run reports: "last" (the best by dev after the last iteration: the gain a run
+        # claims) or "best_dev" (the best dev score over every iteration, 0 included; sparta_jax/selection.py)
+        select="last",
         temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=512, batch_size=32))
     c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
     c.distributed = ml_collections.ConfigDict(dict(

@@ -33,6 +33,7 @@ import numpy as np
 
 from sparta_jax.evaluation import wilson_interval
 from sparta_jax.run_summary import own_and_replayed, pairs_text, read_json as _read
+from sparta_jax.selection import mean_member, pick, read_evaluations
 from sparta_jax.stats import bootstrap_interval, mcnemar_exact, pearson_r, sign_test
 
 
@@ -74,32 +75,11 @@ def task_label(config: dict) -> str:
 
 
 def evaluations(workdir: str) -> dict[int, dict]:
-    out = {}
-    for entry in sorted(os.listdir(workdir)):
-        if entry.startswith("iteration_") and entry[10:].isdigit():
-            ev = _read(os.path.join(workdir, entry, "evaluation.json"))
-            if ev is not None:
-                out[int(entry[10:])] = ev
-    return out
+    return read_evaluations(workdir)
 
 
 def best_test(ev: dict) -> dict:
     return ev["test"][ev["best_member"]]
-
-
-def mean_member(ev: dict, seed: int = 0) -> dict | None:
-    """Every member's test outcomes averaged per item, when every member was scored on the same
-    test items (evaluation.test_all_members): accuracy, a bootstrap 95% interval over items, each
-    member's accuracy and the per-item means; None otherwise."""
-    test = ev.get("test") or {}
-    scores = {name: entry.get("scores") for name, entry in test.items()}
-    if len(scores) < 2 or any(v is None for v in scores.values()) or len({len(v) for v in scores.values()}) != 1:
-        return None
-    table = np.asarray(list(scores.values()), np.float64)  # [members, items]
-    items = table.mean(axis=0)
-    return {"accuracy": float(items.mean()), "n": int(items.size), "members": len(scores),
-            "ci95": bootstrap_interval(lambda idx: float(items[idx].mean()), items.size, seed=seed),
-            "per_member": {name: float(np.mean(v)) for name, v in scores.items()}, "item_means": items.tolist()}
 
 
 def judges_and_reputations(workdir: str, last: int, audit: dict | None) -> dict | None:
@@ -142,6 +122,7 @@ def arm_summary(workdir: str) -> dict:
         "pairs_replayed": replayed,
         "before": {"member": evals[0]["best_member"], **_figures(before)},
         "after": {"member": evals[last]["best_member"], **_figures(after)},
+        "best_dev": _best_dev(evals),
         "paired": mcnemar_exact(before["scores"], after["scores"]),
         "audit_auc": (audit or {}).get("pooled", {}).get("auc"), "minutes": seconds / 60.0,
         "initial_scores": before["scores"], "final_scores": after["scores"],
@@ -150,6 +131,12 @@ def arm_summary(workdir: str) -> dict:
                         if mean_before and mean_after and mean_before["n"] == mean_after["n"] else None),
         "judges": judges_and_reputations(workdir, last, audit),
     }
+
+
+def _best_dev(evals: dict) -> dict:
+    """The best dev score over the run (iteration 0 included): its member, iteration and test figures."""
+    p = pick(evals, "best_dev")
+    return {"member": p.member, "iteration": p.iteration, **(_figures(p.test) if p.test else {})}
 
 
 def _figures(entry: dict) -> dict:
@@ -166,16 +153,24 @@ def markdown(arms: Sequence[dict]) -> str:
         chars = f.get("mean_answer_chars")
         return f"{'–' if chars is None else f'{chars:.0f}'} / {f['no_answer_rate']:.2f}"
 
-    lines = ["| arm | best member test accuracy | lost / gained | McNemar p (vs no training) | answer chars / "
-             "no answer | judge audit AUC | own pairs trained | minutes |", "|---|---|---|---:|---|---:|---|---:|"]
+    def best_dev(a):
+        b = a.get("best_dev")
+        if not b or "accuracy" not in b:
+            return "–"
+        return f"{b['member']} after iteration {b['iteration']}: {b['accuracy']:.3f}"
+
+    lines = ["| arm | best member test accuracy (last) | lost / gained | McNemar p (vs no training) | answer chars / "
+             "no answer | best dev over the run: test | judge audit AUC | own pairs trained | minutes |",
+             "|---|---|---|---:|---|---|---:|---|---:|"]
     first = arms[0]
     lines.append(f"| no training (iteration 0, {first['before']['member']}) | {acc(first['before'])} | – | – | "
-                 f"{form(first['before'])} | {_num(first['audit_auc'])} | – | – |")
+                 f"{form(first['before'])} | – | {_num(first['audit_auc'])} | – | – |")
     for a in arms:
         p = a["paired"]
         lines.append(f"| {a['label']}, after {a['iterations']} iterations ({a['after']['member']}) | {acc(a['after'])} | "
-                     f"{p['lost']} / {p['gained']} | {p['p_value']:.2g} | {form(a['after'])} | {_num(a['audit_auc'])} | "
-                     f"{pairs_text(a['pairs_trained'], a.get('pairs_replayed', []))} | {a['minutes']:.0f} |")
+                     f"{p['lost']} / {p['gained']} | {p['p_value']:.2g} | {form(a['after'])} | {best_dev(a)} | "
+                     f"{_num(a['audit_auc'])} | {pairs_text(a['pairs_trained'], a.get('pairs_replayed', []))} | "
+                     f"{a['minutes']:.0f} |")
     notes = [f"- {a['workdir']}: the initial evaluation differs from {first['workdir']}'s (not the same tribe, "
              "data or seeds?)" for a in arms[1:] if a["initial_scores"] != first["initial_scores"]]
     return "\n".join(lines + notes)

@@ -122,6 +122,10 @@ def validate_config(config) -> None:
            "axis sizes must be positive integers or -1")
     _check(config, "evaluation.judge", lambda v: isinstance(v, str) and v,
            "must be 'tribe' (the other members judge) or a judge model folder ('embedded' for SmolLM2)")
+    if "select" in config.evaluation:  # configs written before evaluation.select report the last iteration
+        _check(config, "evaluation.select", lambda v: v in ("last", "best_dev"),
+               "must be 'last' (the best member by dev after the last iteration) or 'best_dev' (the best dev "
+               "score over every iteration, 0 included)")
     if _get(config, "experts.enabled"):
         _check(config, "tribe.adapters", lambda v: not any(v),
                "must be empty when experts.enabled (the experts are the tribe's adapters)")

@@ -3,14 +3,16 @@
     python -m sparta_jax.export --workdir DIR [--member NAME|best] --out PATH [--merged|--peft] \
         [--step N] [--dtype float32|bfloat16]
 
-`best` is the best member by dev accuracy in the newest evaluation.json of the run. The
-folder loads in transformers (merged) or peft (adapter) and gives the same logits. Members of a
+`best` is the member the run reports (its `evaluation.select`, sparta_jax/selection.py): with
+"last", the best by dev accuracy after the last evaluated iteration, from the latest
+checkpoint; with "best_dev", the member and iteration with the best dev accuracy, from the
+weights the run kept in best_dev/. The line printed names the iteration taken. The folder
+loads in transformers (merged) or peft (adapter) and gives the same logits. Members of a
 full tribe (`tribe.kind = "full"`) are whole models: they export as HF folders only.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -30,16 +32,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def best_member(workdir: str) -> str:
-    files = sorted(glob.glob(os.path.join(workdir, "iteration_*", "evaluation.json")))
-    if not files:
+def best_member(workdir: str) -> tuple[str, int | None, str]:
+    """(member, checkpoint step or None for the latest, checkpoint folder) of the member the run
+    reports under its evaluation.select."""
+    from sparta_jax import selection
+
+    evals = selection.read_evaluations(workdir) if os.path.isdir(workdir) else {}
+    if not evals:
         raise FileNotFoundError(f"{workdir} has no evaluation.json: name a member with --member")
-    with open(files[-1]) as f:
-        return json.load(f)["best_member"]
+    with open(os.path.join(workdir, "config.json")) as f:
+        how = json.load(f).get("evaluation", {}).get("select", "last")
+    picked = selection.pick(evals, how)
+    if how == "last":
+        return picked.member, None, "checkpoints"
+    return picked.member, picked.iteration, selection.BEST_DEV_DIR
 
 
-def load_run_tribe(workdir: str, step: int | None = None):
-    """The run's tribe with the members' weights of checkpoint `step` (default: latest)."""
+def load_run_tribe(workdir: str, step: int | None = None, folder: str = "checkpoints"):
+    """The run's tribe with the members' weights of checkpoint `step` (default: latest) of the
+    checkpoint folder `folder` in the workdir."""
     import ml_collections
 
     from sparta_jax import checkpoints, dpo, sharding
@@ -59,10 +70,11 @@ def load_run_tribe(workdir: str, step: int | None = None):
     tribe = build_tribe(tribe_cfg, config.sampler, mesh, adapters=info.get("adapters"))
     trainer = make_trainer(tribe, dpo.DPOConfig())  # only its split, merge and optimizer state shape
     trainable = trainer.trainable_of(tribe)
-    with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
+    with checkpoints.RunCheckpointer(os.path.join(workdir, folder), create=False) as ckpt:
         step = step if step is not None else ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
+        if step is None or step not in ckpt.all_steps():
+            raise FileNotFoundError(f"{workdir}/{folder} holds no checkpoint of iteration {step}"
+                                    if step is not None else f"{workdir}/{folder} holds no checkpoint yet")
         restored, _, _ = ckpt.restore(step, trainable_target=checkpoints.targets_like(trainable),
                                       opt_state_target=checkpoints.targets_like(trainer.init_opt_state(trainable)))
     trainer.install(tribe, restored)
@@ -78,8 +90,11 @@ def main(argv=None) -> int:
         from sparta_jax.models.export import export_merged, export_peft
         from sparta_jax.models.stack import MemberStack
 
-        member = best_member(args.workdir) if args.member == "best" else args.member
-        tribe, step = load_run_tribe(args.workdir, args.step)
+        member, step, folder = (best_member(args.workdir) if args.member == "best"
+                                else (args.member, None, "checkpoints"))
+        if args.step is not None:
+            step, folder = args.step, "checkpoints"
+        tribe, step = load_run_tribe(args.workdir, step, folder)
         if member not in tribe.names:
             raise ValueError(f"no member {member!r}; the tribe is {list(tribe.names)}")
         tribe = tribe.group(tribe.index(member))  # a mixed tribe's member exports from its own group

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparta_jax.evaluation import wilson_interval
+from sparta_jax.selection import pick
 from sparta_jax.sparta.duel_log import write_bytes_atomic
 from sparta_jax.sparta.judge_signal import pooled_matched
 
@@ -1191,6 +1192,12 @@ def _headline(run: RunData) -> str:
             rows.append(("best initial member (iteration 0 or first evaluated)",
                          f"{_esc(first.get('best_member') or '–')}: test accuracy "
                          f"{_esc(_acc_text(first.get('best_test')))}"))
+        best_dev = pick({it.t: it.evaluation for it in run.iterations if it.evaluation is not None}, "best_dev")
+        select = ((run.config or {}).get("evaluation") or {}).get("select", "last")
+        rows.append((f"best dev over the run (evaluation.select = {_esc(select)})",
+                     f"{_esc(best_dev.member)} after iteration {best_dev.iteration}: test accuracy "
+                     f"{_esc(_acc_text(best_dev.test))}" + (" (reported by this run; the gain claimed is the "
+                                                             "last iteration's)" if select == "best_dev" else "")))
     else:
         rows.append(("best member", "no evaluation in this run"))
     signals = [it.judge_signal for it in run.trained if isinstance(it.judge_signal, dict)]

@@ -47,6 +47,39 @@ def _acc(entry: Optional[dict]) -> str:
     return f"{entry['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]{count}"
 
 
+def evaluation_lines(evals: dict[int, dict], select: str = "last") -> list[str]:
+    """The before / after block of the closing summary: the best member by dev before training,
+    after the last iteration (the gain a run claims) and, when it differs, the best dev over the
+    run (evaluation.select = "best_dev" reports it); McNemar's paired test of the first two on
+    the same test items, and the mean member with its sign test when every member was tested."""
+    from sparta_jax.selection import mean_member, pick
+    from sparta_jax.stats import mcnemar_exact, sign_test
+
+    first = min(evals)
+    start, last, best = pick({first: evals[first]}, "last"), pick(evals, "last"), pick(evals, "best_dev")
+    when = lambda p: "before training" if p.iteration == 0 else f"after iteration {p.iteration}"  # noqa: E731
+    lines = ["best member (by dev accuracy) | dev | test"]
+    for label, p in ((when(start), start), (f"{when(last)} (last: the gain claimed)", last)):
+        lines.append(f"  {label}: {p.member} | {_acc(p.dev)} | {_acc(p.test)}")
+    if (best.iteration, best.member) != (last.iteration, last.member):
+        reported = ", reported (evaluation.select=best_dev)" if select == "best_dev" else ""
+        lines.append(f"  best dev over the run, {when(best)}{reported}: {best.member} | {_acc(best.dev)} | "
+                     f"{_acc(best.test)}")
+    if last.iteration != start.iteration and start.test and last.test and "scores" in start.test and \
+            len(start.test["scores"]) == len(last.test.get("scores", [])):
+        t = mcnemar_exact(start.test["scores"], last.test["scores"])
+        lines.append(f"  paired on the {t['n']} test items: {t['gained']} gained, {t['lost']} lost, "
+                     f"McNemar p = {t['p_value']:.2g}")
+    before, after = mean_member(evals[first]), mean_member(evals[last.iteration])
+    if before and after and before["n"] == after["n"] and last.iteration != first:
+        t = sign_test(before["item_means"], after["item_means"])
+        lines.append(f"mean member (test, {after['members']} members): {before['accuracy']:.3f} "
+                     f"[{before['ci95'][0]:.3f}, {before['ci95'][1]:.3f}] -> {after['accuracy']:.3f} "
+                     f"[{after['ci95'][0]:.3f}, {after['ci95'][1]:.3f}], items up {t['up']} / down {t['down']}, "
+                     f"sign test p = {t['p_value']:.2g}")
+    return lines
+
+
 def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) -> str:
     """The closing block for `iterations` completed iterations; `checkpoint` is the latest one's folder."""
     folder = lambda t: os.path.join(workdir, f"iteration_{t:03d}")  # noqa: E731
@@ -54,13 +87,8 @@ def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) ->
     evals = {t: e for t in range(iterations + 1) if (e := read_json(os.path.join(folder(t), "evaluation.json")))}
     lines = ["", f"== run finished: {iterations} iteration(s) in {workdir} =="]
     if evals:
-        first, last = min(evals), max(evals)
-        lines.append("best member (by dev accuracy) | dev | test")
-        for t in sorted({first, last}):
-            ev = evals[t]
-            best = ev["best_member"]
-            when = "before training" if t == 0 else f"after iteration {t}"
-            lines.append(f"  {when}: {best} | {_acc(ev['dev'].get(best))} | {_acc(ev.get('best_test'))}")
+        select = ((read_json(os.path.join(workdir, "config.json")) or {}).get("evaluation") or {}).get("select", "last")
+        lines += evaluation_lines(evals, select)
     else:
         lines.append("no evaluation in this run (evaluation.enabled, or a split without answers)")
     own, replayed = zip(*[own_and_replayed(s) for s in summaries]) if summaries else ((), ())

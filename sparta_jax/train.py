@@ -395,6 +395,26 @@ def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, met
         f"[{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}] on {best['n']} items")
 
 
+def keep_best_dev(config, workdir: str, t: int, trainable, trainer) -> None:
+    """evaluation.select = "best_dev": when iteration t holds the best dev score so far, keep its
+    weights in the workdir's best_dev/ (the rolling checkpoints may drop them); `export
+    --member=best` reads them there. Done after each evaluation, and again on a resume."""
+    from sparta_jax import selection
+
+    if not config.evaluation.enabled or config.evaluation.get("select", "last") != "best_dev":
+        return
+    evals = selection.read_evaluations(workdir)
+    if not evals or selection.pick(evals, "best_dev").iteration != t:
+        return
+    with checkpoints.RunCheckpointer(os.path.join(workdir, selection.BEST_DEV_DIR), max_to_keep=1,
+                                     async_save=False) as best:
+        latest = best.latest_step()
+        if latest is None or latest < t:
+            best.save(t, trainable=trainable, opt_state=trainer.init_opt_state(trainable),
+                      host_state={"iteration": t})
+            log(f"  best dev so far: iteration {t}, its weights kept in {selection.BEST_DEV_DIR}/")
+
+
 def evaluates_judged_split(config, data: dict) -> bool:
     from sparta_jax import member_eval
 
@@ -473,6 +493,7 @@ def run(config, workdir: str) -> dict:
         trainer.install(tribe, state.trainable)
         # e.g. the initial tribe
         evaluation_phase(config, tribe, state.next_iteration - 1, data, workdir, metrics, judges)
+        keep_best_dev(config, workdir, state.next_iteration - 1, state.trainable, trainer)
         for t in range(state.next_iteration, config.iterations + 1):
             started = time.perf_counter()
             folder = iteration_dir(workdir, t)
@@ -512,6 +533,7 @@ def run(config, workdir: str) -> dict:
             log(one_line(summary))
             trainer.install(tribe, trainable)
             evaluation_phase(config, tribe, t, data, workdir, metrics, judges)
+            keep_best_dev(config, workdir, t, trainable, trainer)
             if jax.process_index() == 0:
                 from sparta_jax.report import write_report
 
