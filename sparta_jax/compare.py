@@ -29,12 +29,11 @@ from typing import Optional, Sequence
 
 import html as html_lib
 
-import numpy as np
 
 from sparta_jax.evaluation import wilson_interval
 from sparta_jax.run_summary import own_and_replayed, pairs_text, read_json as _read
 from sparta_jax.selection import mean_member, pick, read_evaluations
-from sparta_jax.stats import bootstrap_interval, mcnemar_exact, pearson_r, sign_test
+from sparta_jax.stats import mcnemar_exact, pearson_r, sign_test
 
 
 def arm_label(config: dict) -> str:
