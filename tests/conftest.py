@@ -3,6 +3,8 @@
 XLA reads the flag when the backend starts, so it is set before anything imports jax.
 """
 import os
+import shlex
+import sys
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -35,3 +37,88 @@ def compile_cache(tmp_path_factory):
     """One persistent XLA compilation cache for every run the tests launch as a subprocess: a
     program compiled by one test module (the tiny tribes share their shapes) is read by the next."""
     return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, smollm2_dir):
+    """A tiny random Llama that speaks SmolLM2's tokenizer: real chat templates, fast runs."""
+    from tiny_models import save_tiny_chat_model
+
+    folder = tmp_path_factory.mktemp("tiny_base")
+    save_tiny_chat_model(folder, smollm2_dir)
+    return str(folder)
+
+
+# ----------------------------------------------------------------------------- test tiers
+# pytest.ini registers two marks; a test with neither is in the fast tier,
+# `pytest -m "not e2e and not reference"`. Two rules keep the tiers honest, each failing only the test
+# that breaks it, with the fix in the message:
+# - a test that needs an embedded real model (the smollm2_dir or gemma_dir fixture, directly or through
+#   another fixture such as tiny_base) is marked `reference`;
+# - a test that starts a Python process (subprocess, os.system, os.posix_spawn) in its setup (its fixtures)
+#   or its body is marked `e2e`. Only Python interpreters count: libraries may start other programs of
+#   their own (ctypes.util.find_library runs ldconfig, platform runs uname).
+EMBEDDED_MODEL_FIXTURES = ("smollm2_dir", "gemma_dir")
+_LAUNCH_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.posix_spawn"})
+_PYTHON = os.path.realpath(sys.executable)
+_launched = None  # the Python processes the running setup or call started; None outside one
+
+
+def _python_program(event, args):
+    """The command line of a Python process this audit event starts, else None."""
+    if event == "os.system":
+        argv = shlex.split(os.fsdecode(args[0])) if args[0] else []
+    else:  # subprocess.Popen: (executable, args, cwd, env); os.posix_spawn: (path, argv, env)
+        argv = [os.fsdecode(a) for a in args[1]] if args[1] else []
+        if len(argv) >= 3 and argv[1] == "-c" and os.path.basename(argv[0]) in ("sh", "bash", "dash"):
+            argv = shlex.split(argv[2])  # shell=True: the command the shell runs
+        elif args[0] is not None:
+            argv = [os.fsdecode(args[0])] + argv[1:]
+    if not argv:
+        return None
+    program = argv[0]
+    if os.path.realpath(program) == _PYTHON or os.path.basename(program).startswith("python"):
+        return " ".join(argv)
+    return None
+
+
+def _audit(event, args):
+    if _launched is not None and event in _LAUNCH_EVENTS:
+        try:
+            command = _python_program(event, args)
+        except Exception:  # an odd argument shape: not this check's business
+            command = None
+        if command is not None:
+            _launched.append(command)
+
+
+sys.addaudithook(_audit)
+
+
+def _fail_unmarked_launches(item, phase):
+    global _launched
+    if item.get_closest_marker("e2e") is not None:
+        return (yield)
+    _launched = []
+    try:
+        result = yield
+    finally:
+        launched, _launched = _launched, None
+    if launched:
+        pytest.fail(f"{item.nodeid} started a Python process in its {phase} ({launched[0][:200]}) but is not marked "
+                    "e2e: add @pytest.mark.e2e (see pytest.ini)", pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    needs = [f for f in EMBEDDED_MODEL_FIXTURES if f in getattr(item, "fixturenames", ())]
+    if needs and item.get_closest_marker("reference") is None:  # before any fixture is built
+        pytest.fail(f"{item.nodeid} needs the embedded model fixture {needs[0]} but is not marked reference: "
+                    "add @pytest.mark.reference (see pytest.ini)", pytrace=False)
+    return (yield from _fail_unmarked_launches(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _fail_unmarked_launches(item, "call"))

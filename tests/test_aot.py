@@ -51,12 +51,14 @@ def setup():
     return config, mesh, {r["program"]: r for r in rows}
 
 
+@pytest.mark.e2e
 def test_mesh_from_config(setup):
     _, mesh, _ = setup
     assert dict(mesh.shape) == MESH
     assert mesh.devices.size == 8
 
 
+@pytest.mark.e2e
 def test_all_programs_compile_with_positive_memory(setup):
     _, _, rows = setup
     assert set(rows) == {"generate", "judge_score", "judge_generate", "dpo_step"}
@@ -70,6 +72,7 @@ def test_all_programs_compile_with_positive_memory(setup):
     assert rows["dpo_step"]["shape"] == "3 members x 2 pairs x 2 x 128"
 
 
+@pytest.mark.e2e
 def test_arguments_are_the_parameter_shards(setup):
     """Each device receives its shard of the weights, not the whole model."""
     config, mesh, rows = setup
@@ -88,6 +91,7 @@ def test_arguments_are_the_parameter_shards(setup):
     assert shard <= score <= shard + 4096, (score, shard)
 
 
+@pytest.mark.e2e
 def test_dpo_step_holds_lora_moments_and_donates_the_train_state(setup):
     config, mesh, rows = setup
     model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
@@ -103,6 +107,7 @@ def test_dpo_step_holds_lora_moments_and_donates_the_train_state(setup):
     assert 3 * lora <= r["alias_bytes"] <= 3 * lora + 64, (r, lora)
 
 
+@pytest.mark.e2e
 def test_optimizer_moments_shard_like_their_parameters(setup):
     config, mesh, _ = setup
     model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
@@ -165,6 +170,7 @@ def _cli(*extra):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e
 def test_cli_prints_the_table_and_fails_when_a_program_does_not_fit():
     out = _cli("--hbm_gib=4")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -179,6 +185,7 @@ def test_cli_prints_the_table_and_fails_when_a_program_does_not_fit():
     assert "| NO " in tight.stdout
 
 
+@pytest.mark.e2e
 def test_input_shard_bytes_match_the_compiled_arguments(setup):
     """What an out-of-memory row reports as arguments (computed, not compiled) is what XLA counts."""
     from sparta_jax.sampling import Sampler
@@ -201,6 +208,7 @@ def test_full_parameter_tribes_are_refused_with_a_reason():
         aot.compile_config(config, None)
 
 
+@pytest.mark.e2e
 def test_cli_roofline_table_on_fake_devices(tmp_path):
     """--roofline on the 2 x 4 CPU mesh: a decode-step and a DPO-step row whose figures follow
     from one another at the given peaks; a CPU topology without peaks is refused."""
@@ -232,6 +240,7 @@ def mixed_tiny_config():
     return config
 
 
+@pytest.mark.e2e
 def test_mixed_tribes_compile_per_group_with_the_other_groups_weights_beside(setup):
     config, mesh, single = setup
     mixed = mixed_tiny_config()
@@ -258,6 +267,7 @@ def test_mixed_tribes_compile_per_group_with_the_other_groups_weights_beside(set
         assert a["total_bytes"] == single[program]["total_bytes"] + a["other_groups_bytes"]
 
 
+@pytest.mark.e2e
 def test_cli_mixed_tribe_table_names_groups_and_their_neighbours():
     env = {**os.environ, "PYTHONPATH": REPO}
     env.pop("XLA_FLAGS", None)

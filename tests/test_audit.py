@@ -98,6 +98,11 @@ def test_near_misses_are_wrong_and_of_the_same_form():
         r = next(x for x in cased if x["instruction"] == item["instruction"])
         assert evaluation.score(item["wrong"], r["answer"], "cased") == 0.0
         assert item["wrong"].lower() == item["right"].lower()  # the same words, another letter case
+    reversed_items = generate_task("reverse", 10, seed=3)
+    for item in audit.audit_items(reversed_items, 10, "The answer is {answer}.", seed=0):
+        r = next(x for x in reversed_items if x["instruction"] == item["instruction"])
+        assert item["wrong"] == f"The answer is {r['near_miss']}."  # the task's own mistake: the phrase copied
+        assert evaluation.score(item["wrong"], r["answer"], "cased") == 0.0
     with pytest.raises(audit.AuditError, match="does not make answers"):
         audit.audit_items(records, 5, "The answer is {answer}0.", seed=0)
     with pytest.raises(audit.AuditError, match="verifiable task"):
@@ -113,6 +118,8 @@ def chat_base(tmp_path_factory, smollm2_dir):
     return save_tiny_chat_model(tmp_path_factory.mktemp("audit_base"), smollm2_dir)
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_audit_cli(tmp_path, chat_base):
     """Every member judges both answers of each item; the scores are the run's own judge's, the
     table and JSON agree, and the report shows the audit panel."""
@@ -170,6 +177,7 @@ def test_audit_refuses_what_it_cannot_audit():
         audit.run_audit(config, 0, audit.DEFAULT_TEMPLATE)
 
 
+@pytest.mark.reference
 def test_likelihood_scorer_is_each_members_own_log_likelihood_as_transformers_computes_it(chat_base):
     """--scorer=likelihood: the sum of log p(answer tokens | chat prompt), per member; fresh LoRA
     members are the base model, so transformers' log-softmax over the same tokens is the reference."""

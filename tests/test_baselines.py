@@ -12,7 +12,7 @@ import pytest
 from sparta_jax import compare
 from sparta_jax.config_check import ConfigError
 from sparta_jax.tribe import actor_config
-from test_main_loop import final_state, overrides, run_to_end, run_until, tiny_base  # noqa: F401
+from loop_runs import final_state, overrides, run_to_end, run_until
 
 SMALL = {  # fewer samples than the papers' defaults: a tiny random model, a CPU test
     "self_rewarding": ["--config.methods.self_rewarding.samples=2"],
@@ -27,7 +27,9 @@ def _args(base, method):
 
 
 @pytest.mark.parametrize("method", list(SMALL))
-def test_baseline_runs_resumes_exactly_and_compare_reads_it(method, tiny_base, compile_cache, tmp_path):  # noqa: F811
+@pytest.mark.e2e
+@pytest.mark.reference
+def test_baseline_runs_resumes_exactly_and_compare_reads_it(method, tiny_base, compile_cache, tmp_path):
     reference = str(tmp_path / "reference")
     out = run_to_end(reference, _args(tiny_base, method), compile_cache)
     ev0 = json.load(open(os.path.join(reference, "iteration_000", "evaluation.json")))

@@ -232,6 +232,7 @@ open(marker + ".committed", "w").close()
 
 
 @pytest.mark.parametrize("mode", ["during_write", "before_rename"])
+@pytest.mark.e2e
 def test_save_killed_midway_leaves_previous_step(tmp_path, mode):
     directory = tmp_path / "ckpt"
     marker = tmp_path / "marker"

@@ -56,6 +56,7 @@ def lora_model(base_dir, mesh, members=3, seed=0):
     return model
 
 
+@pytest.mark.reference
 def test_sequence_logps_equal_transformers(base_dir, mesh1):
     import transformers
 
@@ -71,6 +72,7 @@ def test_sequence_logps_equal_transformers(base_dir, mesh1):
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.e2e
 def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
     cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant", max_grad_norm=0.05,
                         weight_decay=0.01)
@@ -108,6 +110,7 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
             np.testing.assert_allclose(np.asarray(m1[key])[0], np.asarray(metrics2[key])[m], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
     """And neither recomputation (remat off) nor unrolled scans (for costing) change the step."""
     batch = make_batch(seed=1)
@@ -131,6 +134,7 @@ def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
         np.testing.assert_allclose(np.asarray(m1["loss"]), np.asarray(m2["loss"]), rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_training_lowers_the_loss_and_grows_margins(base_dir, mesh1):
     cfg = dpo.DPOConfig(learning_rate=5e-3, warmup_ratio=0.1, weight_decay=1e-5)
     batch = make_batch(seed=2)
@@ -150,6 +154,7 @@ def test_training_lowers_the_loss_and_grows_margins(base_dir, mesh1):
     assert int(state.step) == 30
 
 
+@pytest.mark.e2e
 def test_chosen_nll_term_holds_the_chosen_answers_up(base_dir, mesh1):
     """dpo.sft_weight: the step's "nll/chosen" is the per-token NLL over the chosen responses' scored
     tokens (12 a row here), and with the term the chosen answers end more likely than without it,
@@ -175,6 +180,7 @@ def test_chosen_nll_term_holds_the_chosen_answers_up(base_dir, mesh1):
     assert np.all(ends[1.0]["rewards/margins"] > 0.5)
 
 
+@pytest.mark.e2e
 def test_full_parameter_tribe_step(base_dir, mesh1):
     """Two full parameter sets stacked: each equals its own single-model step."""
     cfg = dpo.DPOConfig(learning_rate=1e-3, warmup_ratio=0.0, max_grad_norm=0.5, weight_decay=0.1)
@@ -206,6 +212,7 @@ def test_full_parameter_tribe_step(base_dir, mesh1):
     assert flat["layers/q_bias"] is False and flat["layers/attn_norm"] is False and flat["layers/q_proj"] is True
 
 
+@pytest.mark.reference
 def test_learning_rate_schedule_matches_transformers():
     from transformers import get_cosine_schedule_with_warmup
 
@@ -220,6 +227,7 @@ def test_learning_rate_schedule_matches_transformers():
         ref.step()
 
 
+@pytest.mark.e2e
 def test_filler_pairs_change_nothing(base_dir, mesh1):
     """A batch padded with filler pairs (no response tokens) trains exactly like the real pairs alone."""
     cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, max_grad_norm=0.0)

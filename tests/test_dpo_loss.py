@@ -9,9 +9,7 @@ It returns only the batch-mean loss and logs batch-mean metrics, so per-example 
 come from batch-size-1 calls.
 """
 
-import collections
 import math
-import types
 
 import jax
 import jax.numpy as jnp
@@ -20,83 +18,11 @@ import pytest
 import torch
 
 from sparta_jax.dpo_loss import dpo_loss, dpo_metrics
+from trl_loss import StubModel, random_logps, trl_dpo, trl_self
 
 DPOTrainer = pytest.importorskip("trl").DPOTrainer
 
 TOL = dict(rtol=1e-6, atol=1e-6)
-
-
-def _trl_self(beta, loss_type, label_smoothing):
-    """The attributes of DPOTrainer that _compute_loss reads, for plain DPO."""
-    def identity(x):  # single process: gather is a no-op
-        return x
-
-    return types.SimpleNamespace(
-        model=types.SimpleNamespace(training=True),
-        accelerator=types.SimpleNamespace(device=torch.device("cpu"), gather=identity, gather_for_metrics=identity),
-        aux_loss_enabled=False,
-        ld_alpha=None,
-        precompute_ref_logps=True,
-        f_divergence_type="reverse_kl",
-        f_alpha_divergence_coef=0.5,
-        loss_types=[loss_type],
-        loss_weights=[1.0],
-        beta=beta,
-        label_smoothing=label_smoothing,
-        use_weighting=False,
-        args=types.SimpleNamespace(discopop_tau=0.05),
-        _metrics={"train": collections.defaultdict(list), "eval": collections.defaultdict(list)},
-        _total_train_tokens=0,
-        _tp_size=1,
-    )
-
-
-class _StubModel:
-    """Returns fixed per-token log-probs; TRL sums them into sequence log-probs."""
-
-    def __init__(self, log_probs):
-        self.log_probs = log_probs
-
-    def __call__(self, **kwargs):
-        n = self.log_probs.shape
-        return types.SimpleNamespace(
-            log_probs=self.log_probs,
-            entropy=torch.zeros(n),
-            mean_logits=torch.zeros(n),
-            is_top1=torch.zeros(n, dtype=torch.bool),
-        )
-
-
-def trl_dpo(token_logps, ref_chosen, ref_rejected, beta, loss_type, label_smoothing=0.0):
-    """Run TRL's _compute_loss.
-
-    token_logps: float32 torch tensor [2B, T], chosen rows first (TRL's batch layout),
-    the policy's per-token log-probs over a T-token completion. Returns (loss, metrics).
-    """
-    rows, t = token_logps.shape
-    completion_mask = torch.ones(rows, t + 1, dtype=torch.long)
-    completion_mask[:, 0] = 0  # one prompt token, then T completion tokens
-    inputs = {
-        "input_ids": torch.zeros(rows, t + 1, dtype=torch.long),
-        "attention_mask": torch.ones(rows, t + 1, dtype=torch.long),
-        "completion_mask": completion_mask,
-        "ref_chosen_logps": ref_chosen,
-        "ref_rejected_logps": ref_rejected,
-    }
-    self = _trl_self(beta, loss_type, label_smoothing)
-    loss = DPOTrainer._compute_loss(self, _StubModel(token_logps), inputs, return_outputs=False)
-    metrics = {k: v[-1] for k, v in self._metrics["train"].items()}
-    return loss, metrics
-
-
-def _random_logps(seed, b):
-    rng = np.random.default_rng(seed)
-    # Sequence log-probs of a few dozen tokens, policy near the reference.
-    ref = -rng.uniform(5.0, 60.0, size=(2, b))
-    pol = ref + rng.normal(0.0, 5.0, size=(2, b))
-    # Snap to a 2**-10 grid: float32 then adds and subtracts these exactly, so results
-    # cannot depend on the order in which an implementation combines the four inputs.
-    return tuple(np.round(x * 1024) / 1024 for x in (pol[0], pol[1], ref[0], ref[1]))  # float64
 
 
 CASES = [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0), ("hinge", 0.0)]
@@ -105,9 +31,10 @@ BETAS = [0.1, 0.5]
 
 @pytest.mark.parametrize("beta", BETAS)
 @pytest.mark.parametrize("loss_type,label_smoothing", CASES)
+@pytest.mark.reference
 def test_matches_trl_per_example(loss_type, label_smoothing, beta):
     b = 8
-    pc, pr, rc, rr = _random_logps(seed=CASES.index((loss_type, label_smoothing)) * 10 + BETAS.index(beta), b=b)
+    pc, pr, rc, rr = random_logps(seed=CASES.index((loss_type, label_smoothing)) * 10 + BETAS.index(beta), b=b)
     # TRL 1.16's "sigmoid" ignores label_smoothing (see test_trl_sigmoid_ignores_label_smoothing).
     # Its only cDPO-form code in DPOTrainer is "aot": at batch size 1 its sort is the
     # identity and it is -(1-ε)·logσ(βΔ) - ε·logσ(-βΔ), with Δ grouped as
@@ -135,9 +62,10 @@ def test_matches_trl_per_example(loss_type, label_smoothing, beta):
         np.testing.assert_allclose(float(rj[i]) * t, m["rewards/rejected"], rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.reference
 def test_trl_sigmoid_ignores_label_smoothing():
     """Documents why label-smoothed sigmoid is checked against TRL's "aot" above."""
-    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in _random_logps(seed=5, b=8))
+    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in random_logps(seed=5, b=8))
     tok = torch.tensor(np.concatenate([pc, pr])[:, None])
     smoothed, _ = trl_dpo(tok, torch.tensor(rc), torch.tensor(rr), 0.1, "sigmoid", label_smoothing=0.1)
     plain, _ = trl_dpo(tok, torch.tensor(rc), torch.tensor(rr), 0.1, "sigmoid", label_smoothing=0.0)
@@ -146,7 +74,7 @@ def test_trl_sigmoid_ignores_label_smoothing():
 
 def test_cdpo_formula():
     """Label-smoothed sigmoid = conservative DPO, checked in float64 against the closed form."""
-    pc, pr, rc, rr = _random_logps(seed=3, b=16)
+    pc, pr, rc, rr = random_logps(seed=3, b=16)
     beta, eps = 0.2, 0.1
     losses, _, _ = dpo_loss(*map(jnp.asarray, (pc, pr, rc, rr)), beta=beta, label_smoothing=eps)
     z = torch.tensor(beta * ((pc - rc) - (pr - rr)))
@@ -155,9 +83,10 @@ def test_cdpo_formula():
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+@pytest.mark.reference
 def test_metrics_match_trl(loss_type):
     b, beta = 16, 0.1
-    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in _random_logps(seed=7, b=b))
+    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in random_logps(seed=7, b=b))
     losses, cr, rj = jax.jit(dpo_loss, static_argnames="loss_type")(pc, pr, rc, rr, beta=beta, loss_type=loss_type)
     ours = dpo_metrics(losses, cr, rj, pc, pr)
     tok = torch.tensor(np.concatenate([pc, pr])[:, None])  # one token per completion
@@ -181,9 +110,10 @@ def test_policy_equals_reference():
 
 
 @pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.reference
 def test_grad_matches_trl_autograd(beta):
     b = 8
-    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in _random_logps(seed=11, b=b))
+    pc, pr, rc, rr = (np.asarray(x, np.float32) for x in random_logps(seed=11, b=b))
 
     def mean_loss(pc, pr):
         return jnp.mean(dpo_loss(pc, pr, rc, rr, beta=beta)[0])
@@ -213,6 +143,7 @@ def test_unknown_loss_type():
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.reference
 def test_chosen_nll_term_matches_trl_sigmoid_plus_sft(alpha):
     """dpo.sft_weight = α is TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, α] (RPO): the DPO
     mean plus α times the mean NLL over every chosen token of the batch (not a mean of per-pair
@@ -230,7 +161,7 @@ def test_chosen_nll_term_matches_trl_sigmoid_plus_sft(alpha):
     ref = np.round((token.sum(1) + rng.normal(0, 2.0, 2 * b)) * 1024) / 1024
     ref = ref.astype(np.float32)
 
-    self = _trl_self(beta, "sigmoid", 0.0)
+    self = trl_self(beta, "sigmoid", 0.0)
     self.loss_types, self.loss_weights = ["sigmoid", "sft"], [1.0, alpha]
     completion_mask = torch.zeros(2 * b, t + 1, dtype=torch.long)
     for row, n in enumerate(lengths):
@@ -238,7 +169,7 @@ def test_chosen_nll_term_matches_trl_sigmoid_plus_sft(alpha):
     inputs = {"input_ids": torch.zeros(2 * b, t + 1, dtype=torch.long),
               "attention_mask": torch.ones(2 * b, t + 1, dtype=torch.long), "completion_mask": completion_mask,
               "ref_chosen_logps": torch.tensor(ref[:b]), "ref_rejected_logps": torch.tensor(ref[b:])}
-    want = DPOTrainer._compute_loss(self, _StubModel(torch.tensor(token)), inputs, return_outputs=False).item()
+    want = DPOTrainer._compute_loss(self, StubModel(torch.tensor(token)), inputs, return_outputs=False).item()
 
     seq = token.sum(1)
     policy = np.stack([np.append(seq[:b], 0.0), np.append(seq[b:], 0.0)], -1)[None]  # [1 member, b + 1, 2]

@@ -19,6 +19,8 @@ from sparta_jax.preference_batches import pairs_to_batch
 from tiny_models import TINY, save_hf_model
 from trl_reference import trl_dpo_step
 
+pytestmark = pytest.mark.reference
+
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
 
 

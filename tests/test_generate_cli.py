@@ -6,10 +6,13 @@ import subprocess
 import sys
 
 import peft
+import pytest
 import torch
 import transformers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.e2e
 
 
 def run_cli(*args):
@@ -19,6 +22,7 @@ def run_cli(*args):
                           env=env, timeout=300)
 
 
+@pytest.mark.reference
 def test_greedy_answer_on_stdout(smollm2_dir, tmp_path):
     # A PEFT adapter with B = 0 (peft's default init) leaves the function unchanged.
     base = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.e2e
 
 
 def run_smoke(script: str) -> list[list[str]]:

@@ -121,6 +121,7 @@ JUDGE_CASES = [("What is 17 + 25?", "17 + 25 = 42."), ("What is 17 + 25?", "17 +
                ("What is 6 x 7?", "I think the answer is 13, because 6 and 7 make 13.")]
 
 
+@pytest.mark.reference
 def test_logit_scores_equal_pytorch_one_pass_per_candidate(embedded_tribe, smollm2_dir):
     """combat.logit_scores (one tree pass per prompt) == transformers scoring "1".."10" each in
     its own forward pass, with the stop mass of every non-digit token, on real judge prompts."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -12,76 +11,9 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from loop_runs import REPO, TINY_CONFIG, final_state, launch, overrides, run_to_end, run_until
 from sparta_jax.sparta import duel_from_json
 from tiny_models import save_tiny_chat_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory, smollm2_dir):
-    """A tiny random Llama that speaks SmolLM2's tokenizer: real chat templates, fast runs."""
-    folder = tmp_path_factory.mktemp("tiny_base")
-    save_tiny_chat_model(folder, smollm2_dir)
-    return str(folder)
-
-
-def overrides(base):
-    return [f"--config.tribe.base={base}", "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
-            "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"]
-
-
-def launch(workdir, extra, cache, config=TINY_CONFIG):
-    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    env.pop("XLA_FLAGS", None)
-    return subprocess.Popen([sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
-                             *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def run_to_end(workdir, extra, cache, config=TINY_CONFIG):
-    proc = launch(workdir, extra, cache, config)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-4000:]
-    return out
-
-
-def run_until(workdir, extra, cache, marker, config=TINY_CONFIG):
-    """Start a run and SIGKILL it as soon as `marker` shows in its output."""
-    proc = launch(workdir, extra, cache, config)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, f"never saw {marker!r}:\n" + "".join(seen)[-4000:]
-
-
-def final_state(workdir):
-    """Trained LoRA arrays, end reputations and preference files of a finished run, on one device."""
-    import jax
-
-    from sparta_jax.checkpoints import RunCheckpointer
-
-    with RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
-        assert ckpt.all_steps() == [1, 2]
-        targets = ckpt.saved_structure(2, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-        trainable, _, host = ckpt.restore(2, trainable_target=targets[0], opt_state_target=targets[1])
-    params = {k: np.asarray(v) for k, v in _flatten(trainable).items()}
-    prefs = [open(os.path.join(workdir, f"iteration_00{t}", "preferences.jsonl")).read() for t in (1, 2)]
-    return params, host["reputations"], prefs
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}/{k}"))
-        return out
-    return {prefix: tree}
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +24,14 @@ def finished_run(tiny_base, compile_cache, tmp_path_factory):
 
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's own prefix, e.g. "I1201 23:23:04.649756"
 PROJECT_LINE = re.compile(  # every line shape the main loop itself prints
-    r"^(  (iteration \d+ \w+: \d+/\d+ |checkpoint \d+: |before training: |after iteration \d+: )|iteration \d+[ :]"
+    r"^(  (iteration \d+ \w+: \d+/\d+ |checkpoint \d+: |before training: |after iteration \d+[: ]|best dev over the run"
+    r"|paired on the |best dev so far: )|iteration \d+[ :]|mean member \(test"
     r"|evaluation after iteration |report: |== run finished: |best member \(by dev accuracy\)|pairs trained: "
     r"|judge signal: |minutes per phase: |metrics: |checkpoint: |export the best member: |TensorBoard: |resumed from |$)")
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny_base, compile_cache):
     """Orbax's absl INFO lines are off (absl's --verbosity brings them back); the run ends with the
     closing summary, and a finished run started again prints it again."""
@@ -107,12 +42,12 @@ def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny
     assert "CheckpointManagerOptions" not in out and "PyTorch was not found" not in out
     ev0, ev2 = (json.load(open(os.path.join(workdir, f"iteration_00{t}", "evaluation.json"))) for t in (0, 2))
     block = out[out.index("== run finished: 2 iteration(s)"):]
-    for when, ev in (("before training", ev0), ("after iteration 2", ev2)):
+    for when, ev in (("before training", ev0), ("after iteration 2 (last: the gain claimed)", ev2)):
         best, test = ev["best_member"], ev["best_test"]
         assert (f"  {when}: {best} | " in block and f"| {test['accuracy']:.3f} [{test['ci95'][0]:.3f}, "
                 f"{test['ci95'][1]:.3f}] ({test['n_correct']}/{test['n']})" in block), block
     pairs = [json.load(open(os.path.join(workdir, f"iteration_00{t}", "summary.json")))["pairs_trained"] for t in (1, 2)]
-    assert f"pairs trained: {sum(pairs)} ({pairs[0]} + {pairs[1]} per iteration)" in block
+    assert f"pairs trained: {sum(pairs)} own ({pairs[0]} + {pairs[1]} per iteration)" in block
     assert os.path.join(workdir, "report", "report.html") in block and os.path.join(workdir, "checkpoints", "2") in block
     assert f"python -m sparta_jax.export --workdir={workdir} --member=best" in block and "tensorboard --logdir" in block
 
@@ -122,6 +57,7 @@ def test_a_run_prints_its_own_lines_and_closes_with_a_summary(finished_run, tiny
     assert chatter and not any(PROJECT_LINE.match(line) for line in chatter)
 
 
+@pytest.mark.e2e
 def test_the_package_silences_the_no_pytorch_notice():
     script = ("import sys\nsys.modules['torch'] = None  # transformers then finds no PyTorch\n"
               "{}\nimport transformers\n")
@@ -134,6 +70,8 @@ def test_the_package_silences_the_no_pytorch_notice():
     assert "PyTorch was not found" not in ours.stderr and ours.returncode == 0
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
     workdir, out = finished_run
     assert "iteration 2:" in out and "pairs from 4 duels" in out
@@ -183,6 +121,8 @@ def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
         assert abs(replayed[name]["R"] - value["R"]) < 1e-9 and abs(replayed[name]["sigma"] - value["sigma"]) < 1e-9
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_killed_runs_resume_to_the_uninterrupted_result(tiny_base, compile_cache, tmp_path):
     reference = str(tmp_path / "reference")
     run_to_end(reference, overrides(tiny_base), compile_cache)
@@ -208,6 +148,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tiny_base, compile_cache
     (["--config.generation.max_prompt_tokens=1024", "--config.generation.max_new_tokens=16"],
      "generation.max_prompt_tokens + generation.max_new_tokens = 1040 exceeds the model's context of 1024"),
 ])
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_bad_input_gives_a_clear_error_and_no_state(extra, message, tiny_base, tmp_path, compile_cache):
     workdir = tmp_path / "run"
     proc = launch(str(workdir), overrides(tiny_base)[:1] + extra, compile_cache)
@@ -218,6 +160,8 @@ def test_bad_input_gives_a_clear_error_and_no_state(extra, message, tiny_base, t
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_empty_dataset_is_refused(tiny_base, tmp_path, compile_cache):
     """A user's own config file pointing at a local JSONL that has no rows."""
     empty = tmp_path / "empty.jsonl"
@@ -240,6 +184,8 @@ def test_empty_dataset_is_refused(tiny_base, tmp_path, compile_cache):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
     """jax.distributed with two local CPU processes (one device each) == one process with two devices."""
     import socket
@@ -273,6 +219,8 @@ def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["--merged", "--peft"])
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_export_best_member_reloads_with_the_same_logits(finished_run, tmp_path, kind):
     import jax.numpy as jnp
     import peft
@@ -303,6 +251,8 @@ def test_export_best_member_reloads_with_the_same_logits(finished_run, tmp_path,
     assert np.abs(ours - base_only).max() > 1e-6  # the member was trained: the adapter matters
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_random_weights_base_and_the_iteration_benchmark(smollm2_dir, compile_cache, tmp_path):
     """`tribe.base = random:<shape>` (a full-size tribe without its checkpoint) and the per-phase
     table of benchmarks/iteration.py, on the tiny-chat shape."""
@@ -338,6 +288,7 @@ def test_random_weights_base_and_the_iteration_benchmark(smollm2_dir, compile_ca
         assert f"iteration 1 {phase}: {summary['phase_seconds'][phase]:.1f} s" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_unknown_random_shape_is_a_clear_error(tmp_path, compile_cache):
     proc = launch(str(tmp_path / "run"), ["--config.tribe.base=random:qwen9-900b"], compile_cache)
     out, _ = proc.communicate(timeout=300)
@@ -345,6 +296,8 @@ def test_unknown_random_shape_is_a_clear_error(tmp_path, compile_cache):
     assert "tribe.base 'random:qwen9-900b': unknown shape; known: qwen2.5-7b" in out
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm2_dir, compile_cache, tmp_path):
     """tribe.kind='full': three whole models (tribe.member_folders), every weight trained by DPO.
     A run killed in iteration 2 resumes to the uninterrupted result, and an exported member

@@ -20,7 +20,7 @@ import pytest
 from sparta_jax.config_check import ConfigError, validate_config
 from sparta_jax.config_files import load_config
 from sparta_jax.tribe import group_configs
-from test_main_loop import REPO, TINY_CONFIG, final_state, run_to_end, run_until
+from loop_runs import REPO, TINY_CONFIG, final_state, run_to_end, run_until
 from tiny_models import save_tiny_chat_model, save_tiny_gemma_chat_model
 
 
@@ -111,6 +111,8 @@ def mixed_tribe(mixed_run):
     return load_run_tribe(mixed_run[0])
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed_config, compile_cache, tmp_path):
     workdir, _ = mixed_run
     killed = str(tmp_path / "killed")
@@ -126,6 +128,8 @@ def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed
     assert reps_a == reps_b and prefs_a == prefs_b
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_run, mixed_tribe):
     from sparta_jax import combat
     from sparta_jax.sparta import Matchup
@@ -159,6 +163,8 @@ def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_
     assert combat.chat_ids(tribe, "Hi", tribe.index("gemma_1")) == combat.chat_ids(tribe.groups[1], "Hi")
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_each_group_trains_and_the_report_names_each_members_base(mixed_run):
     workdir, _ = mixed_run
     tribe_json = json.load(open(os.path.join(workdir, "tribe.json")))
@@ -178,6 +184,8 @@ def test_each_group_trains_and_the_report_names_each_members_base(mixed_run):
 
 
 @pytest.mark.parametrize("member", ["llama_1", "gemma_0", "full_b"])
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed_run, mixed_tribe, member, tmp_path):
     import jax.numpy as jnp
     import torch
@@ -212,6 +220,8 @@ def tribe_json_bases(workdir):
     return json.load(open(os.path.join(workdir, "tribe.json")))["bases"]
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_the_audit_asks_each_judge_in_its_own_template(mixed_tribe):
     import jax
 

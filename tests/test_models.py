@@ -44,6 +44,7 @@ def one_device_mesh():
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.reference
 def test_logits_match_transformers(family, tmp_path, one_device_mesh):
     hf = save_hf_model(family, tmp_path)
     model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=one_device_mesh, load_tokenizer=False)
@@ -57,6 +58,7 @@ def test_logits_match_transformers(family, tmp_path, one_device_mesh):
     np.testing.assert_allclose(alone[0], out[2, -3:], atol=TOL)
 
 
+@pytest.mark.reference
 def test_sliding_window_changes_the_function(tmp_path):
     """The Mistral window test above is meaningful only if the window alters the logits."""
     ids, mask = left_padded_batch(TINY["vocab_size"], [12])
@@ -72,6 +74,7 @@ def test_sliding_window_changes_the_function(tmp_path):
     ("gemma3", dict(rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                      "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})),
 ])
+@pytest.mark.reference
 def test_each_gemma_feature_changes_the_function(family, change):
     """The Gemma parity tests pin the window, soft-caps, query scalar and Gemma 3's scaled global
     RoPE only because each changes these tiny models' logits (same weights, one setting off)."""
@@ -156,6 +159,7 @@ def peft_model_for(base_dir, adapter_dir):
     return peft.PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 
+@pytest.mark.reference
 def test_lora_stack_matches_peft(peft_tribe, one_device_mesh):
     base_dir, folders = peft_tribe
     names = list(folders)
@@ -188,6 +192,7 @@ def test_mixed_adapter_batch_equals_per_adapter_runs(peft_tribe, one_device_mesh
 
 
 # ------------------------------------------------------------------------------- round trips
+@pytest.mark.reference
 def test_export_merged_and_peft_reload_in_transformers(peft_tribe, tmp_path, one_device_mesh):
     base_dir, folders = peft_tribe
     names = list(folders)

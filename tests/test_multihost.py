@@ -8,12 +8,15 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sparta_jax.models.loading import from_pretrained
 from sparta_jax.models.safetensors_io import CheckpointShards
 from tiny_models import save_hf_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.e2e
 
 
 def free_port() -> int:

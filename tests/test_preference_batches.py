@@ -14,6 +14,7 @@ def tokenizer(smollm2_dir):
     return transformers.AutoTokenizer.from_pretrained(smollm2_dir)
 
 
+@pytest.mark.reference
 def test_fixed_prompt_is_the_generation_prompt_and_ends_with_eos(tokenizer):
     generation = tokenizer.apply_chat_template(
         [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 2+2?"}],
@@ -25,6 +26,7 @@ def test_fixed_prompt_is_the_generation_prompt_and_ends_with_eos(tokenizer):
     assert tokenizer.decode(ids[:-1]) == "4"
 
 
+@pytest.mark.reference
 def test_faithful_reproduces_the_released_formatting(tokenizer):
     p = tokenizer.decode(prompt_ids(tokenizer, "What is 2+2?", mode="faithful", system_prompt=SYSTEM))
     assert SYSTEM not in p and "named SmolLM" in p  # the template's own default system prompt
@@ -33,6 +35,7 @@ def test_faithful_reproduces_the_released_formatting(tokenizer):
     assert tokenizer.eos_token_id not in r  # a literal "</s>", not the model's EOS
 
 
+@pytest.mark.reference
 def test_masks_come_from_lengths_so_a_final_eos_counts(tokenizer):
     triples, dropped = encode_preferences(
         tokenizer, [{"instruction": "Say hi.", "chosen": "Hi!", "rejected": "No."}], mode="fixed", system_prompt=SYSTEM)
@@ -56,6 +59,7 @@ def test_truncation_keeps_prompt_end_and_response_start():
     assert p == prompt[:10] and r == response[:400]
 
 
+@pytest.mark.reference
 def test_pairs_without_room_for_a_response_are_dropped(tokenizer):
     long = "word " * 600
     triples, dropped = encode_preferences(

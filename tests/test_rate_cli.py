@@ -104,6 +104,7 @@ def test_duel_from_json_accepts_per_score_and_whole_null():
     "scheme, mode, extra",
     [("static", "faithful", ()), ("dynamic", "fixed", ()), ("normal", "fixed", ("reputations", "weights"))],
 )
+@pytest.mark.e2e
 def test_replay_cli_reproduces_the_library(tmp_path, log_file, log_records, scheme, mode, extra):
     out = tmp_path / "out.json"
     args = ["--duels", log_file, "--tribe", ",".join(TRIBE), "--scheme", scheme, "--mode", mode, "--out", out]
@@ -139,6 +140,7 @@ def test_replay_cli_reproduces_the_library(tmp_path, log_file, log_records, sche
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
 
 
+@pytest.mark.e2e
 def test_scheme_and_mode_change_the_result(tmp_path, log_file):
     results = {}
     for scheme in ("normal", "static"):
@@ -187,6 +189,7 @@ BAD_LOGS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LOGS))
+@pytest.mark.e2e
 def test_bad_log_names_the_line_and_writes_nothing(tmp_path, case):
     lines, line_no, words = BAD_LOGS[case]
     duels = tmp_path / "duels.jsonl"
@@ -219,6 +222,7 @@ def test_bad_log_names_the_line_and_writes_nothing(tmp_path, case):
         ("bad weights", "unknown model"),
     ],
 )
+@pytest.mark.e2e
 def test_other_bad_inputs(tmp_path, setup, words):
     duels = tmp_path / "duels.jsonl"
     duels.write_text(line() + "\n")
@@ -249,6 +253,7 @@ def test_other_bad_inputs(tmp_path, setup, words):
     assert not out.exists()
 
 
+@pytest.mark.e2e
 def test_later_iteration_with_reputations_and_dynamic(tmp_path):
     # a log of iteration 2 alone: IN.json is the end of iteration 1, enough for `dynamic`
     start = {"ada": {"R": 90.0, "sigma": 0.5}, "bo": {"R": 100.0, "sigma": 0.5}, "cy": {"R": 110.0, "sigma": 0.5}, "dee": {"R": 120.0, "sigma": 0.5}}

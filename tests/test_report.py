@@ -16,6 +16,7 @@ import pytest
 
 from sparta_jax import report
 from sparta_jax.evaluation import wilson_interval
+from sparta_jax.selection import pick
 from sparta_jax.sparta import DuelRecord, JudgeRecord, TribeRater, duel_to_json, make_matchups
 from sparta_jax.sparta.judge_signal import judge_signal
 
@@ -217,6 +218,10 @@ def test_full_report_has_every_panel(full_run):
     assert "panel-error" not in text.replace(".panel-error", "")
     assert "needs &gt;= 4 members" not in text
     assert "no evaluation in this run" not in text.lower()
+    evals = {t: json.load(open(os.path.join(root, f"iteration_{t:03d}", "evaluation.json"))) for t in (0, 1, 2)}
+    best = pick(evals, "best_dev")  # the headline names the best-dev member and its iteration
+    assert (f"best dev over the run (evaluation.select = last)</th><td>{best.member} after iteration "
+            f"{best.iteration}: test accuracy") in text
     assert "<details><summary>config.json" in text and "&quot;scheme&quot;: &quot;static&quot;" in text
 
 
@@ -380,6 +385,7 @@ def test_rewrite_drops_stale_pngs(tmp_path):
     assert sorted(os.listdir(os.path.join(root, "report"))) == ["report.html"]
 
 
+@pytest.mark.e2e
 def test_cli_prints_the_report_path(tmp_path):
     root = make_workdir(str(tmp_path / "work"), duels=8, seed=2)
     out = subprocess.run([sys.executable, "-m", "sparta_jax.report", "--workdir", root],
@@ -391,6 +397,7 @@ def test_cli_prints_the_report_path(tmp_path):
     assert bad.returncode == 1 and "no such directory" in bad.stderr
 
 
+@pytest.mark.e2e
 def test_markdown_table_shows_every_member_and_evaluation(tmp_path):
     root = make_workdir(str(tmp_path / "work"), duels=8, seed=4)
     out = subprocess.run([sys.executable, "-m", "sparta_jax.report", "--workdir", root, "--markdown"],

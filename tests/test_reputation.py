@@ -611,6 +611,7 @@ def test_matches_reference_implementation(scheme, mode):
         assert len(prefs) < 330 - 3  # duels without judges dropped
 
 
+@pytest.mark.e2e
 def test_benchmark_script_runs_and_appends_only_when_asked(tmp_path):
     import subprocess
     import sys

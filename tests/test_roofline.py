@@ -124,6 +124,7 @@ def test_roofline_rows_by_hand():
     assert roofline.array_bytes("(bf16[2,3], pred[4])") == 12 + 4
 
 
+@pytest.mark.e2e
 def test_layer_extrapolation_equals_a_full_compile():
     """The DPO step's cost at L layers from its cost at 1 and 2 (scans unrolled) is the cost of
     compiling all L: what `aot --roofline` relies on for a 28-layer model."""

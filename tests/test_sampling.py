@@ -45,6 +45,7 @@ def hf_greedy(model, prompts, max_new, pad_id=0):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+@pytest.mark.reference
 def test_greedy_equals_transformers_generate(family, tmp_path, mesh1):
     hf = save_hf_model(family, tmp_path)
     model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
@@ -55,6 +56,7 @@ def test_greedy_equals_transformers_generate(family, tmp_path, mesh1):
     assert list(ours.lengths) == [16] * 4 and ours.finish_reasons == ["length"] * 4
 
 
+@pytest.mark.reference
 def test_smollm2_greedy_equals_transformers(smollm2_dir, mesh1):
     model, tokenizer = from_pretrained(smollm2_dir, dtype=jnp.float32, mesh=mesh1)
     hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
@@ -88,6 +90,7 @@ SETTINGS = [(0.7, 50, 0.95), (1.0, 5, 1.0), (1.3, 0, 0.8), (0.5, 200, 0.5), (1.0
 
 
 @pytest.mark.parametrize("candidates", [None, 256])
+@pytest.mark.reference
 def test_filters_equal_transformers_processors(candidates):
     rng = np.random.default_rng(0)
     vocab = 1000
@@ -224,6 +227,7 @@ def test_prompt_longer_than_context_is_refused(lora_model):
 
 
 # ------------------------------------------------------------------------------- scoring
+@pytest.mark.reference
 def test_continuation_scores_equal_transformers_logprobs(tmp_path, mesh1):
     hf = save_hf_model("llama", tmp_path)
     model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
@@ -239,6 +243,7 @@ def test_continuation_scores_equal_transformers_logprobs(tmp_path, mesh1):
         assert abs(ours[r] - expected) < 1e-4, (r, ours[r], expected)
 
 
+@pytest.mark.reference
 def test_candidate_logprobs_equal_one_row_per_candidate(smollm2_dir, mesh1):
     """The judges' "1".."10" scored from one token tree per prompt == scoring each candidate alone,
     and so are candidates on several branches of any depth."""
@@ -263,6 +268,7 @@ def test_candidate_logprobs_equal_one_row_per_candidate(smollm2_dir, mesh1):
 
 
 # ------------------------------------------------------------------- full parameter stacks
+@pytest.mark.reference
 def test_member_stack_rows_equal_each_members_own_model(tmp_path, mesh1):
     """A MemberStack of three full parameter sets: greedy tokens, continuation scores and
     candidate tables of a mixed batch equal transformers on each member's own weights."""

@@ -38,9 +38,9 @@ def test_generate_task_deterministic_and_well_formed(name):
     assert len({it["id"] for it in items}) == 300
     assert len({_stem(it) for it in items}) == 300  # no repeated question
     for it in items:
-        assert set(it) == {"id", "instruction", "answer", "task", "evaluator"}
+        assert set(it) - {"near_miss"} == {"id", "instruction", "answer", "task", "evaluator"}
         assert it["id"].startswith(name + "-")
-        assert it["evaluator"] in (("cased",) if name == "case" else ("numeric", "choice"))
+        assert it["evaluator"] in (("cased",) if name in ("case", "reverse", "rewrite") else ("numeric", "choice"))
         if it["evaluator"] == "numeric":
             assert it["instruction"].endswith("Give the final answer as a number.")
         elif it["evaluator"] == "choice":
@@ -49,8 +49,28 @@ def test_generate_task_deterministic_and_well_formed(name):
     if name == "mixed":
         assert set(Counter(it["task"] for it in items)) == {
             "arithmetic", "word_problems", "multiple_choice"}
+    elif name == "rewrite":
+        assert {it["task"] for it in items} == {"case", "reverse"}
     else:
         assert {it["task"] for it in items} == {name}
+
+
+def test_reverse_and_rewrite_items():
+    """`reverse`: the two words swapped, the phrase copied unchanged as the near miss; `rewrite`:
+    case and reverse items half and half, each keeping its own part's answer and check."""
+    for it in generate_task("reverse", 200, seed=2):
+        kind, phrase = it["instruction"].split(": ")
+        assert kind == "Write these words in reverse order" and len(phrase.split()) == 2
+        assert it["answer"] == " ".join(phrase.split()[::-1]) and it["near_miss"] == phrase
+        assert score(f"The answer is {it['answer']}.", it["answer"], "cased") == 1.0
+        assert score(f"The answer is {phrase}.", it["answer"], "cased") == 0.0  # copied, not reversed
+        assert score(f"The answer is {it['answer'].upper()}.", it["answer"], "cased") == 0.0
+    items = generate_task("rewrite", 400, seed=5)
+    parts = Counter(it["task"] for it in items)
+    assert set(parts) == {"case", "reverse"} and min(parts.values()) > 170
+    assert len({it["instruction"] for it in items}) == 400 and generate_task("rewrite", 100, seed=5) == items[:100]
+    for it in items:
+        assert ("near_miss" in it) == (it["task"] == "reverse") and it["evaluator"] == "cased"
 
 
 def test_case_items_ask_one_case_and_answer_in_it():

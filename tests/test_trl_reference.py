@@ -25,6 +25,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from tiny_models import save_hf_model  # noqa: E402
 from trl_reference import sequence_logps, trl_dpo_step  # noqa: E402
 
+pytestmark = pytest.mark.reference
+
+
 def _save_qwen2(folder, seed=0):
     # Norms and biases randomised too (tiny_models), so weight-decay exclusions and every gradient matter.
     save_hf_model("qwen2", folder, seed)

@@ -57,6 +57,8 @@ def test_verifier_scores_and_preferences():
         combat.single_scores(tribe, [(0, [1, 2])], judge_cfg=Cfg(JUDGE_CFG), rng=None)
 
 
+@pytest.mark.e2e
+@pytest.mark.reference
 def test_verifier_run_is_labelled_and_compare_reads_it(tmp_path, smollm2_dir):
     """A tiny verifier-control run: labelled a control, every judge score is the answer check,
     and `compare` prints its paired before/after row."""

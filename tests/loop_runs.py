@@ -1,0 +1,73 @@
+"""Runs of the main loop (`python -m sparta_jax.main`) as a subprocess, for the end-to-end tests.
+
+Shared by test_main_loop.py, test_baselines.py and test_mixed_tribe.py (the `tiny_base` fixture they
+use is in conftest.py). Everything here launches a process: the tests that call it are marked `e2e`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+
+
+def overrides(base):
+    return [f"--config.tribe.base={base}", "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
+            "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"]
+
+
+def launch(workdir, extra, cache, config=TINY_CONFIG):
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen([sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
+                             *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_to_end(workdir, extra, cache, config=TINY_CONFIG):
+    proc = launch(workdir, extra, cache, config)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def run_until(workdir, extra, cache, marker, config=TINY_CONFIG):
+    """Start a run and SIGKILL it as soon as `marker` shows in its output."""
+    proc = launch(workdir, extra, cache, config)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"never saw {marker!r}:\n" + "".join(seen)[-4000:]
+
+
+def final_state(workdir):
+    """Trained LoRA arrays, end reputations and preference files of a finished run, on one device."""
+    import jax
+
+    from sparta_jax.checkpoints import RunCheckpointer
+
+    with RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
+        assert ckpt.all_steps() == [1, 2]
+        targets = ckpt.saved_structure(2, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        trainable, _, host = ckpt.restore(2, trainable_target=targets[0], opt_state_target=targets[1])
+    params = {k: np.asarray(v) for k, v in _flatten(trainable).items()}
+    prefs = [open(os.path.join(workdir, f"iteration_00{t}", "preferences.jsonl")).read() for t in (1, 2)]
+    return params, host["reputations"], prefs
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}/{k}"))
+        return out
+    return {prefix: tree}
