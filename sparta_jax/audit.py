@@ -45,6 +45,8 @@ def near_miss(record: dict, rng: np.random.Generator) -> str | None:
     from sparta_jax.tasks import LETTERS
 
     answer, evaluator = record.get("answer"), record.get("evaluator")
+    if record.get("near_miss") is not None:  # the task's own natural mistake (tasks.py `reverse`)
+        return str(record["near_miss"])
     if evaluator == "numeric":
         value = evaluation.extract_number(str(answer))
         if value is None:

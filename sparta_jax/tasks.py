@@ -19,6 +19,13 @@ Tasks (`TASK_NAMES`):
   kept). A verifiable instruction-following task whose check is within a 135M model's reach:
   a judge must read which case was asked and see which case the answer is in (no arithmetic).
   Not part of `mixed`.
+- `reverse`: write a two-word Title Case phrase with its words in reverse order ("Write these
+  words in reverse order: Green Apple" -> "Apple Green"). Evaluator "cased". Its natural
+  mistake, the phrase copied unchanged, is the item's "near_miss" (the audit's and the judge
+  examples' wrong answer).
+- `rewrite`: each item is a `case` or a `reverse` item, half and half; "task" names the part.
+  The specialists tribe's task (configs/specialists.py): experts of one part are weak at the
+  other, so the tribe knows what its best member does not.
 
 Item: {"id", "instruction", "answer", "task", "evaluator"}. Within one generated set no two
 items share a question stem (the question without its answer instruction or options; in
@@ -32,7 +39,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-TASK_NAMES = ("arithmetic", "word_problems", "multiple_choice", "mixed", "case")
+TASK_NAMES = ("arithmetic", "word_problems", "multiple_choice", "mixed", "case", "reverse", "rewrite")
 
 NUMERIC_SUFFIX = "Give the final answer as a number."
 CHOICE_SUFFIX = "Answer with the letter (A, B, C or D)."
@@ -223,12 +230,26 @@ CASE_INSTRUCTIONS = {"upper": "Write this phrase in capital letters: {phrase}",
                      "lower": "Write this phrase in lowercase letters: {phrase}"}
 
 
+def _phrase(rng: np.random.Generator) -> str:
+    return f"{_ADJECTIVES[int(rng.integers(len(_ADJECTIVES)))]} {_NOUNS[int(rng.integers(len(_NOUNS)))]}"
+
+
 def _case(rng: np.random.Generator) -> Tuple[str, dict]:
-    phrase = f"{_ADJECTIVES[int(rng.integers(len(_ADJECTIVES)))]} {_NOUNS[int(rng.integers(len(_NOUNS)))]}"
+    phrase = _phrase(rng)
     case = ("upper", "lower")[int(rng.integers(2))]
     instruction = CASE_INSTRUCTIONS[case].format(phrase=phrase)
     answer = phrase.upper() if case == "upper" else phrase.lower()
     return instruction, {"instruction": instruction, "answer": answer, "evaluator": "cased"}
+
+
+REVERSE_INSTRUCTION = "Write these words in reverse order: {phrase}"
+
+
+def _reverse(rng: np.random.Generator) -> Tuple[str, dict]:
+    phrase = _phrase(rng)
+    instruction = REVERSE_INSTRUCTION.format(phrase=phrase)
+    answer = " ".join(reversed(phrase.split()))
+    return instruction, {"instruction": instruction, "answer": answer, "evaluator": "cased", "near_miss": phrase}
 
 
 # ---------------------------------------------------------------------------------------
@@ -249,6 +270,11 @@ def _generators(name: str) -> Callable[[np.random.Generator], Tuple[str, str, di
         return lambda rng: parts[int(rng.integers(len(parts)))](rng)
     if name == "case":
         return lambda rng: ("case", *_case(rng))
+    if name == "reverse":
+        return lambda rng: ("reverse", *_reverse(rng))
+    if name == "rewrite":
+        parts = [_generators(n) for n in ("case", "reverse")]
+        return lambda rng: parts[int(rng.integers(len(parts)))](rng)
     raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
 
 
@@ -278,7 +304,8 @@ def generate_task(name: str, n: int, seed: int = 0) -> List[dict]:
         seen.add(key)
         items.append({"id": f"{name}-s{seed}-{len(items):06d}",
                       "instruction": item["instruction"], "answer": item["answer"],
-                      "task": task, "evaluator": item["evaluator"]})
+                      "task": task, "evaluator": item["evaluator"],
+                      **({"near_miss": item["near_miss"]} if "near_miss" in item else {})})
     return items
 
 
