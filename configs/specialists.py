@@ -3,6 +3,8 @@
     python -m sparta_jax.experts --config=configs/specialists.py        # builds and caches the experts
     python -m sparta_jax.audit --config=configs/specialists.py --items=100 --out=spec_sparta/audit.json
     python -m sparta_jax.main --config=configs/specialists.py --workdir=spec_sparta
+    python -m sparta_jax.main --config=configs/specialists.py:spin --workdir=spec_spin   # a baseline
+    launch/specialists.sh OUTDIR                                        # every arm, then the tables
 
 The paper's experts come from different data: the best initial model wins on average, but the
 others are better than it somewhere, and there Sparta's pairs can teach it. Here the task is
@@ -23,14 +25,23 @@ of replay forgot iteration 1's skill by iteration 3). Every member is scored on 
 mean member is reported beside the best one.
 """
 from sparta_jax.config_files import sibling_config
+from sparta_jax.methods import METHODS
+
+ANSWERS_PER_ITERATION = 96  # Sparta's 48 duels x 2: every method generates as many answers an iteration
 
 
-def get_config():
+def get_config(method: str = "sparta"):
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
     c = sibling_config(__file__, "demo")
+    c.method = method
     c.data.task = "rewrite"
     c.data.train, c.data.dev, c.data.test = 400, 80, 400
     c.iterations = 3
-    c.instructions_per_iteration = 48
+    per_instruction = 2 if method == "sparta" else c.methods[method].get("samples", 1)
+    c.instructions_per_iteration = round(ANSWERS_PER_ITERATION / per_instruction)
+    c.methods.sppo.beta = 0.1  # DPO's beta: at SPPO's 1e-3 its targets are 500x the log-ratios DPO moves here
+    c.judge.max_new_tokens = 64  # Self- and Meta-Rewarding's sampled judgments; logits judges write nothing
     c.evaluation.dev, c.evaluation.test = 40, 400  # the first items of the data's splits
     c.evaluation.test_all_members = True
     c.evaluation.max_new_tokens = 16  # answers are "The answer is Apple Green." (about 10 tokens)
