@@ -1,4 +1,4 @@
-"""Benchmark: reputation updates per second on one CPU core (SPEC 2.4 fast path).
+"""Benchmark: reputation updates per second on one CPU core (docs/algorithm.md §2.4, the fast path).
 
     python benchmarks/reputation.py [--duels 1000000] [--members 10] [--judges 8]
         [--per-iteration 1000] [--append BENCHMARKS.md]

@@ -1,5 +1,5 @@
 """The paper's comparison on the CPU: Sparta and its four baselines from one tribe, task,
-budget of generated answers and seeds (README, "Methods side by side").
+budget of generated answers and seeds (docs/results.md, "Methods side by side").
 
     for m in sparta self_rewarding meta_rewarding spin sppo; do
       python -m sparta_jax.main --config=configs/compare_methods.py:$m --workdir=methods_$m
@@ -9,8 +9,9 @@ budget of generated answers and seeds (README, "Methods side by side").
 The tribe: four SmolLM2-135M LoRA experts SFT'd on bundled tasks (built once and cached by the
 first run; two of them with arithmetic judge examples, which left them at chance as judges),
 with the members' own `logits` judges, on bundled arithmetic (the tribe configs/competent_judges.py
-had when this table was measured; it has since moved to the `case` task). Each baseline trains the initial tribe's best member by dev accuracy; every
-run shares the iteration-0 evaluation, so "best initial" is one row and the tests are paired.
+had before it moved to the `case` task). Each baseline trains the initial tribe's best member by
+dev accuracy; every run shares the iteration-0 evaluation, so "best initial" is one row and the
+tests are paired.
 
 Budget: 64 generated answers per iteration for every method (Sparta: 32 duels x 2; Self-Rewarding
 16 instructions x 4; Meta-Rewarding 9 x 7; SPIN 64 x 1; SPPO 13 x 5), 2 iterations. Judgments

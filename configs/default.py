@@ -3,18 +3,20 @@
     python -m sparta_jax.main --config=configs/default.py --workdir=/tmp/sparta
 
 Sized to finish 2 iterations in under 10 minutes on a 2-core CPU. Judges use the `logits`
-mode: sampled judging at this model size almost never yields a parseable score (DESIGN.md).
+mode: sampled judging at this model size almost never yields a parseable score (docs/results.md,
+"Earlier measurements").
 Every value can be overridden on the command line, e.g. --config.tribe.members=6.
 
 Where this departs from the paper (whose settings stay in configs/tpu_v4.py), and why:
 - mode "fixed": the released code trains on "Assistant: ...</s>" targets under another system
-  prompt than generation used (SPEC 2.6), so DPO would push up answers the model never writes.
+  prompt than generation used (docs/algorithm.md §2.6), so DPO would push up answers the model
+  never writes.
 - DPO lr 2e-3, 3 epochs, 2 pairs per step, no warmup (paper: 1e-6, 1 epoch, batch 1, 10%
   warmup): fresh LoRA adapters (B = 0) on 12 pairs barely move at the paper's rate; the DPO loss
   on the iteration's pairs then ends near log 2 and the answers do not change. These settings
-  take it to about 0.1 with every pair's chosen answer preferred (summary.json:
-  dpo_loss_after, dpo_reward_accuracy_after). A warmup step of a dozen starts at rate 0 and
-  would only repeat the first step.
+  take it well below that, with every pair's chosen answer preferred (summary.json:
+  dpo_loss_after, dpo_reward_accuracy_after; docs/results.md, "The quickstart run"). A warmup
+  step of a dozen starts at rate 0 and would only repeat the first step.
 - DPO max length 96 / prompt 48 tokens (paper 512 / 256): the bundled prompts are under 40
   tokens with the chat template and answers are cut at 48 new tokens; padding to 512 would
   cost five times the CPU time for nothing.
@@ -29,7 +31,7 @@ from sparta_jax import methods
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.mode = "fixed"  # "faithful" reproduces the released code, "fixed" repairs its defects (SPEC; see above)
+    c.mode = "fixed"  # "faithful" reproduces the released code, "fixed" repairs its defects (docs/algorithm.md §3)
     c.iterations = 2
     c.instructions_per_iteration = 12
     # "sparta", or one of the paper's baselines on the tribe's best member: "self_rewarding",

@@ -1,4 +1,5 @@
-"""The measured demonstration (README, "Measured demonstration"): does the loop move a model?
+"""The first measured demonstration (docs/results.md, "Measured demonstration: does the loop
+move a model?").
 
 Three arms on the same tribe, data and seeds (four SmolLM2-135M-Instruct LoRA members, bundled
 arithmetic, 2 iterations x 64 duels, the best member scored on the same 400 held-out items):
@@ -13,8 +14,9 @@ control (each judge's score is the task's answer check: a control, not Sparta); 
 training" reference is the iteration-0 evaluation both runs share. `compare` gives McNemar's
 exact test of the best member before against after on the same test items.
 
-DPO as measured in DESIGN.md ("does the loop move a model on this CPU?"): lr 1e-3, 2 epochs,
-4 pairs per step, 10% warmup. Diverse SFT'd starting experts are one flag away:
+DPO: lr 1e-3, 2 epochs, 4 pairs per step, 10% warmup, the settings with which right pairs moved
+a fresh-adapter tribe of this model (docs/results.md, "Earlier measurements"). Diverse SFT'd
+starting experts are one flag away:
 --config.experts.enabled=True (four adapters, one per bundled task; `python -m sparta_jax.experts`).
 """
 from sparta_jax.config_files import sibling_config

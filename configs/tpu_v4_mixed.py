@@ -1,6 +1,6 @@
 """The paper's rebuttal tribe on a Cloud TPU v4-32 slice: three Gemma-7B-it and three
-Qwen2.5-7B-Instruct LoRA experts side by side, on Alpaca, 8 iterations (SPEC 1: "several bases
-side by side"; the released code's last run script).
+Qwen2.5-7B-Instruct LoRA experts side by side, on Alpaca, 8 iterations (docs/algorithm.md §1;
+the released code's last run script).
 
     python -m sparta_jax.main --config=configs/tpu_v4_mixed.py --workdir=gs://BUCKET/mixed \
         --config.data.path=/data/alpaca_data.json
@@ -11,8 +11,8 @@ members keep one global order (the three Gemma experts, then the three Qwen ones
 reputations and match-making. A duel may pair a Gemma with a Qwen member; each answers in its
 own template, and every judge reads both answers as text in its own. Both groups shard over the
 whole mesh and run in turn, so a group's programs have the other group's weights beside them
-(README, "Mixed-base tribes"). Gemma has no system role: its template folds the system prompt
-into the first user turn (SPEC 2.2).
+(docs/guide.md, "Mixed-base tribes"). Gemma has no system role: its template folds the system
+prompt into the first user turn (docs/algorithm.md §2.2).
 
 The expert folders below are placeholders: point them at your PEFT adapters, or leave them
 empty for fresh adapters (every member of a group then starts as its base). Everything else
@@ -36,6 +36,6 @@ def get_config():
     c.judge.mode = "sampled"
     c.iterations = 8
     # Two groups of three: a group's DPO micro-step holds 3 members x 8 pairs (configs/tpu_v4.py:
-    # 10 x 4), so its 16-pair step takes 2 micro-steps (README: the AOT memory table).
+    # 10 x 4), so its 16-pair step takes 2 micro-steps (docs/results.md: the AOT memory table).
     c.dpo.grad_accum = 2
     return c

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The competent-judges demonstration (#17, README "Measured demonstration: competent judges"):
+# The competent-judges demonstration (#17, docs/results.md "Measured demonstration: competent judges"):
 # build the experts, audit their judges, then four arms on the same tribe, data and seeds:
 # Sparta (static reputation), the same with uniform votes, the verifier control, and no
 # training (the iteration-0 evaluation all three share); `compare` prints the tables.

@@ -1,4 +1,4 @@
-"""Duels and judgments of one iteration (SPEC 2.2, 2.3), batched whole.
+"""Duels and judgments of one iteration (docs/algorithm.md §2.2, §2.3), batched whole.
 
 All answers of an iteration go through the sampler in fixed-size batches, rows of every
 member mixed; then all judge prompts do. Nothing here waits on a reputation update.
@@ -54,7 +54,7 @@ def chat_ids(tribe: Tribe | MixedTribe, user_text: str, member: int | None = Non
 def fitted_chat_ids(tribe: Tribe | MixedTribe, make_user, response: str, *, max_tokens: int, mode: str,
                     member: int | None = None) -> list[int]:
     """The chat prompt of the user turn `make_user(response)`, fitted to max_tokens the way judge
-    prompts are (SPEC 2.3): `faithful` keeps the first tokens, `fixed` shortens `response` inside it."""
+    prompts are (docs/algorithm.md §2.3): `faithful` keeps the first tokens, `fixed` shortens `response` inside it."""
     group = member_group(tribe, member)
     wrap = lambda user: chat_text(group.tokenizer, group.system_prompt, user)  # noqa: E731
     return list(fit_around_response(make_user, response, group.tokenizer, max_tokens=max_tokens, mode=mode,
@@ -119,7 +119,7 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
             if key not in where:
                 ids = chat_ids(tribe, text, tribe.index(name))
                 if len(ids) > gen_cfg.max_prompt_tokens:
-                    # SPEC 2.2: prompts are cut to max_prompt_tokens (keeping the start, as the
+                    # docs/algorithm.md §2.2: prompts are cut to max_prompt_tokens (keeping the start, as the
                     # released tokenizer call does); the chat template's tail is lost with it.
                     ids = ids[: gen_cfg.max_prompt_tokens]
                 where[key] = len(jobs)
@@ -130,7 +130,7 @@ def answer_duels(tribe: Tribe, matchups: Sequence[Matchup], instructions: Sequen
 
 def judge_prompt_ids(tribe: Tribe | MixedTribe, instruction: str, response: str, *, judge_cfg, mode: str,
                      member: int | None = None) -> list[int]:
-    """Judge `member`'s chat prompt for one response (SPEC 2.3), fitted to judge.max_prompt_tokens:
+    """Judge `member`'s chat prompt for one response (docs/algorithm.md §2.3), fitted to judge.max_prompt_tokens:
     the answer as text, in the judge's own template (another group's member wrote it in its own)."""
     group = member_group(tribe, member)
     return judge_chat_ids(group.tokenizer, group.system_prompt, instruction, response,
@@ -139,7 +139,8 @@ def judge_prompt_ids(tribe: Tribe | MixedTribe, instruction: str, response: str,
 
 def judge_chat_ids(tokenizer, system_prompt: str | None, instruction: str, response: str, *, max_tokens: int,
                    mode: str) -> list[int]:
-    """The judge prompt (SPEC 2.3) as one user turn of `tokenizer`'s chat template, fitted to max_tokens."""
+    """The judge prompt (docs/algorithm.md §2.3) as one user turn of `tokenizer`'s chat template,
+    fitted to max_tokens."""
     wrap = lambda user: chat_text(tokenizer, system_prompt, user)  # noqa: E731
     return list(fit_judge_prompt(instruction, response, tokenizer, max_tokens=max_tokens, mode=mode, wrap=wrap).ids)
 
@@ -228,7 +229,7 @@ def _records(tribe: Tribe, iteration: int, matchups, instructions, responses, ju
 
 def logit_scores(tribe: Tribe | MixedTribe, jobs: Sequence[tuple[int, list[int]]], *, batch_size: int,
                  progress=lambda n: None) -> np.ndarray:
-    """The `logits` judge (SPEC 2.3): expected score over "1".."10" after `{"score": `, per job, each
+    """The `logits` judge (docs/algorithm.md §2.3): expected score over "1".."10" after `{"score": `, per job, each
     candidate the probability that the judge writes exactly that number (no digit follows); each
     group over its own tokenizer's number tokens."""
     out = np.zeros(len(jobs))

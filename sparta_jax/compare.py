@@ -187,7 +187,7 @@ def _sign_text(t: dict | None) -> str:
 
 
 def mechanism_markdown(arms: Sequence[dict]) -> str:
-    """The mechanism table (README, "Measured demonstration: competent judges"): best- and
+    """The mechanism table (docs/results.md, "Measured demonstration: competent judges"): best- and
     mean-member test accuracy against no training, the sign test on per-item member means (each
     arm's against no training and against Sparta's), and each member's final reputation with its
     audit AUC (Pearson r). Empty when no arm scored every member on test."""

@@ -1,4 +1,4 @@
-"""Instruction sources and per-iteration prompt sampling (SPEC 1).
+"""Instruction sources and per-iteration prompt sampling (docs/algorithm.md §1).
 
 A source spec (a dict, or an ml_collections ConfigDict) says where instructions come from:
 

@@ -1,4 +1,4 @@
-"""DPO training of a whole tribe in one jitted step (SPEC 2.6).
+"""DPO training of a whole tribe in one jitted step (docs/algorithm.md §2.6).
 
 Every member trains on the same preference pairs. Two tribe shapes:
 - `lora`: one frozen base plus a stack of M adapters. The batch is every pair once per member;
@@ -29,7 +29,7 @@ from sparta_jax.dpo_loss import dpo_loss, dpo_metrics
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig:
-    """SPEC 2.6 defaults (the released settings)."""
+    """docs/algorithm.md §2.6 defaults (the released settings)."""
 
     beta: float = 0.1
     loss_type: str = "sigmoid"
@@ -37,7 +37,7 @@ class DPOConfig:
     # Weight α of a negative log-likelihood term on the chosen responses (per token, over the batch),
     # added to each member's DPO loss: TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, α]
     # (RPO, Pang et al. 2024). Plain DPO can lower the chosen answers' likelihood along with the
-    # rejected ones; the term holds it up. 0 is the released setting (SPEC 2.6).
+    # rejected ones; the term holds it up. 0 is the released setting (docs/algorithm.md §2.6).
     sft_weight: float = 0.0
     learning_rate: float = 1e-6
     lr_schedule: str = "cosine"  # "cosine" or "constant", both after a linear warmup

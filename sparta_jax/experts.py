@@ -110,7 +110,7 @@ def judge_settings(spec: dict) -> dict | None:
 
 def judge_examples(tokenizer, records, judge: dict, count: int, *, template: str, system_prompt: str | None,
                    max_prompt_length: int, max_length: int, held_out: set[str], seed: int):
-    """SFT examples that teach judging: the Sparta judge prompt (SPEC 2.3, the judges' own chat
+    """SFT examples that teach judging: the Sparta judge prompt (docs/algorithm.md §2.3, the judges' own chat
     prompt) over a right or a near-miss wrong answer to a training instruction (alternating), with
     the target `{"score": N}`: N = judge["right_score"] or judge["wrong_score"] plus Gaussian noise
     of std judge["noise"], rounded and kept in 1..10. This stands in for the judging skill large

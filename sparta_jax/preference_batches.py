@@ -1,4 +1,4 @@
-"""Preference records -> token rows for DPO (SPEC 2.6).
+"""Preference records -> token rows for DPO (docs/algorithm.md §2.6).
 
 `fixed`: the DPO prompt is exactly the generation prompt and each response is followed by the
 model's real EOS token; prompt and response ids are concatenated, so the model is trained on

@@ -3,7 +3,8 @@
 Every item is generated from a seed (numpy's PCG64 through `np.random.default_rng`), so a run
 can be scored without any data set on disk. The tasks are deliberately easy: the default
 tribe member, SmolLM2-135M-Instruct, answers about a fifth of 2-digit arithmetic correctly
-(DESIGN.md), and a task only helps a demonstration when the tribe is sometimes right.
+(docs/results.md, "Earlier measurements"), and a task only helps a demonstration when the tribe
+is sometimes right.
 
 Tasks (`TASK_NAMES`):
 - `arithmetic`: 2-digit addition, 2-digit subtraction (never negative), 1-digit x 2-digit

@@ -5,7 +5,7 @@ adapter folders (the paper's experts) or fresh adapters (B = 0, so they start eq
 and diverge through sampling and training). "full": a MemberStack of whole models from
 tribe.member_folders, every weight trained by DPO (for small models).
 
-Mixed-base tribes (`tribe.groups`): several bases side by side (SPEC 1), e.g. Gemma and Qwen
+Mixed-base tribes (`tribe.groups`): several bases side by side (docs/algorithm.md §1), e.g. Gemma and Qwen
 experts. Each group is a `Tribe` of its own (base, kind, tokenizer, chat template, sampler);
 a `MixedTribe` holds them with one global member order, the groups' members one after another.
 Code that builds prompts or samples asks `tribe.group(m)` for member m's group and batches

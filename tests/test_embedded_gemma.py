@@ -92,7 +92,7 @@ def test_a_gemma_members_duel_and_judge_prompts(models):
                     "<start_of_turn>model\n")
     judge = tokenizer.decode(combat.judge_chat_ids(tokenizer, tribe.system_prompt, "What is 7 + 5?", "12",
                                                    max_tokens=512, mode="fixed"))
-    # Gemma's template trims each turn, so the judge text's leading newline (SPEC 2.3) goes, as it
+    # Gemma's template trims each turn, so the judge text's leading newline (docs/algorithm.md §2.3) goes, as it
     # does under Gemma's own template.
     assert judge.startswith("<bos><start_of_turn>user\nYou are a helpful AI assistant.\n\nPlease judge the following")
     assert judge.endswith('{"score": score}<end_of_turn>\n<start_of_turn>model\n')

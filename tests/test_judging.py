@@ -1,4 +1,4 @@
-"""Judging text (SPEC 2.3): the prompt, truncation with a real tokenizer, score parsing,
+"""Judging text (docs/algorithm.md §2.3): the prompt, truncation with a real tokenizer, score parsing,
 the unparseable rule and the `logits` judge mode's arithmetic."""
 import json
 import math

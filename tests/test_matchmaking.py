@@ -1,4 +1,4 @@
-"""Match-making (SPEC 2.1): leader blocks, opponent choice by alpha / k-closest, seeding.
+"""Match-making (docs/algorithm.md §2.1): leader blocks, opponent choice by alpha / k-closest, seeding.
 
 Statistical checks use fixed seeds (deterministic, never flaky) and chi-square bounds far
 beyond the 99.9% quantile, so they pass for a correct implementation and fail for a biased

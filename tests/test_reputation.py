@@ -1,4 +1,4 @@
-"""Reputation (SPEC 2.4), weighting schemes (2.5) and preferences: hand-computed cases and
+"""Reputation (docs/algorithm.md §2.4), weighting schemes (§2.5) and preferences: hand-computed cases and
 an independent plain re-implementation of the released rating loop as a reference."""
 import math
 import random
@@ -326,7 +326,7 @@ def test_preferences_use_end_of_iteration_reputations():
 
 
 # ----------------------------------------------------------------------------------------
-# Weighting schemes over iterations (SPEC 2.5)
+# Weighting schemes over iterations (docs/algorithm.md §2.5)
 # ----------------------------------------------------------------------------------------
 NAMES10 = [f"m{i}" for i in range(10)]
 # Lowest-first order of the models at the end of iterations 1..8.
@@ -468,8 +468,8 @@ def test_same_seed_same_duels_same_reputations():
 
 
 # ----------------------------------------------------------------------------------------
-# Reference: a plain, dict-based re-implementation of the released rating loop (SPEC 2.4,
-# 2.5), written independently of the library, compared on a random multi-iteration log.
+# Reference: a plain, dict-based re-implementation of the released rating loop
+# (docs/algorithm.md §2.4, §2.5), written independently of the library, compared on a random multi-iteration log.
 # ----------------------------------------------------------------------------------------
 def ref_phi(x):
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))

@@ -1,5 +1,5 @@
 """What the baselines share: K answers per instruction from the one model, and its own scores
-of them through the Sparta judge prompt (SPEC 2.3) in the configured judge mode."""
+of them through the Sparta judge prompt (docs/algorithm.md §2.3) in the configured judge mode."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,6 +1,6 @@
 """A stack of full parameter sets: M members of one architecture, each with all its own weights.
 
-The second tribe shape of DESIGN.md (the first is a LoRA stack over one frozen base): for small
+The second tribe shape, `tribe.kind="full"` (the first is a LoRA stack over one frozen base): for small
 models, every member is a whole model and DPO trains all of its weights. Leaves are
 [members, ...]: member m's model is the single-model graphdef merged with every leaf's row m.
 On a mesh the member axis is not split; each member's weights shard as a single model's do.

@@ -1,4 +1,4 @@
-"""Sparta Alignment's host-side algorithm (SPEC 2.1, 2.3-2.5): match-making, judging text,
+"""Sparta Alignment's host-side algorithm (docs/algorithm.md §2.1, §2.3-§2.5): match-making, judging text,
 reputations, weighting schemes, preferences and the duel log. Plain Python / NumPy,
 deterministic from a seed; no JAX."""
 from sparta_jax.sparta.duel_log import (

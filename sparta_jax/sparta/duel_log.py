@@ -48,7 +48,7 @@ class JudgeRecord:
 
     @classmethod
     def from_raw(cls, raw_a: Optional[str], raw_b: Optional[str], keep_raw: bool = True) -> "JudgeRecord":
-        """Parses two sampled judge outputs (SPEC 2.3)."""
+        """Parses two sampled judge outputs (docs/algorithm.md §2.3)."""
         return cls(parse_pair(raw_a, raw_b), (raw_a, raw_b) if keep_raw else None)
 
 

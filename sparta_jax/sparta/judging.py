@@ -1,4 +1,4 @@
-"""Judging text (SPEC 2.3): the judge prompt, its truncation, score parsing, logit scores.
+"""Judging text (docs/algorithm.md §2.3): the judge prompt, its truncation, score parsing, logit scores.
 
 Everything here is plain Python / NumPy. Tokenizers are taken duck-typed: a `transformers`
 tokenizer (anything with `encode` / `decode`), a raw `tokenizers.Tokenizer`, or a pair of
@@ -16,7 +16,7 @@ import numpy as np
 
 MODES = ("faithful", "fixed")
 
-# The judge's user turn, exactly (SPEC 2.3), leading and trailing newline included. It is
+# The judge's user turn, exactly (docs/algorithm.md §2.3), leading and trailing newline included. It is
 # kept in three pieces so that substitution is a single pass: an instruction that happens to
 # contain the text "{response}" is not substituted a second time.
 _PROMPT_HEAD = (
@@ -33,13 +33,13 @@ JUDGE_PROMPT_TEMPLATE = _PROMPT_HEAD + "{instruction}" + _PROMPT_MIDDLE + "{resp
 
 JUDGE_MAX_PROMPT_TOKENS = 512  # released code's judge prompt limit
 
-# The `logits` judge mode (this project's own, SPEC 2.3): forced assistant prefix and the
+# The `logits` judge mode (this project's own, docs/algorithm.md §2.3): forced assistant prefix and the
 # ten candidate continuations, scored by log-likelihood.
 LOGIT_ASSISTANT_PREFIX = '{"score": '
 LOGIT_CANDIDATES = tuple(str(i) for i in range(1, 11))
 LOGIT_CANDIDATE_VALUES = np.arange(1, 11, dtype=np.float64)
 
-# Score parsing (SPEC 2.3): the regex fallbacks, tried in this order, case-insensitive.
+# Score parsing (docs/algorithm.md §2.3): the regex fallbacks, tried in this order, case-insensitive.
 SCORE_PATTERNS = (
     r'{\s*"score"\s*:\s*(\d+)\s*}',
     r'"score"\s*:\s*(\d+)',
@@ -66,7 +66,7 @@ def check_mode(mode: str) -> str:
 # The prompt
 # --------------------------------------------------------------------------------------
 def judge_prompt(instruction: str, response: str) -> str:
-    """The judge's user turn for one response (SPEC 2.3), exactly."""
+    """The judge's user turn for one response (docs/algorithm.md §2.3), exactly."""
     return _PROMPT_HEAD + instruction + _PROMPT_MIDDLE + response + _PROMPT_TAIL
 
 
@@ -247,7 +247,7 @@ def _longest_fitting_prefix(piece_ids, build, codec, max_tokens, estimate):
 # Parsing sampled judge outputs
 # --------------------------------------------------------------------------------------
 def parse_score(text: Any) -> Optional[int]:
-    """A judge's text -> its score, or None when unparseable (SPEC 2.3). Never raises.
+    """A judge's text -> its score, or None when unparseable (docs/algorithm.md §2.3). Never raises.
 
     1. The whole text as JSON: an object whose "score" is a number (not a boolean) in
        [0, 10] gives int(value) (truncation toward zero: 7.9 -> 7, 0 -> 0).
@@ -298,7 +298,7 @@ def parse_pair(raw_a: Optional[str], raw_b: Optional[str]) -> Tuple[Optional[int
 
 
 def effective_pair(scores: Optional[Sequence[Optional[Score]]], mode: str) -> Optional[Tuple[Score, Score]]:
-    """The pair a judge contributes to a duel, after the unparseable rule (SPEC 2.3).
+    """The pair a judge contributes to a duel, after the unparseable rule (docs/algorithm.md §2.3).
 
     `scores` is (s_a, s_b) with None for an unparseable score, or None for the whole pair.
     Complete pair: returned as is. Otherwise `faithful` gives (5, 5) (the judge still counts
@@ -358,7 +358,7 @@ def logit_expected_score(logliks: Any, values: Optional[Sequence[float]] = None)
 def number_continuation_ids(token_texts: Sequence[str]) -> np.ndarray:
     """Ids of the tokens whose text starts with an ASCII digit: after a judge has written "1",
     any of them makes a longer number ("10", "15", "1.5" does not: the parser truncates it to
-    1, as int() in SPEC 2.3 does). `token_texts[i]` is token i decoded on its own.
+    1, as int() in docs/algorithm.md §2.3 does). `token_texts[i]` is token i decoded on its own.
 
     Why "no digit follows" rather than "the closing brace follows": the number has ended
     whatever comes next ("}", " }", ",", a newline), and every one of those is parsed as that

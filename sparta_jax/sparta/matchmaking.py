@@ -1,4 +1,4 @@
-"""Match-making (SPEC 2.1): who fights whom on which instruction.
+"""Match-making (docs/algorithm.md §2.1): who fights whom on which instruction.
 
 Reputations are the frozen start-of-iteration values (end of the previous iteration), so a
 whole iteration's duels are assembled up front. Deterministic from a seed (or a
@@ -84,7 +84,7 @@ def make_matchups(
     k: int = DEFAULT_K,
     seed: SeedOrRng = 0,
 ) -> list:
-    """One Matchup per instruction 0..num_instructions-1 (SPEC 2.1).
+    """One Matchup per instruction 0..num_instructions-1 (docs/algorithm.md §2.1).
 
     `reputations`: the frozen start-of-iteration R, by name (mapping) or in tribe order
     (sequence); None means the fair start (all equal).

@@ -1,4 +1,4 @@
-"""Preference pairs (SPEC 2.4): each duel scored again with the END-of-iteration
+"""Preference pairs (docs/algorithm.md §2.4): each duel scored again with the END-of-iteration
 reputations as judge weights (w = 1 in every scheme)."""
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def make_preferences(records: Iterable[DuelRecord], reputations: Mapping[str, fl
 def separated(rows: Iterable[dict], min_margin: float) -> list:
     """The preference records (`Preference.to_json()`, as preferences.jsonl holds them) whose judges
     separated the answers by at least `min_margin` (weighted score points). Not in the released
-    code (SPEC 2.4 drops exact ties only, `min_margin=0`): a gap filter as self-rewarding setups
+    code (docs/algorithm.md §2.4 drops exact ties only, `min_margin=0`): a gap filter as self-rewarding setups
     use, so near-ties, often two wrong answers, are not trained."""
     return [r for r in rows if r["margin"] >= min_margin]
 

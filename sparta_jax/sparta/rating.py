@@ -1,4 +1,4 @@
-"""Rating an iteration's duel log: reputations (SPEC 2.4) with the scheme's weights (2.5),
+"""Rating an iteration's duel log: reputations (docs/algorithm.md §2.4) with the scheme's weights (§2.5),
 then preferences with the end-of-iteration reputations. Used by the main loop (one
 iteration at a time, through TribeRater) and by the replay CLI (`replay`)."""
 from __future__ import annotations
@@ -93,7 +93,7 @@ def rate_iteration(
 
 class TribeRater:
     """Carries R and sigma across iterations and computes each iteration's weights from the
-    end-of-iteration reputations (SPEC 2.5). The main loop calls `rate` once per iteration.
+    end-of-iteration reputations (docs/algorithm.md §2.5). The main loop calls `rate` once per iteration.
 
     `start` is the state at the start of `first_iteration` (default: fair). When
     `first_iteration` > 1, `start` also counts as the end of iteration first_iteration-1;

@@ -1,4 +1,4 @@
-"""Reputation (SPEC 2.4): the per-duel update of R and sigma.
+"""Reputation (docs/algorithm.md §2.4): the per-duel update of R and sigma.
 
 The formulas are given twice: as small pure functions (readable, used by tests and
 reports) and fused in `rate_compiled`, a tight pure-Python loop over precompiled duels
@@ -15,7 +15,7 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 @dataclasses.dataclass(frozen=True)
 class ReputationConstants:
-    """Every constant of SPEC 2.4 / 2.5; the defaults are the released code's values."""
+    """Every constant of docs/algorithm.md §2.4 / §2.5; the defaults are the released code's values."""
 
     K0: float = 10.0  # initial learning rate
     K_min: float = 5.0  # learning-rate floor
@@ -182,7 +182,7 @@ def rate_compiled(
     snapshots: bool = False,
     judges_weighted: bool = True,
 ) -> Tuple[TribeReputation, list]:
-    """Rates one iteration's duels in order (SPEC 2.4) and returns (new state, snapshots).
+    """Rates one iteration's duels in order (docs/algorithm.md §2.4) and returns (new state, snapshots).
 
     n and the change histories restart here (one call = one iteration); R and sigma carry
     over from `state` (not modified). `weights` are the per-model w of the scheme (index =

@@ -1,4 +1,4 @@
-"""Weighting schemes (SPEC 2.5): the per-model w inside Delta of the reputation update.
+"""Weighting schemes (docs/algorithm.md §2.5): the per-model w inside Delta of the reputation update.
 
 Pure functions of the end-of-iteration reputations. `end_reputations` maps an iteration
 number u (1-based) to {name: R at the end of iteration u}; a sequence is read as
