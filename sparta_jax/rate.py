@@ -23,21 +23,13 @@ from sparta_jax.sparta.judging import MODES
 from sparta_jax.sparta.rating import replay
 from sparta_jax.sparta.reputation import TribeReputation
 from sparta_jax.sparta.weighting import SCHEMES, needed_iterations
+from sparta_jax.errors import CliError, OneLineParser
 
 PROG = "python -m sparta_jax.rate"
 
 
-class CliError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise CliError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Replay a Sparta duel log into reputations and preferences.")
+    p = OneLineParser(prog=PROG, description="Replay a Sparta duel log into reputations and preferences.")
     p.add_argument("--duels", required=True, help="duel log, one JSON object per line")
     p.add_argument("--tribe", required=True, help="comma-separated model names, in tribe order")
     p.add_argument("--reputations", help="start reputations {name: {R, sigma}} (default: fair start)")

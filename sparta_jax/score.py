@@ -36,22 +36,14 @@ from typing import Any
 
 from sparta_jax import data as data_lib
 from sparta_jax import evaluation
+from sparta_jax.errors import CliError, OneLineParser
 
 PROG = "python -m sparta_jax.score"
 OVERRIDE_PREFIX = "--config."
 
 
-class CliError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise CliError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Score answers on a config's data split with the task's evaluator.")
+    p = OneLineParser(prog=PROG, description="Score answers on a config's data split with the task's evaluator.")
     p.add_argument("--config", required=True, help="run config (a file with get_config(); path:arg for a parameter)")
     p.add_argument("--split", default="test", help="the split to score or dump (default: test)")
     what = p.add_mutually_exclusive_group(required=True)
