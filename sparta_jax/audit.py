@@ -30,38 +30,13 @@ from typing import Sequence
 
 import numpy as np
 
+from sparta_jax.evaluation import NUMERIC_OFFSETS, near_miss  # noqa: F401  (the audit's wrong answers)
+
 DEFAULT_TEMPLATE = "The answer is {answer}."
-NUMERIC_OFFSETS = (1, -1, 2, -2, 10, -10)
 
 
 class AuditError(ValueError):
     pass
-
-
-def near_miss(record: dict, rng: np.random.Generator) -> str | None:
-    """A wrong answer close to the reference, in the reference's own form; None when the
-    evaluator has no near miss this module can write (exact strings, math expressions)."""
-    from sparta_jax import evaluation
-    from sparta_jax.tasks import LETTERS
-
-    answer, evaluator = record.get("answer"), record.get("evaluator")
-    if record.get("near_miss") is not None:  # the task's own natural mistake (tasks.py `reverse`)
-        return str(record["near_miss"])
-    if evaluator == "numeric":
-        value = evaluation.extract_number(str(answer))
-        if value is None:
-            return None
-        offsets = [o for o in NUMERIC_OFFSETS if not (value >= 0 > value + o)]  # keep the sign
-        wrong = value + offsets[int(rng.integers(len(offsets)))]
-        return str(int(wrong)) if float(wrong).is_integer() else str(wrong)
-    if evaluator == "choice":
-        others = [x for x in LETTERS if x != str(answer).strip().upper()[:1]]
-        return others[int(rng.integers(len(others)))]
-    if evaluator == "cased":  # the same words in another letter case
-        text = str(answer)
-        others = [v for v in (text.upper(), text.lower(), text.title()) if v != text]
-        return others[int(rng.integers(len(others)))] if others else None
-    return None
 
 
 def audit_items(records: Sequence[dict], n: int, template: str, seed: int) -> list[dict]:

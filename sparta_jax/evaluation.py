@@ -30,7 +30,10 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EVALUATORS = ("numeric", "boxed", "choice", "exact", "cased", "normad", "com2")  # text evaluators
 LIKELIHOOD = "likelihood_mc"
@@ -734,3 +737,34 @@ def evaluate_likelihood(logprobs: Sequence[Mapping[str, Sequence[float]]],
     return {"accuracy": k / n if n else 0.0, "n": n, "n_correct": k, "ci95": wilson_interval(k, n),
             "scores": mc1, "mc2": sum(mc2) / n if n else 0.0, "mc2_ci95": mean_interval(mc2),
             "mc2_scores": mc2}
+
+
+# ---------------------------------------------------------------------------------------
+# near misses: wrong answers of the reference's own form (the judge audit, judge examples)
+
+NUMERIC_OFFSETS = (1, -1, 2, -2, 10, -10)
+
+
+def near_miss(record: dict, rng: np.random.Generator) -> str | None:
+    """A wrong answer close to the reference, in the reference's own form; None when the
+    evaluator has no near miss this module can write (exact strings, math expressions)."""
+    from sparta_jax.tasks import LETTERS
+
+    answer, evaluator = record.get("answer"), record.get("evaluator")
+    if record.get("near_miss") is not None:  # the task's own natural mistake (tasks.py `reverse`)
+        return str(record["near_miss"])
+    if evaluator == "numeric":
+        value = extract_number(str(answer))
+        if value is None:
+            return None
+        offsets = [o for o in NUMERIC_OFFSETS if not (value >= 0 > value + o)]  # keep the sign
+        wrong = value + offsets[int(rng.integers(len(offsets)))]
+        return str(int(wrong)) if float(wrong).is_integer() else str(wrong)
+    if evaluator == "choice":
+        others = [x for x in LETTERS if x != str(answer).strip().upper()[:1]]
+        return others[int(rng.integers(len(others)))]
+    if evaluator == "cased":  # the same words in another letter case
+        text = str(answer)
+        others = [v for v in (text.upper(), text.lower(), text.title()) if v != text]
+        return others[int(rng.integers(len(others)))] if others else None
+    return None

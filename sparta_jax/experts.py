@@ -115,7 +115,7 @@ def judge_examples(tokenizer, records, judge: dict, count: int, *, template: str
     the target `{"score": N}`: N = judge["right_score"] or judge["wrong_score"] plus Gaussian noise
     of std judge["noise"], rounded and kept in 1..10. This stands in for the judging skill large
     instruct models bring; it is not part of Sparta. Returns (examples, skipped counts)."""
-    from sparta_jax.audit import near_miss
+    from sparta_jax.evaluation import near_miss
     from sparta_jax.combat import judge_chat_ids
 
     rng = np.random.default_rng([seed, 23])
