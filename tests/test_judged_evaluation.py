@@ -131,10 +131,9 @@ def test_a_baseline_is_judged_by_the_rest_of_the_initial_tribe_and_alone_is_an_e
     assert ((got >= 1) & (got <= 10)).all()
 
 
-@pytest.mark.e2e
-@pytest.mark.reference
-def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_base):
-    base, _ = chat_base
+def run_open_ended(tmp_path, base, items: int, extra: list[str]):
+    """The main loop on 40 open-ended prompts ("judged" items, `items` dev and test each) for one
+    iteration on the tiny chat model; (the finished process, its workdir)."""
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Write a short line about the number {i}."}) + "\n"
                             for i in range(40)))
@@ -145,17 +144,25 @@ def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_
         "def get_config():\n"
         f"    c = load_config({os.path.join(REPO, 'configs', 'tiny.py')!r})\n"
         f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(data)!r}, instruction_field='prompt',\n"
-        "                                            evaluator='judged', dev=4, test=4, seed=0))\n"
+        f"                                            evaluator='judged', dev={items}, test={items}, seed=0))\n"
         "    return c\n")
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     workdir = tmp_path / "run"
     out = subprocess.run(
         [sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
-         f"--config.tribe.base={base}", "--config.iterations=1", "--config.instructions_per_iteration=4",
-         "--config.generation.max_new_tokens=8", "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80",
-         f"--config.evaluation.judge={base}"],
+         f"--config.tribe.base={base}", "--config.iterations=1", "--config.generation.max_new_tokens=8",
+         "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80", *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return out, workdir
+
+
+@pytest.mark.e2e
+@pytest.mark.reference
+def test_main_loop_evaluates_open_ended_items_with_a_named_judge(tmp_path, chat_base):
+    base, _ = chat_base
+    out, workdir = run_open_ended(tmp_path, base, 4, ["--config.instructions_per_iteration=4",
+                                                      f"--config.evaluation.judge={base}"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "evaluation judging" in out.stderr
     for t in (0, 1):
@@ -174,27 +181,9 @@ def test_baseline_on_open_ended_items_is_judged_by_the_frozen_initial_tribe(tmp_
     """Self-Rewarding on open-ended prompts with the tribe's own judges: every evaluation of its one
     model, before and after training, is scored by the other initial members (nothing unscored)."""
     base, _ = chat_base
-    data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Write a short line about the number {i}."}) + "\n"
-                            for i in range(40)))
-    config = tmp_path / "open_ended.py"
-    config.write_text(
-        "import ml_collections\n"
-        "from sparta_jax.config_files import load_config\n"
-        "def get_config():\n"
-        f"    c = load_config({os.path.join(REPO, 'configs', 'tiny.py')!r})\n"
-        f"    c.data = ml_collections.ConfigDict(dict(kind='local', path={str(data)!r}, instruction_field='prompt',\n"
-        "                                            evaluator='judged', dev=3, test=3, seed=0))\n"
-        "    return c\n")
-    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    workdir = tmp_path / "run"
-    out = subprocess.run(
-        [sys.executable, "-m", "sparta_jax.main", f"--config={config}", f"--workdir={workdir}",
-         f"--config.tribe.base={base}", "--config.iterations=1", "--config.instructions_per_iteration=2",
-         "--config.method=self_rewarding", "--config.methods.self_rewarding.samples=2",
-         "--config.generation.max_new_tokens=8", "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out, workdir = run_open_ended(tmp_path, base, 3, ["--config.instructions_per_iteration=2",
+                                                      "--config.method=self_rewarding",
+                                                      "--config.methods.self_rewarding.samples=2"])
     assert out.returncode == 0, out.stderr[-3000:]
     actor = json.load(open(workdir / "method.json"))["member"]
     for t in (0, 1):
@@ -207,7 +196,8 @@ def test_baseline_on_open_ended_items_is_judged_by_the_frozen_initial_tribe(tmp_
 
 @pytest.mark.reference
 def test_sampled_judges_parse_scores_and_count_the_unscored(chat_base, monkeypatch):
-    """`sampled` mode: judge texts go through the SPEC score parser; an answer no judge scored counts 0."""
+    """`sampled` mode: judge texts go through the score parser (docs/algorithm.md §2.3); an answer
+    no judge scored counts 0."""
     base, adapters = chat_base
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
     tribe_cfg, sampler_cfg, judge_cfg = _cfgs(base, adapters)
