@@ -38,3 +38,36 @@ def publish(text: str, append: str | None) -> None:
     if append:
         with open(append, "a", encoding="utf-8") as f:
             f.write("\n" + text + "\n")
+
+
+def case_args(description: str):
+    """The flags every benchmark takes: --case cpu|gpu, --append FILE, --smoke (the gpu case at a
+    tiny shape, on any machine)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--case", choices=("cpu", "gpu"), required=True)
+    parser.add_argument("--append", help="append the table to this Markdown file")
+    parser.add_argument("--smoke", action="store_true", help="gpu case at a tiny shape, on any machine")
+    return parser.parse_args()
+
+
+def measured_where(script: str, args) -> str:
+    """Where a table was measured: the device, jax's version and the command that made it."""
+    import jax
+
+    return (f"{machine()}, jax {jax.__version__}, command "
+            f"`python benchmarks/{script} --case {args.case}{' --smoke' * args.smoke}`")
+
+
+def markdown_table(title: str, where: str, columns: list[str], rows: list[list[str]]) -> str:
+    """A titled, dated Markdown table: the first column left-aligned, the others right."""
+    lines = heading(title, where) + ["| " + " | ".join(columns) + " |",
+                                     "|" + "---|" + "---:|" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def against(ours: float, reference: float | None) -> list[str]:
+    """The reference's figure and ours over it ("-" for both when there is none)."""
+    return [f"{reference:,.0f}", f"{ours / reference:.2f}x"] if reference else ["-", "-"]

@@ -17,7 +17,6 @@ LoRA (no weight gradients for the frozen base), over the chip's dense bf16 peak.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ from sparta_jax import dpo, sharding  # noqa: E402
 from sparta_jax.models.config import ModelConfig  # noqa: E402
 from sparta_jax.models.loading import build_model, from_pretrained  # noqa: E402
 from sparta_jax.models.lora import uniform_lora_config  # noqa: E402
-from common import heading, machine, publish  # noqa: E402
+from common import against, case_args, markdown_table, measured_where, publish  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 
@@ -235,26 +234,15 @@ def gpu_case(scale=GPU_SCALE):
 
 
 def table(rows, where) -> str:
-    lines = heading("DPO step", where) + [
-             "| case | sparta_jax tok/s | PyTorch tok/s | ratio | MFU |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        torch_s = f"{r['torch']:,.0f}" if r["torch"] else "-"
-        ratio = f"{r['ours'] / r['torch']:.2f}x" if r["torch"] else "-"
-        mfu = f"{100 * r['mfu']:.0f}%" if r["mfu"] else "-"
-        lines.append(f"| {r['case']} | {r['ours']:,.0f} | {torch_s} | {ratio} | {mfu} |")
-    return "\n".join(lines)
+    return markdown_table("DPO step", where, ["case", "sparta_jax tok/s", "PyTorch tok/s", "ratio", "MFU"], [
+        [r["case"], f"{r['ours']:,.0f}", *against(r["ours"], r["torch"]), f"{100 * r['mfu']:.0f}%" if r["mfu"] else "-"]
+        for r in rows])
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("cpu", "gpu"), required=True)
-    parser.add_argument("--append")
-    parser.add_argument("--smoke", action="store_true", help="gpu case at a tiny shape, on any machine")
-    args = parser.parse_args()
+    args = case_args(__doc__.splitlines()[0])
     rows = cpu_case() if args.case == "cpu" else gpu_case(SMOKE_SCALE if args.smoke else GPU_SCALE)
-    command = f"python benchmarks/dpo.py --case {args.case}{' --smoke' * args.smoke}"
-    publish(table(rows, f"{machine()}, jax {jax.__version__}, command `{command}`"),
-            args.append)
+    publish(table(rows, measured_where("dpo.py", args)), args.append)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Every row generates exactly the budget (no stop tokens), so tokens/s compare lik
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -42,7 +41,7 @@ from sparta_jax.models.loading import build_model, checkpoint_host_arrays, from_
 from sparta_jax.models.lora import uniform_lora_config  # noqa: E402
 from sparta_jax.models.llama import init_cache  # noqa: E402
 from sparta_jax.sampling import Sampler, SamplerConfig, decode_step  # noqa: E402
-from common import heading, machine, publish  # noqa: E402
+from common import against, case_args, heading, markdown_table, measured_where, publish  # noqa: E402
 
 SAMPLING = dict(temperature=0.7, top_k=50, top_p=0.95)
 
@@ -266,29 +265,20 @@ def _flat(model):
 
 
 def table(rows, where) -> str:
-    lines = heading("Sampler", where) + [
-             "| case | sparta_jax tok/s | HF generate tok/s | ratio | % of bandwidth floor |",
-             "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        hf = f"{r['hf']:,.0f}" if r["hf"] else "-"
-        ratio = f"{r['ours'] / r['hf']:.2f}x" if r["hf"] else "-"
-        floor = f"{100 * r['ours'] / r['floor']:.0f}% of {r['floor']:,.0f}" if r["floor"] else "-"
-        lines.append(f"| {r['case']} | {r['ours']:,.0f} | {hf} | {ratio} | {floor} |")
-    return "\n".join(lines)
+    return markdown_table("Sampler", where, ["case", "sparta_jax tok/s", "HF generate tok/s", "ratio",
+                                             "% of bandwidth floor"], [
+        [r["case"], f"{r['ours']:,.0f}", *against(r["ours"], r["hf"]),
+         f"{100 * r['ours'] / r['floor']:.0f}% of {r['floor']:,.0f}" if r["floor"] else "-"] for r in rows])
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("cpu", "gpu"), required=True)
-    parser.add_argument("--append", help="append the table to this Markdown file")
-    parser.add_argument("--smoke", action="store_true", help="gpu case at a tiny shape, on any machine")
-    args = parser.parse_args()
+    args = case_args(__doc__.splitlines()[0])
     curve = None
     if args.case == "cpu":
         rows, curve = cpu_case()
     else:
         rows = gpu_case(SMOKE_SCALE if args.smoke else GPU_SCALE)
-    where = f"{machine()}, jax {jax.__version__}, command `python benchmarks/sampler.py --case {args.case}{' --smoke' * args.smoke}`"
+    where = measured_where("sampler.py", args)
     publish(table(rows, where), args.append)
     if curve:
         publish(curve_table(curve, where), args.append)

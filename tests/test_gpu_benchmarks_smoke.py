@@ -39,8 +39,10 @@ def test_sampler_gpu_case_runs():
         assert "% of " in floor and number(floor.split("% of ")[1]) > 0
         if "LoRA" in case:
             assert hf == ratio == "-"
-        else:  # HF generate on the same weights, and the ratio of the two
-            assert number(hf) > 0 and abs(number(ratio.rstrip("x")) - number(ours) / number(hf)) < 0.01 + 1e-3 * number(ratio.rstrip("x"))
+        else:  # HF generate on the same weights, and the ratio of the two (of the unrounded figures:
+            # at a few tok/s, rounding to whole tok/s moves the quotient by more than its last digit)
+            o, h, r = number(ours), number(hf), number(ratio.rstrip("x"))
+            assert h > 0 and (o - 0.5) / (h + 0.5) - 0.01 <= r <= (o + 0.5) / (h - 0.5) + 0.01, (ours, hf, ratio)
 
 
 def test_dpo_gpu_case_runs():
