@@ -1,56 +1,22 @@
-"""An HTML report of a run's workdir: reputations, duels, judges, preferences, evaluation, DPO.
-
-    python -m sparta_jax.report --workdir DIR             # prints DIR/report/report.html
-    python -m sparta_jax.report --workdir DIR --markdown  # the dev/test table, as Markdown
-
-`write_report(workdir)` reads only what the main loop writes (config.json, metrics.jsonl and
-the iteration_NNN/ folders) and regenerates `<workdir>/report/report.html`: one
-self-contained file with every figure embedded as a base64 PNG. The same PNGs are also
-saved next to it in `<workdir>/report/`. Nothing needs a model, JAX or an accelerator.
-
-The report is built for partial runs too (a run still going, or one killed mid-iteration):
-whatever file is missing or unreadable is skipped and the panel says so.
-
-Panels (in this order, after a headline table):
-  1. Reputation trajectories   R (and sigma) of every member after every duel
-  2. Win matrix                who beat whom (winner = chosen_model of the preference)
-  3. Judge agreement           pairwise judge agreement and agreement with the majority
-  4. Judge signal              on verifiable tasks: do judges prefer the right answer
-                               (iteration_NNN/judge_signal.json)
-     Judge audit               when the workdir holds audit.json (`python -m sparta_jax.audit`):
-                               each judge on right and near-miss wrong answers, before training
-  5. Preference margins        histogram of |S_a - S_b| per iteration
-  6. Unparseable judge scores  per iteration, overall and per judge
-  7. Dev and test accuracy     per member per iteration (iteration_NNN/evaluation.json)
-  8. DPO training              loss and reward margin per step per member
-  9. Config                    the resolved config.json
-"""
+"""One function per report panel: a loaded run -> a Panel (a matplotlib figure as PNG bytes, notes
+and HTML tables), and `build_panels`, which draws them all in report order."""
 from __future__ import annotations
 
-import argparse
-import base64
 import dataclasses
 import html
 import io
 import json
 import math
-import os
-import re
 import sys
-import time
 import traceback
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sparta_jax.evaluation import wilson_interval
-from sparta_jax.selection import pick
-from sparta_jax.sparta.duel_log import write_bytes_atomic
-from sparta_jax.sparta.judge_signal import pooled_matched
+from sparta_jax.report.load import RunData
+from sparta_jax.report.stats import (_acc, _is_num, judge_agreement, reputation_and_accuracy, unparseable_counts,
+                                     win_counts)
 
-REPORT_DIR = "report"
-REPORT_FILE = "report.html"
-_ITERATION_DIR = re.compile(r"^iteration_(\d+)$")
 
 # Panel ids and titles, in report order. The PNG of a panel is saved as <id>.png.
 PANELS = (
@@ -66,177 +32,9 @@ PANELS = (
     ("dpo", "DPO training"),
     ("config", "Config"),
 )
+
+
 PANEL_TITLES = dict(PANELS)
-
-
-# --------------------------------------------------------------------------------- reading
-@dataclasses.dataclass
-class IterationData:
-    """What one iteration_NNN/ folder holds; None where a file is absent or unreadable."""
-
-    t: int
-    folder: str
-    answers: Optional[list] = None
-    duels: Optional[list] = None
-    reputations: Optional[dict] = None
-    preferences: Optional[list] = None
-    summary: Optional[dict] = None
-    evaluation: Optional[dict] = None
-    judge_signal: Optional[Any] = None
-    problems: List[str] = dataclasses.field(default_factory=list)
-
-    def duel_models(self) -> Dict[int, Tuple[str, str]]:
-        """{duel index: (a, b)} from duels.jsonl, else from answers.jsonl."""
-        rows = self.duels if self.duels is not None else self.answers
-        out = {}
-        for row in rows or []:
-            models = row.get("models")
-            if isinstance(row.get("index"), int) and isinstance(models, list) and len(models) == 2:
-                out[row["index"]] = (str(models[0]), str(models[1]))
-        return out
-
-
-@dataclasses.dataclass
-class RunData:
-    workdir: str
-    config: Optional[dict]
-    metrics: list
-    iterations: List[IterationData]  # sorted by t; t = 0 holds only the initial evaluation
-    names: List[str]  # tribe order
-    problems: List[str]
-    audit: Optional[dict] = None  # audit.json (python -m sparta_jax.audit), when present
-    bases: Optional[dict] = None  # member -> its base model (tribe.json), when known
-
-    @property
-    def trained(self) -> List[IterationData]:
-        return [it for it in self.iterations if it.t >= 1]
-
-
-def _read_json(path: str, problems: List[str], label: str) -> Optional[Any]:
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        problems.append(f"{label}: unreadable ({type(e).__name__}: {e})")
-        return None
-
-
-def _read_jsonl(path: str, problems: List[str], label: str) -> Optional[list]:
-    if not os.path.exists(path):
-        return None
-    rows, bad = [], 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    bad += 1
-                    continue
-                if isinstance(obj, dict):
-                    rows.append(obj)
-                else:
-                    bad += 1
-    except OSError as e:
-        problems.append(f"{label}: unreadable ({type(e).__name__}: {e})")
-        return None
-    if bad:
-        problems.append(f"{label}: skipped {bad} malformed line(s)")
-    return rows
-
-
-def _natural_key(name: str):
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
-def load_run(workdir: str) -> RunData:
-    """Reads everything the report needs; never raises on missing or malformed files."""
-    problems: List[str] = []
-    config = _read_json(os.path.join(workdir, "config.json"), problems, "config.json")
-    if config is not None and not isinstance(config, dict):
-        problems.append("config.json: not a JSON object")
-        config = None
-    metrics = _read_jsonl(os.path.join(workdir, "metrics.jsonl"), problems, "metrics.jsonl") or []
-    iterations = []
-    try:
-        entries = sorted(os.listdir(workdir))
-    except OSError as e:
-        entries = []
-        problems.append(f"workdir unreadable: {e}")
-    for entry in entries:
-        m = _ITERATION_DIR.match(entry)
-        folder = os.path.join(workdir, entry)
-        if not m or not os.path.isdir(folder):
-            continue
-        it = IterationData(int(m.group(1)), folder)
-        p = it.problems
-        j = lambda name: os.path.join(folder, name)  # noqa: E731
-        it.answers = _read_jsonl(j("answers.jsonl"), p, f"{entry}/answers.jsonl")
-        it.duels = _read_jsonl(j("duels.jsonl"), p, f"{entry}/duels.jsonl")
-        it.preferences = _read_jsonl(j("preferences.jsonl"), p, f"{entry}/preferences.jsonl")
-        for attr, name in (("reputations", "reputations.json"), ("summary", "summary.json"),
-                           ("evaluation", "evaluation.json")):
-            value = _read_json(j(name), p, f"{entry}/{name}")
-            if value is not None and not isinstance(value, dict):
-                p.append(f"{entry}/{name}: not a JSON object")
-                value = None
-            setattr(it, attr, value)
-        it.judge_signal = _read_json(j("judge_signal.json"), p, f"{entry}/judge_signal.json")
-        iterations.append(it)
-    iterations.sort(key=lambda it: it.t)
-    audit = _read_json(os.path.join(workdir, "audit.json"), problems, "audit.json")
-    if audit is not None and not isinstance(audit, dict):
-        problems.append("audit.json: not a JSON object")
-        audit = None
-    return RunData(workdir, config, metrics, iterations, _tribe_names(config, iterations), problems, audit,
-                   _member_bases(workdir, problems))
-
-
-def _member_bases(workdir: str, problems: List[str]) -> Optional[dict]:
-    """tribe.json's member -> base (a mixed tribe's groups), or its one base for every member."""
-    info = _read_json(os.path.join(workdir, "tribe.json"), problems, "tribe.json")
-    if not isinstance(info, dict):
-        return None
-    if isinstance(info.get("bases"), dict):
-        return {str(k): str(v) for k, v in info["bases"].items()}
-    if isinstance(info.get("names"), list) and isinstance(info.get("base"), str):
-        return {str(n): info["base"] for n in info["names"]}
-    return None
-
-
-def _tribe_names(config: Optional[dict], iterations: Sequence[IterationData]) -> List[str]:
-    """Tribe order: reputations.json's order, else config tribe.names, else natural sort;
-    every name seen anywhere is included."""
-    names: List[str] = []
-    for it in iterations:
-        rep = it.reputations or {}
-        for key in ("start", "end"):
-            if isinstance(rep.get(key), dict):
-                names = list(rep[key])
-                break
-        if names:
-            break
-    if not names and config:
-        configured = ((config.get("tribe") or {}).get("names")) or []
-        names = [str(n) for n in configured]
-    seen = set()
-    for it in iterations:
-        for row in (it.answers or []) + (it.duels or []):
-            seen.update(str(m) for m in row.get("models") or [])
-            if isinstance(row.get("judges"), dict):
-                seen.update(row["judges"])
-        for row in it.preferences or []:
-            seen.update(str(row.get(k)) for k in ("chosen_model", "rejected_model") if row.get(k) is not None)
-        ev = it.evaluation or {}
-        for split in ("dev", "test"):
-            if isinstance(ev.get(split), dict):
-                seen.update(ev[split])
-    extra = sorted((n for n in seen if n not in names), key=_natural_key)
-    return names + extra
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -258,8 +56,18 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _acc_text(entry: Any) -> str:
+    if not isinstance(entry, dict) or not _is_num(entry.get("accuracy")):
+        return "–"
+    text = f"{float(entry['accuracy']):.3f}"
+    ci = entry.get("ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_num(c) for c in ci):
+        text += f" [{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
+    if _is_num(entry.get("n_correct")) and _is_num(entry.get("n")):
+        text += f" ({entry['n_correct']}/{entry['n']})"
+    elif _is_num(entry.get("n")):
+        text += f" (n={entry['n']})"
+    return text
 
 
 def _colors(names: Sequence[str]) -> Dict[str, Any]:
@@ -288,11 +96,6 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_bytes_atomic(path, data)
-
-
 def _mark_iterations(ax, boundaries: Sequence[Tuple[float, int]], label: bool = True) -> None:
     """Dashed vertical lines at iteration starts (not the first), labels at the top."""
     for k, (x, t) in enumerate(boundaries):
@@ -301,10 +104,6 @@ def _mark_iterations(ax, boundaries: Sequence[Tuple[float, int]], label: bool = 
         if label:
             ax.text(x, 1.0, f" it {t}", transform=ax.get_xaxis_transform(), va="top", ha="left",
                     fontsize=8, color="0.35")
-
-
-def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
 
 
 @dataclasses.dataclass
@@ -324,7 +123,23 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], attrs: str = ""
     return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-# ------------------------------------------------------------------------------ 1. reputation
+def _cmap_with_bad(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name].with_extremes(bad="0.92")
+
+
+def _label_square(ax, names, ylabel, xlabel):
+    m = len(names)
+    ax.set_xticks(range(m), names, rotation=45 if m > 3 else 0, ha="right" if m > 3 else "center", fontsize=9)
+    ax.set_yticks(range(m), names, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+
+
+# --------------------------------------------------------------------------- 1. reputation
 def panel_reputation(run: RunData, colors) -> Panel:
     panel = Panel("reputation", PANEL_TITLES["reputation"])
     xs: List[float] = []
@@ -397,60 +212,7 @@ def panel_reputation(run: RunData, colors) -> Panel:
     return panel
 
 
-# ------------------------------------------------------------------------------ 2. win matrix
-@dataclasses.dataclass
-class WinCounts:
-    names: List[str]
-    wins: np.ndarray  # wins[i, j]: duels between i and j won by i
-    ties: np.ndarray  # ties[i, j] = ties[j, i]: duels between i and j without a preference
-    notes: List[str]
-
-    def duels(self) -> np.ndarray:
-        return self.wins + self.wins.T + self.ties
-
-
-def win_counts(run: RunData) -> WinCounts:
-    names = list(run.names)
-    idx = {n: i for i, n in enumerate(names)}
-    m = len(names)
-    wins = np.zeros((m, m), dtype=int)
-    ties = np.zeros((m, m), dtype=int)
-    notes = []
-    self_duels = 0
-    for it in run.trained:
-        if it.preferences is None:
-            if it.duels is not None:
-                notes.append(f"iteration {it.t}: judged but no preferences.jsonl yet; left out.")
-            elif it.answers is not None:
-                notes.append(f"iteration {it.t}: answered but not judged yet; left out.")
-            continue
-        decided = set()
-        for p in it.preferences:
-            c, r = p.get("chosen_model"), p.get("rejected_model")
-            if c not in idx or r not in idx:
-                continue
-            decided.add(p.get("index"))
-            if c == r:
-                self_duels += 1
-                continue
-            wins[idx[c], idx[r]] += 1
-        models = it.duel_models()
-        if not models:
-            notes.append(f"iteration {it.t}: preferences but no duels.jsonl or answers.jsonl: ties unknown.")
-            continue
-        for index, (a, b) in models.items():
-            if index in decided or a not in idx or b not in idx:
-                continue
-            if a == b:
-                self_duels += 1
-                continue
-            ties[idx[a], idx[b]] += 1
-            ties[idx[b], idx[a]] += 1
-    if self_duels:
-        notes.append(f"{self_duels} duel(s) of a member against itself left out.")
-    return WinCounts(names, wins, ties, notes)
-
-
+# --------------------------------------------------------------------------- 2. win matrix
 def panel_win_matrix(run: RunData, colors) -> Panel:
     panel = Panel("win_matrix", PANEL_TITLES["win_matrix"])
     wc = win_counts(run)
@@ -525,91 +287,7 @@ def panel_win_matrix(run: RunData, colors) -> Panel:
     return panel
 
 
-def _cmap_with_bad(name: str):
-    from matplotlib import colormaps
-
-    return colormaps[name].with_extremes(bad="0.92")
-
-
-def _label_square(ax, names, ylabel, xlabel):
-    m = len(names)
-    ax.set_xticks(range(m), names, rotation=45 if m > 3 else 0, ha="right" if m > 3 else "center", fontsize=9)
-    ax.set_yticks(range(m), names, fontsize=9)
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-
-
-# -------------------------------------------------------------------------- 3. judge agreement
-def _judge_verdicts(duel: dict) -> Tuple[Dict[str, int], int]:
-    """({judge: sign(s_a - s_b)} for judges with both scores parsed, number of judges)."""
-    judges = duel.get("judges")
-    if not isinstance(judges, dict):
-        return {}, 0
-    out = {}
-    for name, rec in judges.items():
-        scores = (rec or {}).get("scores") if isinstance(rec, dict) else None
-        if isinstance(scores, list) and len(scores) == 2 and all(_is_num(s) for s in scores):
-            out[name] = _sign(float(scores[0]) - float(scores[1]))
-    return out, len(judges)
-
-
-def judge_agreement(run: RunData) -> dict:
-    """Pairwise agreement counts, per-judge agreement with the reputation-weighted majority
-    vote (including and excluding the judge itself) and with the duel's preference."""
-    names = list(run.names)
-    pair = {}  # (j1, j2) sorted by tribe order -> [agree, n]
-    maj = {}  # judge -> [agree, n] vs weighted majority of all judges
-    loo = {}  # judge -> [agree, n] vs weighted majority of the other judges
-    pref = {}  # judge -> [agree, n] vs the preference's chosen side
-    order = {n: i for i, n in enumerate(names)}
-    max_judges = 0
-    duels_seen = 0
-    for it in run.trained:
-        if not it.duels:
-            continue
-        end = (it.reputations or {}).get("end") or {}
-        weight = {n: float(v["R"]) for n, v in end.items() if isinstance(v, dict) and _is_num(v.get("R"))}
-        chosen = {}
-        for p in it.preferences or []:
-            chosen[p.get("index")] = p
-        for duel in it.duels:
-            verdicts, n_judges = _judge_verdicts(duel)
-            max_judges = max(max_judges, n_judges)
-            duels_seen += 1
-            js = sorted(verdicts, key=lambda n: (order.get(n, len(order)), n))
-            for a in range(len(js)):
-                for b in range(a + 1, len(js)):
-                    cell = pair.setdefault((js[a], js[b]), [0, 0])
-                    cell[0] += verdicts[js[a]] == verdicts[js[b]]
-                    cell[1] += 1
-            vote = sum(weight.get(j, 1.0) * v for j, v in verdicts.items())
-            for j, v in verdicts.items():
-                if _sign(vote) != 0:
-                    cell = maj.setdefault(j, [0, 0])
-                    cell[0] += v == _sign(vote)
-                    cell[1] += 1
-                others = vote - weight.get(j, 1.0) * v
-                if len(verdicts) >= 2 and _sign(others) != 0:
-                    cell = loo.setdefault(j, [0, 0])
-                    cell[0] += v == _sign(others)
-                    cell[1] += 1
-            p = chosen.get(duel.get("index"))
-            models = duel.get("models") or [None, None]
-            if p is not None and len(models) == 2:
-                if models[0] != models[1]:
-                    side = 1 if p.get("chosen_model") == models[0] else -1
-                else:
-                    side = 1 if p.get("chosen") == (duel.get("responses") or [None])[0] else -1
-                for j, v in verdicts.items():
-                    cell = pref.setdefault(j, [0, 0])
-                    cell[0] += v == side
-                    cell[1] += 1
-    return {"pair": pair, "majority": maj, "leave_one_out": loo, "preference": pref,
-            "max_judges": max_judges, "duels": duels_seen}
-
-
+# ---------------------------------------------------------------------- 3. judge agreement
 def panel_judge_agreement(run: RunData, colors) -> Panel:
     panel = Panel("judge_agreement", PANEL_TITLES["judge_agreement"])
     if not any(it.duels for it in run.trained):
@@ -792,7 +470,7 @@ def panel_audit(run: RunData, colors) -> Panel:
     return panel
 
 
-# ---------------------------------------------------------------------------- 4. margins
+# ------------------------------------------------------------------------------ 4. margins
 def panel_margins(run: RunData, colors) -> Panel:
     panel = Panel("margins", PANEL_TITLES["margins"])
     per_it = []
@@ -833,30 +511,7 @@ def panel_margins(run: RunData, colors) -> Panel:
     return panel
 
 
-# ------------------------------------------------------------------------- 5. unparseable
-def unparseable_counts(run: RunData) -> List[Tuple[int, Dict[str, Tuple[int, int]]]]:
-    """[(iteration, {judge: (unparseable scores, scores)})] for iterations with duels.jsonl.
-    A null score pair counts as two unparseable scores."""
-    out = []
-    for it in run.trained:
-        if it.duels is None:
-            continue
-        per = {}
-        for duel in it.duels:
-            judges = duel.get("judges")
-            if not isinstance(judges, dict):
-                continue
-            for name, rec in judges.items():
-                scores = rec.get("scores") if isinstance(rec, dict) else None
-                bad = 2 if not isinstance(scores, list) else sum(1 for s in scores[:2] if not _is_num(s))
-                if isinstance(scores, list) and len(scores) < 2:
-                    bad += 2 - len(scores)
-                u, n = per.get(name, (0, 0))
-                per[name] = (u + bad, n + 2)
-        out.append((it.t, per))
-    return out
-
-
+# -------------------------------------------------------------------------- 5. unparseable
 def panel_unparseable(run: RunData, colors) -> Panel:
     panel = Panel("unparseable", PANEL_TITLES["unparseable"])
     counts = unparseable_counts(run)
@@ -910,31 +565,6 @@ def panel_unparseable(run: RunData, colors) -> Panel:
 
 
 # --------------------------------------------------------------------------- 6. evaluation
-def _acc(entry: Any) -> Tuple[float, float, float]:
-    """(accuracy, lower error, upper error) of an evaluation entry; nan when missing."""
-    if not isinstance(entry, dict) or not _is_num(entry.get("accuracy")):
-        return np.nan, 0.0, 0.0
-    a = float(entry["accuracy"])
-    ci = entry.get("ci95")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_num(c) for c in ci):
-        return a, max(0.0, a - float(ci[0])), max(0.0, float(ci[1]) - a)
-    return a, 0.0, 0.0
-
-
-def _acc_text(entry: Any) -> str:
-    if not isinstance(entry, dict) or not _is_num(entry.get("accuracy")):
-        return "–"
-    text = f"{float(entry['accuracy']):.3f}"
-    ci = entry.get("ci95")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_num(c) for c in ci):
-        text += f" [{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
-    if _is_num(entry.get("n_correct")) and _is_num(entry.get("n")):
-        text += f" ({entry['n_correct']}/{entry['n']})"
-    elif _is_num(entry.get("n")):
-        text += f" (n={entry['n']})"
-    return text
-
-
 def panel_evaluation(run: RunData, colors) -> Panel:
     panel = Panel("evaluation", PANEL_TITLES["evaluation"])
     evals = [(it.t, it.evaluation) for it in run.iterations if it.evaluation is not None]
@@ -992,19 +622,6 @@ def panel_evaluation(run: RunData, colors) -> Panel:
     panel.html.append(_table(["iteration", "best member (dev)", "its dev accuracy", "its test accuracy"],
                              rows, 'class="data" id="evaluation-table"'))
     return panel
-
-
-def reputation_and_accuracy(run: RunData) -> Dict[str, Tuple[float, float]]:
-    """{member: (mean end-of-iteration reputation R, mean dev accuracy after training)} over the
-    trained iterations that have both; members missing either are left out."""
-    out = {}
-    for n in run.names:
-        reps = [float(((it.reputations or {}).get("end") or {}).get(n, {}).get("R", np.nan)) for it in run.trained]
-        accs = [_acc(((it.evaluation or {}).get("dev") or {}).get(n))[0] for it in run.trained]
-        reps, accs = [r for r in reps if np.isfinite(r)], [a for a in accs if np.isfinite(a)]
-        if reps and accs:
-            out[n] = (float(np.mean(reps)), float(np.mean(accs)))
-    return out
 
 
 def panel_reputation_accuracy(run: RunData, colors) -> Panel:
@@ -1123,7 +740,7 @@ def panel_dpo(run: RunData, colors) -> Panel:
     return panel
 
 
-# -------------------------------------------------------------------------------- 8. config
+# ------------------------------------------------------------------------------- 8. config
 def panel_config(run: RunData, colors) -> Panel:
     panel = Panel("config", PANEL_TITLES["config"])
     if run.config is None:
@@ -1135,132 +752,7 @@ def panel_config(run: RunData, colors) -> Panel:
     return panel
 
 
-# ------------------------------------------------------------------------------- headline
-def _headline(run: RunData) -> str:
-    trained = run.trained
-    completed = [it.t for it in trained if it.summary is not None]
-    duels = sum(len(it.duels) for it in trained if it.duels is not None)
-    answered_only = sum(len(it.answers) for it in trained if it.duels is None and it.answers is not None)
-    pairs = sum(len(it.preferences) for it in trained if it.preferences is not None)
-    rated_duels = sum(len(it.duels or []) for it in trained if it.preferences is not None)
-    planned = (run.config or {}).get("iterations")
-    rows = [("workdir", _esc(os.path.abspath(run.workdir)))]
-    it_text = f"{len(completed)} completed"
-    if planned is not None:
-        it_text += f" of {planned} planned"
-    partial = [it.t for it in trained if it.summary is None]
-    if partial:
-        it_text += f"; in progress or incomplete: {', '.join(map(str, partial))}"
-    rows.append(("iterations", _esc(it_text)))
-    if run.bases:  # each member's base model, grouped (a mixed tribe has several)
-        by_base: dict = {}
-        for name, base in run.bases.items():
-            by_base.setdefault(base, []).append(name)
-        rows.append(("members and bases", "<br>".join(f"{_esc(', '.join(names))}: <code>{_esc(base)}</code>"
-                                                      for base, names in by_base.items())))
-    method = (run.config or {}).get("method", "sparta")
-    if method != "sparta":  # a baseline: one model, its own pairs (iteration_NNN/pairs.json)
-        member = _read_json(os.path.join(run.workdir, "method.json"), [], "method.json") or {}
-        rows.append(("method", _esc(f"{method}, training {member.get('member', '?')} (the initial tribe's best "
-                                    "member by dev accuracy, or methods.member); no duels or reputations")))
-    d_text = f"{duels} judged"
-    if answered_only:
-        d_text += f" (+{answered_only} answered, not judged yet)"
-    rows.append(("duels", _esc(d_text)))
-    rows.append(("preference pairs", _esc(f"{pairs} ({max(0, rated_duels - pairs)} duels without a preference)")))
-    ranked = None
-    for it in reversed(trained):
-        end = (it.reputations or {}).get("end")
-        if isinstance(end, dict) and end:
-            ranked = (it.t, sorted(((n, v.get("R")) for n, v in end.items() if isinstance(v, dict) and _is_num(v.get("R"))),
-                                   key=lambda x: -x[1]))
-            break
-    if ranked:
-        t, order = ranked
-        items = "".join(f"<li>{_esc(n)} <span class='num'>R = {r:.4f}</span></li>" for n, r in order)
-        rows.append((f"reputation ranking (end of iteration {t})", f"<ol class='rank' id='ranking'>{items}</ol>"))
-    else:
-        rows.append(("reputation ranking", "no reputations yet"))
-    last_eval = next(((it.t, it.evaluation) for it in reversed(run.iterations) if it.evaluation is not None), None)
-    if last_eval:
-        t, ev = last_eval
-        best = ev.get("best_member")
-        rows.append((f"best member (dev, after iteration {t})",
-                     f"<b>{_esc(best or '–')}</b>: test accuracy {_esc(_acc_text(ev.get('best_test')))}"))
-        first = next(it.evaluation for it in run.iterations if it.evaluation is not None)
-        if first is not ev:
-            rows.append(("best initial member (iteration 0 or first evaluated)",
-                         f"{_esc(first.get('best_member') or '–')}: test accuracy "
-                         f"{_esc(_acc_text(first.get('best_test')))}"))
-        best_dev = pick({it.t: it.evaluation for it in run.iterations if it.evaluation is not None}, "best_dev")
-        select = ((run.config or {}).get("evaluation") or {}).get("select", "last")
-        rows.append((f"best dev over the run (evaluation.select = {_esc(select)})",
-                     f"{_esc(best_dev.member)} after iteration {best_dev.iteration}: test accuracy "
-                     f"{_esc(_acc_text(best_dev.test))}" + (" (reported by this run; the gain claimed is the "
-                                                             "last iteration's)" if select == "best_dev" else "")))
-    else:
-        rows.append(("best member", "no evaluation in this run"))
-    signals = [it.judge_signal for it in run.trained if isinstance(it.judge_signal, dict)]
-    if signals:  # pooled over iterations: how often a judge scored the right answer higher
-        wins, n = pooled_matched(signals)
-        if n:
-            lo, hi = wilson_interval(int(round(wins)), n)
-            rows.append(("judge signal (all iterations)", _esc(
-                f"right answer scored higher in {wins / n:.3f} [{lo:.3f}, {hi:.3f}] of {n} verdicts on duels with "
-                f"one right answer (0.5 = chance)")))
-    cfg = run.config or {}
-    setting = []
-    for label, value in (("members", len(run.names)), ("mode", cfg.get("mode")),
-                         ("judge mode", (cfg.get("judge") or {}).get("mode")),
-                         ("scheme", (cfg.get("reputation") or {}).get("scheme")),
-                         ("instructions per iteration", cfg.get("instructions_per_iteration"))):
-        if value is not None:
-            setting.append(f"{label} {value}")
-    if setting:
-        rows.append(("setting", _esc(", ".join(setting))))
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="headline" id="headline">{body}</table>'
-
-
-def _iteration_table(run: RunData) -> str:
-    header = ["iteration", "answers", "duels", "pairs", "no preference", "unparseable / scores",
-              "R spread", "DPO loss", "DPO margin", "seconds", "missing"]
-    rows = []
-    for it in run.trained:
-        s = it.summary or {}
-        missing = [name for name, v in (("answers", it.answers), ("duels", it.duels), ("reputations", it.reputations),
-                                        ("preferences", it.preferences), ("summary", it.summary)) if v is None]
-        n_duels = len(it.duels) if it.duels is not None else None
-        n_pairs = len(it.preferences) if it.preferences is not None else None
-        unp = (f"{s['unparseable_scores']}/{s['judge_scores']}" if "unparseable_scores" in s and "judge_scores" in s
-               else "–")
-        rows.append([
-            it.t, len(it.answers) if it.answers is not None else "–", _fmt(n_duels), _fmt(n_pairs),
-            _fmt(n_duels - n_pairs) if n_duels is not None and n_pairs is not None else "–", unp,
-            _fmt(s.get("reputation_spread")), _fmt(s.get("dpo_loss")), _fmt(s.get("dpo_margin")),
-            _fmt(s.get("seconds"), 0), ", ".join(missing) or "–"])
-    if not rows:
-        return "<p class='note'>No iteration folder yet.</p>"
-    return _table(header, rows, 'class="data" id="iterations"')
-
-
-# ---------------------------------------------------------------------------------- output
-_CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1200px;
-       color: #222; padding: 0 16px; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 4px; margin-top: 2em; }
-.sub { color: #666; font-size: 0.9em; }
-table { border-collapse: collapse; margin: 10px 0; font-size: 0.88em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-thead th, table.headline th { background: #f3f3f3; }
-table.data td { font-variant-numeric: tabular-nums; }
-ol.rank { margin: 0; padding-left: 1.4em; } .num { color: #555; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-.note { color: #444; margin: 4px 0; } .panel-error { color: #a00; font-weight: bold; }
-pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 0.85em; }
-nav a { margin-right: 12px; } details { margin: 8px 0; } summary { cursor: pointer; }
-"""
-
+# ------------------------------------------------------------------------------ all panels
 _BUILDERS = {
     "reputation_accuracy": panel_reputation_accuracy,
     "reputation": panel_reputation,
@@ -1287,114 +779,3 @@ def build_panels(run: RunData) -> List[Panel]:
             traceback.print_exc(file=sys.stderr)
             panels.append(Panel(pid, title, error=f"{type(e).__name__}: {e}"))
     return panels
-
-
-def render_html(run: RunData, panels: Sequence[Panel]) -> str:
-    nav = "".join(f'<a href="#{p.id}">{_esc(p.title)}</a>' for p in panels)
-    problems = list(run.problems) + [q for it in run.iterations for q in it.problems]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Sparta run report: {_esc(os.path.basename(os.path.abspath(run.workdir)))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Sparta Alignment run report</h1>",
-        f"<p class='sub'>{_esc(os.path.abspath(run.workdir))} &middot; generated "
-        f"{_esc(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
-        f"<nav>{nav}</nav>",
-        '<section id="headline-section"><h2>Headline</h2>',
-        _headline(run),
-        "<h3>Per iteration</h3>",
-        _iteration_table(run),
-    ]
-    if problems:
-        parts.append("<h3>Files skipped</h3><ul>" + "".join(f"<li>{_esc(q)}</li>" for q in problems) + "</ul>")
-    parts.append("</section>")
-    for k, p in enumerate(panels, 1):
-        parts.append(f'<section id="{p.id}"><h2>{k}. {_esc(p.title)}</h2>')
-        if p.error:
-            parts.append(f"<p class='panel-error'>Could not draw this panel: {_esc(p.error)}</p>")
-        for note in p.notes:
-            parts.append(f"<p class='note'>{_esc(note)}</p>")
-        if p.image is not None:
-            data = base64.b64encode(p.image).decode("ascii")
-            parts.append(f'<img alt="{_esc(p.alt or p.title)}" src="data:image/png;base64,{data}">')
-        parts.extend(p.html)
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def write_report(workdir: str) -> str:
-    """Regenerates `<workdir>/report/report.html` (and one PNG per plotted panel beside it)
-    from the run's files; returns the HTML's path. Every file is written atomically.
-
-    Only process 0 of a multi-host run should call it (like every other non-Orbax write):
-    the workdir is shared, and concurrent writers would race on the same files. It reads
-    whatever is there, so it can run during a run or after one was killed.
-    """
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:  # never switch the backend under a pyplot user
-        matplotlib.use("Agg")
-    run = load_run(workdir)
-    panels = build_panels(run)
-    out_dir = os.path.join(workdir, REPORT_DIR)
-    os.makedirs(out_dir, exist_ok=True)
-    written = set()
-    for p in panels:
-        if p.image is not None:
-            name = f"{p.id}.png"
-            _atomic_write(os.path.join(out_dir, name), p.image)
-            written.add(name)
-    for pid, _ in PANELS:  # drop a stale PNG of a panel that has nothing to plot now
-        name = f"{pid}.png"
-        if name not in written and os.path.exists(os.path.join(out_dir, name)):
-            try:
-                os.remove(os.path.join(out_dir, name))
-            except OSError:
-                pass
-    path = os.path.join(out_dir, REPORT_FILE)
-    _atomic_write(path, render_html(run, panels).encode("utf-8"))
-    return path
-
-
-def evaluation_markdown(run: RunData) -> str:
-    """Dev and test score of every member per evaluation, and the best member's, as Markdown."""
-    evals = [(it.t, it.evaluation) for it in run.iterations if it.evaluation is not None]
-    if not evals:
-        return "No evaluation.json in this run."
-
-    def cell(entry):
-        if not isinstance(entry, dict) or not _is_num(entry.get("accuracy")):
-            return "-"
-        lo, hi = entry.get("ci95", (math.nan, math.nan))
-        count = f"{entry['n_correct']}/{entry['n']}" if _is_num(entry.get("n_correct")) else f"n={entry.get('n')}"
-        return f"{entry['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({count})"
-
-    lines = ["| after iteration | member | dev | test |", "|---:|---|---|---|"]
-    for t, ev in evals:
-        best = ev.get("best_member")
-        for name in run.names:
-            label = f"**{name}** (best on dev)" if name == best else name
-            lines.append(f"| {t} | {label} | {cell(ev.get('dev', {}).get(name))} | {cell(ev.get('test', {}).get(name))} |")
-    return "\n".join(lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparta_jax.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True, help="the run's workdir (python -m sparta_jax.main --workdir)")
-    parser.add_argument("--markdown", action="store_true",
-                        help="print the dev/test table of every evaluation as Markdown instead of writing the report")
-    args = parser.parse_args(argv)
-    if not os.path.isdir(args.workdir):
-        print(f"error: no such directory: {args.workdir}", file=sys.stderr)
-        return 1
-    if args.markdown:
-        print(evaluation_markdown(load_run(args.workdir)))
-        return 0
-    print(write_report(args.workdir))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
