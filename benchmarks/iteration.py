@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from absl import app, flags  # noqa: E402
 from ml_collections import ConfigDict, config_flags  # noqa: E402
 from common import heading, machine, publish  # noqa: E402
+from sparta_jax.workdir import iteration_dir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/sparta_bench_iteration", "Fresh workdir (emptied first).")
@@ -47,7 +48,7 @@ def with_bundled_data(config, task: str):
 def table(workdir: str, config, where: str, wall: float) -> str:
     rows = []
     for t in range(1, config.iterations + 1):
-        folder = os.path.join(workdir, f"iteration_{t:03d}")
+        folder = iteration_dir(workdir, t)
         with open(os.path.join(folder, "summary.json")) as f:
             s = json.load(f)
         ev_path = os.path.join(folder, "evaluation.json")
@@ -59,7 +60,7 @@ def table(workdir: str, config, where: str, wall: float) -> str:
     head = heading("Iteration phases", where) + [
             "| iteration | duels | pairs trained | answers s | judging s | rating s | DPO s | iteration s | evaluation s |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    last = os.path.join(workdir, f"iteration_{config.iterations:03d}", "summary.json")
+    last = os.path.join(iteration_dir(workdir, config.iterations), "summary.json")
     with open(last) as f:
         s = json.load(f)
     after = (f"; last iteration's DPO on its pairs after training: loss {s['dpo_loss_after']:.3f}, reward accuracy "

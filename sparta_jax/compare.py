@@ -29,11 +29,11 @@ from typing import Optional, Sequence
 
 import html as html_lib
 
-
 from sparta_jax.evaluation import wilson_interval
-from sparta_jax.run_summary import own_and_replayed, pairs_text, read_json as _read
+from sparta_jax.run_summary import own_and_replayed, pairs_text
 from sparta_jax.selection import mean_member, pick, read_evaluations
 from sparta_jax.stats import mcnemar_exact, pearson_r, sign_test
+from sparta_jax.workdir import iteration_dir, read_json
 
 
 def arm_label(config: dict) -> str:
@@ -84,7 +84,7 @@ def best_test(ev: dict) -> dict:
 def judges_and_reputations(workdir: str, last: int, audit: dict | None) -> dict | None:
     """Each member's reputation R at the end of the last iteration against its audit AUC, and
     Pearson's r between the two (None without reputations.json or a per-judge audit)."""
-    reps = _read(os.path.join(workdir, f"iteration_{last:03d}", "reputations.json"))
+    reps = read_json(os.path.join(iteration_dir(workdir, last), "reputations.json"))
     per_judge = (audit or {}).get("per_judge") or {}
     if not reps or not per_judge:
         return None
@@ -97,7 +97,7 @@ def judges_and_reputations(workdir: str, last: int, audit: dict | None) -> dict 
 
 def arm_summary(workdir: str) -> dict:
     """The before/after figures of one run (see the module docstring)."""
-    config = _read(os.path.join(workdir, "config.json")) or {}
+    config = read_json(os.path.join(workdir, "config.json")) or {}
     evals = evaluations(workdir)
     if 0 not in evals or len(evals) < 2:
         raise ValueError(f"{workdir}: needs the iteration-0 evaluation and at least one after training")
@@ -108,12 +108,12 @@ def arm_summary(workdir: str) -> dict:
     seconds = sum(ev.get("seconds", 0.0) for ev in evals.values())
     pairs, replayed = [], []
     for t in range(1, last + 1):
-        summary = _read(os.path.join(workdir, f"iteration_{t:03d}", "summary.json")) or {}
+        summary = read_json(os.path.join(iteration_dir(workdir, t), "summary.json")) or {}
         seconds += summary.get("seconds", 0.0)
         own, again = own_and_replayed(summary)
         pairs.append(own)
         replayed.append(again)
-    audit = _read(os.path.join(workdir, "audit.json"))
+    audit = read_json(os.path.join(workdir, "audit.json"))
     mean_before, mean_after = mean_member(evals[0]), mean_member(evals[last])
     return {
         "workdir": workdir, "label": arm_label(config), "method": method_label(config), "task": task_label(config),

@@ -7,11 +7,11 @@ files, like the report, so it needs no model.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
 from sparta_jax.sparta.judge_signal import pooled_matched
+from sparta_jax.workdir import iteration_dir, read_json
 
 
 def own_and_replayed(summary: dict) -> tuple:
@@ -28,15 +28,6 @@ def pairs_text(own, replayed) -> str:
     """"42 + 40", or "42 + 40 (+ 0 + 42 replayed)" when earlier pairs were trained again."""
     text = " + ".join(str(x) for x in own)
     return text + (f" (+ {' + '.join(str(x) for x in replayed)} replayed)" if any(replayed) else "")
-
-
-def read_json(path: str) -> Optional[dict]:
-    """A workdir's JSON file, or None when it is missing or unreadable (a run still going)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _acc(entry: Optional[dict]) -> str:
@@ -82,7 +73,7 @@ def evaluation_lines(evals: dict[int, dict], select: str = "last") -> list[str]:
 
 def closing_summary(workdir: str, iterations: int, checkpoint: Optional[str]) -> str:
     """The closing block for `iterations` completed iterations; `checkpoint` is the latest one's folder."""
-    folder = lambda t: os.path.join(workdir, f"iteration_{t:03d}")  # noqa: E731
+    folder = lambda t: iteration_dir(workdir, t)  # noqa: E731
     summaries = [s for s in (read_json(os.path.join(folder(t), "summary.json")) for t in range(1, iterations + 1)) if s]
     evals = {t: e for t in range(iterations + 1) if (e := read_json(os.path.join(folder(t), "evaluation.json")))}
     lines = ["", f"== run finished: {iterations} iteration(s) in {workdir} =="]

@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
 from sparta_jax.stats import bootstrap_interval
+from sparta_jax.workdir import iteration_dir, iterations_in, read_json
 
 SELECTIONS = ("last", "best_dev")
 BEST_DEV_DIR = "best_dev"  # in the workdir: a checkpoint folder holding the best-dev iteration's weights
@@ -33,15 +33,8 @@ class Pick:
 
 def read_evaluations(workdir: str) -> dict[int, dict]:
     """{iteration: evaluation.json} of a run folder (unreadable or missing files left out)."""
-    out = {}
-    for entry in sorted(os.listdir(workdir)):
-        if entry.startswith("iteration_") and entry[10:].isdigit():
-            try:
-                with open(os.path.join(workdir, entry, "evaluation.json"), encoding="utf-8") as f:
-                    out[int(entry[10:])] = json.load(f)
-            except (OSError, ValueError):
-                continue
-    return out
+    evals = {t: read_json(os.path.join(iteration_dir(workdir, t), "evaluation.json")) for t in iterations_in(workdir)}
+    return {t: ev for t, ev in evals.items() if ev is not None}
 
 
 def pick(evals: dict[int, dict], how: str) -> Pick:

@@ -25,39 +25,12 @@ from sparta_jax.metrics import MetricsWriter, Progress
 from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import (DuelRecord, ReputationConstants, TribeRater, TribeReputation, duel_from_json,
-                               duel_to_json, make_matchups, separated, write_text_atomic)
+                               duel_to_json, make_matchups, separated)
 from sparta_jax.tribe import (MixedTribe, Tribe, actor_config, build_judge, build_tribe, check_sparta_tribe,
                               context_length)
+from sparta_jax.workdir import iteration_dir, read_jsonl, write_json, write_jsonl
 
 PHASE_KEYS = {"answers": 1, "judges": 2, "train": 3, "evaluation": 4}
-
-
-def iteration_dir(workdir: str, t: int) -> str:
-    return os.path.join(workdir, f"iteration_{t:03d}")
-
-
-def write_json(path: str, obj) -> None:
-    if jax.process_index() == 0:
-        write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
-    _sync(f"write {os.path.basename(path)}")
-
-
-def write_jsonl(path: str, rows) -> None:
-    if jax.process_index() == 0:
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-    _sync(f"write {os.path.basename(path)}")
-
-
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def read_jsonl(path: str) -> list:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def phase_key(seed: int, t: int, phase: str):

@@ -349,7 +349,8 @@ def test_replayed_pairs_are_the_earlier_iterations_trained_pairs(tmp_path):
     trained (Sparta's at or above dpo.min_margin); 0, the released setting, replays nothing."""
     import ml_collections
 
-    from sparta_jax.train import iteration_dir, replayed_pairs, write_jsonl
+    from sparta_jax.train import replayed_pairs
+    from sparta_jax.workdir import iteration_dir, write_jsonl
 
     for t, margins in ((1, (0.2, 1.5)), (2, (0.7, 0.4)), (3, (2.0,))):
         os.makedirs(iteration_dir(str(tmp_path), t))
