@@ -30,12 +30,13 @@ from typing import Sequence
 
 import numpy as np
 
+from sparta_jax.errors import SpartaError
 from sparta_jax.evaluation import NUMERIC_OFFSETS, near_miss  # noqa: F401  (the audit's wrong answers)
 
 DEFAULT_TEMPLATE = "The answer is {answer}."
 
 
-class AuditError(ValueError):
+class AuditError(SpartaError, ValueError):
     pass
 
 

@@ -40,12 +40,13 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sparta_jax import sharding as sharding_lib
+from sparta_jax.errors import SpartaError
 
 ITEM_NAMES = ("trainable", "opt_state", "host_state")
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's temporary-folder marker (atomicity_types.TMP_DIR_SUFFIX)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(SpartaError, ValueError):
     """A checkpoint's tree structure, shapes or dtypes differ from the restore targets."""
 
 

@@ -22,13 +22,14 @@ import numpy as np
 from flax import nnx
 
 from sparta_jax import sharding as sharding_lib
+from sparta_jax.errors import SpartaError
 from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.lora import NO_ADAPTER
 from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling_filters import sample_tokens
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(SpartaError, ValueError):
     pass
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from sparta_jax.errors import SpartaError
+
 # Architectures whose forward pass this decoder reproduces exactly.
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "GemmaForCausalLM",
                            "Gemma2ForCausalLM", "Gemma3ForCausalLM")
@@ -25,7 +27,7 @@ SLIDING, GLOBAL = "sliding_attention", "full_attention"
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(SpartaError, ValueError):
     """The checkpoint uses an architecture or option this decoder does not implement."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from sparta_jax import sharding as sharding_lib
+from sparta_jax.errors import SpartaError
 from sparta_jax.models import weights as names
 from sparta_jax.models.config import ModelConfig
 from sparta_jax.models.llama import LlamaForCausalLM, projection_dims
@@ -24,7 +25,7 @@ from sparta_jax.models.lora import ALL_TARGETS, AdapterSpec, LoraConfig
 from sparta_jax.models.safetensors_io import CheckpointShards, SafetensorsFile
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SpartaError, ValueError):
     """A model or adapter folder is missing pieces or does not fit the model."""
 
 

@@ -18,12 +18,13 @@ import os
 import tempfile
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple
 
+from sparta_jax.errors import SpartaError
 from sparta_jax.sparta.judging import parse_pair
 
 Score = Any  # int or float
 
 
-class DuelLogError(ValueError):
+class DuelLogError(SpartaError, ValueError):
     """A malformed duel log; names the file and the line (1-based) when known."""
 
     def __init__(self, message: str, line: Optional[int] = None, path: Optional[str] = None):
