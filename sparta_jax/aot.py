@@ -17,7 +17,9 @@ that config uses:
 - dpo_step: the tribe's LoRA DPO train step at dpo.pairs_per_step pairs x dpo.max_length.
 
 For each it prints XLA's memory analysis per chip (arguments, outputs, temporaries, generated
-code) against the chip's HBM and exits 1 if a program does not fit. A program the TPU
+code) against the chip's HBM and exits 1 if a program does not fit. It also runs the config's
+evaluation check (`sparta_jax.eval_check`, what the config alone tells: no data is loaded) and
+exits 1, after compiling, where a run would be refused because it cannot evaluate. A program the TPU
 compiler refuses for lack of memory is reported with the numbers from its error message.
 
 `--roofline` also costs one decode step (compiled on its own) and the DPO step (its scans
@@ -790,6 +792,11 @@ def main(argv) -> int:
         raise AotError("--config is required")
     _prepare_cpu_devices(FLAGS.topology)
     config = FLAGS.config
+    from sparta_jax.eval_check import evaluation_problem
+
+    cannot_evaluate = evaluation_problem(config)  # reported first, the compiles still run
+    if cannot_evaluate:
+        print(f"evaluation check: a run of this config would be refused: {cannot_evaluate}", flush=True)
     topology = get_topology(FLAGS.topology, chip_config_name=FLAGS.chip_config or None, hbm_gib=FLAGS.hbm_gib)
     mesh = topology_mesh(topology, config.mesh)
     kind = getattr(topology.devices[0], "device_kind", topology.platform)
@@ -814,8 +821,8 @@ def main(argv) -> int:
         if FLAGS.json_out:
             with open(FLAGS.json_out, "w") as f:
                 json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
-                               rows=rows, roofline=[]), f, indent=1)
-        return 1 if any(r["fits"] is False for r in rows) else 0
+                               rows=rows, roofline=[], evaluation_problem=cannot_evaluate), f, indent=1)
+        return 1 if cannot_evaluate or any(r["fits"] is False for r in rows) else 0
     model_config = resolve_model_shape(FLAGS.model_shape or None, config.tribe.get("base"))
     header = (f"{topology.name}: {topology.num_devices} x {kind}, mesh {dict(mesh.shape)}; "
               f"model {FLAGS.model_shape or config.tribe.base} ({model_config.num_layers} layers, hidden "
@@ -838,8 +845,8 @@ def main(argv) -> int:
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
-                           rows=rows, roofline=roofline_rows), f, indent=1)
-    return 1 if any(r["fits"] is False for r in rows) else 0
+                           rows=rows, roofline=roofline_rows, evaluation_problem=cannot_evaluate), f, indent=1)
+    return 1 if cannot_evaluate or any(r["fits"] is False for r in rows) else 0
 
 
 def roofline_chip(topology: str, peak_tflops: float | None, hbm_gbps: float | None) -> roofline_lib.Chip:

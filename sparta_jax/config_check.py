@@ -143,3 +143,6 @@ def validate_config(config) -> None:
         _check(config, "experts.max_prompt_length", lambda v: isinstance(v, int) and 1 <= v < config.experts.max_length,
                "must be an integer in [1, experts.max_length)")
     _check(config, "checkpoint.max_to_keep", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+    from sparta_jax.eval_check import check_evaluation_config  # a run that trains must be able to evaluate
+
+    check_evaluation_config(config)

@@ -1,4 +1,4 @@
-"""Evaluating every member on held-out items (SPEC 2.7).
+"""Evaluating every member on held-out items (docs/algorithm.md §2.7).
 
 Each member answers the dev items greedily through the sampler (all members' rows in the same
 batches); the best member by dev score is the one to report, with its test score. With
@@ -15,6 +15,13 @@ Two kinds of split:
   95% interval; "mean_score" keeps the 1..10 mean, and "n_unparsed" counts answers no judge
   scored (they count as 0). An answer nobody may judge, or a split on which no judge scored
   a single answer, is an EvaluationError, never an accuracy of 0.
+- likelihood (every item's evaluator is "likelihood_mc", with valid MC targets: TruthfulQA's MC
+  questions): nothing is generated. Each member scores every option by its summed log-probability
+  as the continuation " <option>" after the item's raw text "Q: ...\nA:" (no chat template:
+  TruthfulQA's MC protocol, and the prompt `python -m sparta_jax.score --dump` writes, so other
+  implementations' numbers compare), one batched forward pass per batch of options
+  (`continuation_logprobs`). The split's accuracy is MC1 with a Wilson 95% interval; MC2 and its
+  interval are kept beside it ("mc2", "mc2_ci95", "mc2_scores").
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from sparta_jax.metrics import Progress
 from sparta_jax.tribe import Tribe
 
 JUDGED = "judged"
+LIKELIHOOD = "likelihood"
 SUMMARY_KEYS = ("accuracy", "n", "n_correct", "n_unparsed", "ci95")
 
 
@@ -45,9 +53,13 @@ class Panel:
 
 
 def split_kind(records: Sequence[dict]) -> str | None:
-    """"judged", "verifiable", or None when the split cannot be scored (a mix, or items without answers)."""
+    """"judged", "verifiable", "likelihood", or None when the split cannot be scored (a mix, or
+    items without answers or MC targets)."""
     if records and all(r.get("evaluator") == JUDGED for r in records):
         return JUDGED
+    if records and all(r.get("evaluator") == evaluation.LIKELIHOOD
+                       and evaluation.reference_status(r) == evaluation.REFERENCE_OK for r in records):
+        return LIKELIHOOD
     if records and all(r.get("answer") is not None and r.get("evaluator") in evaluation.EVALUATORS for r in records):
         return "verifiable"
     return None
@@ -61,6 +73,79 @@ def answers(tribe: Tribe, members: Sequence[int], records: Sequence[dict], eval_
     texts = combat.generate_texts(tribe, jobs, gen_cfg=eval_cfg, rng=rng, batch_size=eval_cfg.batch_size,
                                   progress=progress)
     return [texts[k * len(records):(k + 1) * len(records)] for k in range(len(members))]
+
+
+def continuation_logprobs(tribe: Tribe, jobs: Sequence[tuple[int, tuple[list[int], list[int]]]],
+                          batch_size: int) -> np.ndarray:
+    """log p(continuation | prompt) summed over the continuation's tokens, for (member, (prompt ids,
+    continuation ids)) jobs: batches of rows of every member (each row its own adapter, or its
+    member of a full-parameter stack), shortest first, each group of a mixed tribe in its own
+    programs. One forward pass per batch (`Sampler.score_continuations`), no generation."""
+    out = np.zeros(len(jobs))
+    run = lambda group, local, _: _group_logprobs(group, local, batch_size)  # noqa: E731
+    for rows, values in combat.per_group(tribe, jobs, run):
+        out[rows] = values
+    return out
+
+
+def _group_logprobs(group: Tribe, jobs, batch_size: int) -> np.ndarray:
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1][0]) + len(jobs[i][1][1]))
+    out = np.zeros(len(jobs))
+    for start in range(0, len(jobs), batch_size):
+        rows = order[start: start + batch_size]
+        out[rows] = group.sampler.score_continuations(
+            group.model, [jobs[i][1][0] for i in rows], [jobs[i][1][1] for i in rows],
+            adapter_ids=[jobs[i][0] for i in rows])
+    return out
+
+
+def option_logprobs(tribe: Tribe, members: Sequence[int], records: Sequence[dict], batch_size: int,
+                    progress) -> list[list[dict]]:
+    """out[k][i] = {"mc1": [...], "mc2": [...]}: member members[k]'s summed log-probability of each
+    MC option of records[i] (`evaluation.mc_continuations`) after the record's raw text (module
+    docstring). An option listed in both mc1 and mc2 is scored once."""
+    texts = [evaluation.mc_continuations(r) for r in records]
+    options = [sorted({o for key in ("mc1", "mc2") for o in t[key]}) for t in texts]
+    jobs, where = [], {}
+    for m in members:
+        tokenizer = tribe.group(m).tokenizer
+        for i, r in enumerate(records):
+            prompt = tokenizer.encode(r["instruction"])  # its own special tokens (Gemma's BOS)
+            for option in options[i]:
+                where[m, i, option] = len(jobs)
+                jobs.append((m, (prompt, tokenizer.encode(option, add_special_tokens=False))))
+    logps = continuation_logprobs(tribe, jobs, batch_size)
+    progress(len(members) * len(records))
+    return [[{key: [float(logps[where[m, i, o]]) for o in texts[i][key]] for key in ("mc1", "mc2")}
+             for i in range(len(records))] for m in members]
+
+
+def likelihood_summary(result: dict) -> dict:
+    """A likelihood split's summary (evaluation.evaluate_likelihood's result): MC1 as the accuracy,
+    MC2 beside it."""
+    out = {k: result[k] for k in ("accuracy", "n", "n_correct")}
+    out.update(n_unparsed=0, ci95=list(result["ci95"]), scores=[int(s) for s in result["scores"]],
+               mc2=result["mc2"], mc2_ci95=list(result["mc2_ci95"]), mc2_scores=list(result["mc2_scores"]))
+    return out
+
+
+def member_outputs(tribe: Tribe, members: Sequence[int], records: Sequence[dict], eval_cfg, rng, progress) -> list:
+    """outputs[k][i]: member members[k]'s greedy answer to records[i], or on a likelihood split its
+    options' log-probabilities."""
+    if split_kind(records) == LIKELIHOOD:
+        return option_logprobs(tribe, members, records, eval_cfg.batch_size, progress)
+    return answers(tribe, members, records, eval_cfg, rng, progress)
+
+
+def example(record: dict, output) -> dict:
+    """A test item and the best member's output, for the evaluation's examples: on a likelihood
+    split the MC1 option it scored highest, beside the true one."""
+    if split_kind([record]) != LIKELIHOOD:
+        return {"instruction": record["instruction"], "answer": record.get("answer"), "best_member_output": output}
+    choices, labels = record["mc1_targets"]["choices"], record["mc1_targets"]["labels"]
+    best = max(range(len(choices)), key=lambda j: (output["mc1"][j], -j))  # mc1_score's argmax
+    return {"instruction": record["instruction"], "answer": choices[labels.index(1)],
+            "best_member_output": choices[best]}
 
 
 def summarize(result: dict, texts: Sequence[str]) -> dict:
@@ -97,9 +182,13 @@ class TribeScorer:
         self.label = label
 
     def score(self, members: Sequence[int], records: Sequence[dict], texts: Sequence[Sequence[str]]) -> list[dict]:
-        """texts[k][i]: member members[k]'s answer to records[i] -> one summary per member."""
-        if split_kind(records) == JUDGED:
+        """texts[k][i]: member members[k]'s answer to records[i] (on a likelihood split, its
+        options' log-probabilities: `option_logprobs`) -> one summary per member."""
+        kind = split_kind(records)
+        if kind == JUDGED:
             return [judged_summary(s) for s in self.judge_scores(members, records, texts)]
+        if kind == LIKELIHOOD:
+            return [likelihood_summary(evaluation.evaluate_likelihood(t, records)) for t in texts]
         return [summarize(evaluation.evaluate(t, records), t) for t in texts]
 
     def judges_of(self, member: int) -> list[int]:
@@ -144,13 +233,12 @@ def evaluate_tribe(tribe: Tribe, dev: Sequence[dict], test: Sequence[dict], eval
                    scorer: TribeScorer | None = None) -> dict:
     scorer = scorer or TribeScorer(tribe)
     everyone = list(range(len(tribe.names)))
-    dev_answers = answers(tribe, everyone, dev, eval_cfg, rng, progress)
+    dev_answers = member_outputs(tribe, everyone, dev, eval_cfg, rng, progress)
     dev_scores = dict(zip(tribe.names, scorer.score(everyone, dev, dev_answers)))
     best = max(tribe.names, key=lambda n: (dev_scores[n]["accuracy"], -tribe.index(n)))  # ties: tribe order
     tested = everyone if eval_cfg.test_all_members else [tribe.index(best)]
-    test_answers = answers(tribe, tested, test, eval_cfg, rng, progress)
+    test_answers = member_outputs(tribe, tested, test, eval_cfg, rng, progress)
     test_scores = {tribe.names[m]: s for m, s in zip(tested, scorer.score(tested, test, test_answers))}
-    examples = [{"instruction": r["instruction"], "answer": r.get("answer"), "best_member_output": a}
-                for r, a in list(zip(test, test_answers[tested.index(tribe.index(best))]))[:5]]
+    examples = [example(r, a) for r, a in list(zip(test, test_answers[tested.index(tribe.index(best))]))[:5]]
     return {"dev": dev_scores, "test": test_scores, "best_member": best, "best_test": test_scores[best],
             "examples": examples}

@@ -1,4 +1,4 @@
-"""The Sparta loop (SPEC 2): instructions -> match-making -> answers -> judgments -> reputations
+"""The Sparta loop (docs/algorithm.md §2): instructions -> match-making -> answers -> judgments -> reputations
 -> preferences -> reference log-probs -> DPO for all members -> checkpoint -> metrics.
 
 Resumable at any point: each phase of an iteration leaves one file in the iteration's folder,
@@ -325,7 +325,7 @@ def _pairs_batch(triples, targets, size: int, length: int, pad_id: int) -> dpo.P
 
 
 def check_context(config, context: int) -> None:
-    """Prompts are cut at max_prompt_tokens (SPEC 2.2); prompt plus answer must fit the model."""
+    """Prompts are cut at max_prompt_tokens (docs/algorithm.md §2.2); prompt plus answer must fit the model."""
     for section in ("generation", "judge"):
         cfg = config[section]
         total = cfg.max_prompt_tokens + cfg.max_new_tokens
@@ -428,6 +428,9 @@ def run(config, workdir: str) -> dict:
     train_split = data.get("train") or []
     if not train_split:
         raise data_lib.DataError("the data source has no 'train' instructions")
+    from sparta_jax.eval_check import check_evaluation
+
+    check_evaluation(config, data, log=log)  # a run that cannot evaluate stops here, before anything is built
     from sparta_jax.experts import tribe_source
 
     # config.tribe, or diverse starting experts (trained once and cached, copied when asked)
@@ -538,7 +541,7 @@ def replayed_pairs(config, workdir: str, t: int) -> list[dict]:
 
 
 def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeRater, folder: str, clock):
-    """Sparta's half of an iteration (SPEC 2): duels, judgments, reputations, preferences;
+    """Sparta's half of an iteration (docs/algorithm.md §2): duels, judgments, reputations, preferences;
     returns (preference records, summary figures, judge-signal metrics)."""
     duels = clock("answers", duel_phase, config, tribe, t, instructions, rater, folder)
     records = clock("judging", judge_phase, config, tribe, t, duels, instructions, folder)
