@@ -27,7 +27,7 @@ public dataset by name (kind "hf": fetched by `datasets`, or a local copy with
 - medqa: hf (not in the released copy; GBaker/MedQA-USMLE-4-options, which has no dev split).
 - normad_*: the released train / test / valid files.  kcross, com2: released only (no public
   dataset).  alpaca: the released instructions.
-- truthfulqa: the released training prompts; test from the public MC questions.
+- truthfulqa: the released training prompts; dev (100) and test (717) from the public MC questions.
 
 Evaluation: greedy decoding (temperature 0, as configs/default.py); prompts of up to 1024 tokens
 (NormAd's country backgrounds and MATH problems run past 512, and a prompt is cut from its
@@ -43,7 +43,7 @@ picked on them), test items (the whole test split; "all" = every item) and answe
 | normad_value, normad_rule_of_thumb | all | all | 128 | the released valid and test splits, whole |
 | kcross | 100 | 100 | 256 | both held out of the released 1000 (a tenth each) |
 | com2 | 200 | all | 128 | the released rows' datasplit; held out of train (200 / 200) when it names none |
-| truthfulqa | 100 | 817 | - | test the public MC questions (MC1 / MC2 by log-likelihood); dev: see below |
+| truthfulqa | 100 | 717 | - | dev and test the public MC questions (MC1 / MC2 by log-likelihood): see below |
 | alpaca | 100 | 200 | 512 | both held out of the released instructions; judged 1-10 by `evaluation.judge` |
 
 Answer budgets: 512 (the paper's answer length) where the answer ends a chain of reasoning (GSM8K,
@@ -57,11 +57,10 @@ Alpaca's answers are judged by a model outside the tribe, `evaluation.judge` (a 
 folder to point at a judge model): the members cannot be the judges of their own final
 evaluation. The `cpu` form judges them with the embedded SmolLM2-135M-Instruct base.
 
-TruthfulQA cannot be run with evaluation yet: its only labelled questions are the 817 of the
-test split (the released training prompts carry no MC targets), the loader gives a dev split
-no evaluator, and it never holds a dev split out of a test split, so the best member cannot be
-picked; the run refuses to start (sparta_jax/eval_check.py) until the loader gives a scored dev
-split, or with --config.evaluation.enabled=False.
+TruthfulQA's only labelled questions are the 817 of the public MC set (the released training
+prompts carry no MC targets), so its dev split is a seeded 100 of them and its test the other
+717 (sparta_jax/paper_tasks.py): the only task whose dev comes out of its test, and the paper's
+figure is on all 817.
 
 `cpu` form: configs/default.py's tribe (four SmolLM2-135M-Instruct LoRA members, `logits`
 judges, the `fixed` mode and its CPU DPO settings: its docstring says why) on the TPU form's data
@@ -108,7 +107,7 @@ TASKS = {
     "kcross": TaskSetup("paper", 100, 100, 256, dict(dev=100, test=100)),
     "com2": TaskSetup("paper", 200, ALL, 128, dict(dev=200, test=200)),
     # 512 is never used: every option is scored by its log-likelihood, nothing is generated.
-    "truthfulqa": TaskSetup("paper", 100, 817, 512, dict(public_splits=("test",), dev=100)),
+    "truthfulqa": TaskSetup("paper", 100, 717, 512, dict(public_splits=("test",), dev=100)),
     "alpaca": TaskSetup("paper", 100, 200, 512, dict(dev=100, test=200)),
 }
 TASK_NAMES = tuple(TASKS)

@@ -453,6 +453,14 @@ def _load_paper(spec: Mapping[str, Any]) -> Dict[str, List[dict]]:
 def _hold_out(splits: Dict[str, List[dict]], spec: Mapping[str, Any], task) -> Dict[str, List[dict]]:
     """Carve the "test" and "dev" splits the source lacks out of its train split (module
     docstring); `task` (a paper task, or None) sets the default counts."""
+    if task is not None and task.dev_from_test and "test" in splits and "dev" not in splits:
+        # TruthfulQA: its only scored questions are the public test's, so its dev (the best member
+        # is picked on it) is a seeded sample of them and its test the rest; its training prompts
+        # carry no MC targets to score.
+        asked = spec.get("dev")  # unasked: at most an eighth of the test (a tiny copy keeps its test)
+        n = min(task.dev_from_test, len(splits["test"]) // 8) if asked is None else int(asked)
+        if n:
+            splits = {**splits, **_carve(splits["test"], {"dev": n, "seed": spec.get("seed", 0)}, "test")}
     train = splits.get("train")
     want_test = "test" not in splits and (task is None or task.carve_test)
     want_dev = "dev" not in splits

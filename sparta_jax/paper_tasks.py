@@ -31,9 +31,10 @@ Each task: evaluator; released file(s), under root; public dataset.
 - kcross: choice. knowledge_crosswords/train.json {"train": [{prompt, completion}]}. None.
 - com2: com2. com2/train.json [{prompt, gold, datasplit}], split by datasplit where it names
   dev / valid / test. None.
-- truthfulqa: likelihood_mc (test only). truthfulqa/data_train.jsonl {question}, training
+- truthfulqa: likelihood_mc (dev and test). truthfulqa/data_train.jsonl {question}, training
   prompts without targets. truthfulqa/truthful_qa "multiple_choice" (its validation split,
-  817 questions, is our test).
+  817 questions): a seeded 100 of them are our dev (the best member is picked on them), the
+  other 717 our test, since no other questions carry MC targets.
 - alpaca: judged. alpaca/alpaca_data_processed.json [{instruction, input?}] or [str].
   tatsu-lab/alpaca (train).
 
@@ -115,6 +116,9 @@ class PaperTask:
     # the public one (MATH, MedQA, TruthfulQA): take it with "public_splits": ["test"].
     carve_test: bool = True
     evaluators: Mapping[str, str | None] = dataclasses.field(default_factory=dict)  # per split, overrides
+    # How many test items become the dev split when only the test is scored (TruthfulQA: its
+    # training prompts have no MC targets); 0: dev is held out of train as for every task.
+    dev_from_test: int = 0
 
     def evaluator_for(self, split: str) -> str | None:
         return self.evaluators.get(split, self.evaluator)
@@ -339,8 +343,8 @@ TASKS: dict[str, PaperTask] = {t.name: t for t in (
               released=(ReleasedFile("train", "truthfulqa/data_train.jsonl"),),
               released_rows={"*": _truthfulqa_prompt},
               public=PublicDataset("truthfulqa/truthful_qa", ("multiple_choice",), {"test": "validation"}),
-              public_rows={"*": _truthfulqa_mc}, carve_test=False,
-              evaluators={"train": None, "dev": None}),  # the training prompts have no targets
+              public_rows={"*": _truthfulqa_mc}, carve_test=False, dev_from_test=100,
+              evaluators={"train": None}),  # the training prompts have no targets
     PaperTask(name="alpaca", evaluator="judged",
               released=(ReleasedFile("train", "alpaca/alpaca_data_processed.json"),),
               released_rows={"*": _alpaca},

@@ -20,10 +20,12 @@ PAPER = os.path.join(REPO, "configs", "paper.py")
 FORMATS = os.path.join(REPO, "tests", "data", "paper_formats")
 TASKS = ("gsm8k", "math_easy", "math_medium", "math_hard", "medqa", "normad_country", "normad_value",
          "normad_rule_of_thumb", "kcross", "com2", "truthfulqa", "alpaca")
-RUNNABLE = tuple(t for t in TASKS if t != "truthfulqa")  # TruthfulQA has no split to pick the best member on
+RUNNABLE = TASKS
 NEW_TOKENS = dict(gsm8k=512, math_easy=512, math_medium=512, math_hard=512, medqa=256, normad_country=128,
-                  normad_value=128, normad_rule_of_thumb=128, kcross=256, com2=128, alpaca=512)
-PUBLIC_TEST_SIZES = dict(gsm8k=1319, math_easy=1331, math_medium=1131, math_hard=2538, medqa=1273, normad_country=263)
+                  normad_value=128, normad_rule_of_thumb=128, kcross=256, com2=128, alpaca=512,
+                  truthfulqa=512)  # TruthfulQA's is never used: its options are scored, nothing is generated
+PUBLIC_TEST_SIZES = dict(gsm8k=1319, math_easy=1331, math_medium=1131, math_hard=2538, medqa=1273, normad_country=263,
+                         truthfulqa=717)
 
 
 def paper(arg):
@@ -65,15 +67,24 @@ def test_every_baseline_runs_on_every_task(method):
             validate_config(c)
 
 
-def test_truthfulqa_is_refused_until_a_dev_split_can_be_scored():
+def test_truthfulqa_picks_its_best_member_on_100_of_its_scored_questions():
+    """TruthfulQA's only MC-scored questions are the public 817: a seeded 100 become dev (the best
+    member is picked on them), the other 717 test; its training prompts stay unscored."""
+    from sparta_jax import data as data_lib, paper_tasks
+
     for form in ("", ",cpu"):
         c = paper("truthfulqa" + form)
-        assert c.evaluation.test == (817 if not form else 24)
-        with pytest.raises(ConfigError, match=r"config\.data\.task = 'truthfulqa': the loader gives the dev split "
-                                              r"no evaluator"):
-            validate_config(c)
-        c.evaluation.enabled = False  # training alone is fine
+        assert c.evaluation.test == (717 if not form else 24) and c.data.dev == 100
         validate_config(c)
+    task = paper_tasks.get_task("truthfulqa")
+    assert task.evaluator_for("dev") == "likelihood_mc" and task.evaluator_for("train") is None
+    scored = [{"id": f"q{i}", "instruction": f"Q: {i}?\nA:", "evaluator": "likelihood_mc"} for i in range(40)]
+    prompts = [{"id": f"p{i}", "instruction": f"Q: {i}? A: x True:", "answer": None} for i in range(30)]
+    splits = data_lib._hold_out({"train": prompts, "test": scored}, {"dev": 10, "seed": 3}, task)
+    assert len(splits["dev"]) == 10 and len(splits["test"]) == 30 and splits["train"] == prompts
+    assert {r["id"] for r in splits["dev"]} | {r["id"] for r in splits["test"]} == {r["id"] for r in scored}
+    assert not {r["id"] for r in splits["dev"]} & {r["id"] for r in splits["test"]}
+    assert data_lib._hold_out({"train": prompts, "test": scored}, {"dev": 10, "seed": 3}, task) == splits
 
 
 def test_tpu_v4_is_paper_gsm8k_and_a_bad_argument_is_named():
@@ -371,6 +382,13 @@ def tiny_data(task, folder):
             {"prompt": f"Context: Alexander breaks {i} cups.\nQuestion: What is Alexander seen as?\nThe answer is:\n",
              "gold": "in pain", "datasplit": s} for i, s in enumerate(splits)])
         return {"root": str(root)}
+    if task == "truthfulqa":
+        _write_jsonl(root / "truthfulqa" / "data_train.jsonl",
+                     [{"question": f"Q: Is {i} odd? A: yes True: Justify whether the answer is true?"} for i in range(40)])
+        mc = {"choices": ["Nothing happens.", "You die."], "labels": [1, 0]}
+        _write_jsonl(public / "validation.jsonl", [{"question": f"What happens at step {i}?", "mc1_targets": mc,
+                                                    "mc2_targets": mc} for i in range(100 + TEST)])  # dev: 100
+        return {"root": str(root), "name": str(public)}
     if task == "alpaca":
         _write_json(root / "alpaca" / "alpaca_data_processed.json",
                     [{"instruction": f"Give {i} tips for sleeping well.", "input": ""} for i in range(340)])
@@ -427,7 +445,7 @@ def test_cpu_form_runs_end_to_end_with_real_evaluation(task, tiny_base, compile_
 
 
 @pytest.mark.parametrize("task, extra, message", [
-    ("truthfulqa", [], "config.data.task = 'truthfulqa': the loader gives the dev split no evaluator"),
+    ("gsm8k", ["--config.evaluation.dev=0"], "config.evaluation.dev = 0: must be an integer >= 1"),
     ("gsm8k", ["--config.data.kind=paper", f"--config.data.root={FORMATS}", "--config.data.dev=1"],
      "1 of the 1 dev items evaluated have no usable reference answer"),
 ])
@@ -451,12 +469,13 @@ def test_aot_reports_a_config_that_cannot_evaluate(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.aot", f"--config={PAPER}:truthfulqa,cpu",
+    proc = subprocess.run([sys.executable, "-m", "sparta_jax.aot", f"--config={PAPER}:gsm8k,cpu",
+                           "--config.evaluation.dev=0",
                            "--topology=cpu:8", "--model_shape=tiny", "--programs=judge_score",
                            f"--json_out={tmp_path / 'aot.json'}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert ("evaluation check: a run of this config would be refused: config.data.task = 'truthfulqa'"
+    assert ("evaluation check: a run of this config would be refused: config.evaluation.dev = 0"
             in proc.stdout), proc.stdout
     assert "| judge_score" in proc.stdout  # the compiles still run
-    assert "truthfulqa" in json.loads((tmp_path / "aot.json").read_text())["evaluation_problem"]
+    assert "evaluation.dev" in json.loads((tmp_path / "aot.json").read_text())["evaluation_problem"]
