@@ -40,6 +40,7 @@ import sys
 from typing import Mapping
 
 from sparta_jax import roofline as roofline_lib
+from sparta_jax.errors import SpartaError
 from sparta_jax.models.shapes import BASE_ALIASES as _BASE_ALIASES, MODEL_SHAPES
 
 # Per-generation facts about TPU chips. chip_config_name and chips_per_host_bounds are what
@@ -59,7 +60,7 @@ GIB = 1024**3
 
 
 
-class AotError(ValueError):
+class AotError(SpartaError, ValueError):
     pass
 
 

@@ -190,7 +190,7 @@ def main(argv) -> int:
     import json
 
     from sparta_jax import data as data_lib
-    from sparta_jax.config_check import ConfigError
+    from sparta_jax.errors import ConfigError
     from sparta_jax.logs import quiet_third_party
     from sparta_jax.sparta import write_text_atomic
 

@@ -1,9 +1,7 @@
 """Checks a run config before anything heavy starts; errors name the offending key."""
 from __future__ import annotations
 
-
-class ConfigError(ValueError):
-    pass
+from sparta_jax.errors import ConfigError  # noqa: F401  (raised here; importers may take it from here)
 
 
 def _get(config, dotted: str):

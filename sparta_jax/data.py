@@ -58,15 +58,11 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from sparta_jax import tasks as tasks_lib
-from sparta_jax.errors import SpartaError
+from sparta_jax.errors import DataError  # raised here; importers may take it from here
 
 KINDS = ("bundled", "local", "hf", "tfds", "paper")
 SAMPLING_MODES = ("faithful", "fixed")
 _EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-class DataError(SpartaError, ValueError):
-    """A data source cannot give the instructions it was asked for."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,6 +10,15 @@ class SpartaError(Exception):
     """Base of the errors a user can cause; the message says what to change."""
 
 
+class ConfigError(SpartaError, ValueError):
+    """A config value that cannot work; the message names the key (config.a.b = value: why)."""
+
+
+class DataError(SpartaError, ValueError):
+    """A data source cannot give the instructions it was asked for (a missing file, an empty data
+    set, a missing field, an unknown kind, a data set that cannot be fetched)."""
+
+
 class CliError(SpartaError):
     """A command line's own flags are wrong."""
 

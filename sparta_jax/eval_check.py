@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from sparta_jax.config_check import ConfigError
+from sparta_jax.errors import ConfigError
 
 SPLITS = ("dev", "test")
 WHY = {"dev": "the best member is picked on the dev items", "test": "the best member is scored on the test items"}

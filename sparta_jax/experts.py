@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from sparta_jax import checkpoints, data as data_lib, dpo, sft
-from sparta_jax.config_check import ConfigError
+from sparta_jax.errors import ConfigError
 from sparta_jax.metrics import Progress
 from sparta_jax.models.embedded import default_cache_dir
 from sparta_jax.preference_batches import prompt_ids, truncate

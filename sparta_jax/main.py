@@ -20,18 +20,12 @@ def main(argv):
     from sparta_jax.logs import quiet_third_party
 
     quiet_third_party()
-    from sparta_jax.config_check import ConfigError
-    from sparta_jax.data import DataError
-    from sparta_jax.member_eval import EvaluationError
-    from sparta_jax.models.config import UnsupportedModelError
-    from sparta_jax.models.loading import CheckpointError
-    from sparta_jax.sampling import PromptTooLongError
+    from sparta_jax.errors import SpartaError
     from sparta_jax.train import run
 
     try:
         run(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, DataError, FileNotFoundError, CheckpointError, UnsupportedModelError,
-            PromptTooLongError, EvaluationError) as e:
+    except (SpartaError, FileNotFoundError) as e:  # what a user can cause: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

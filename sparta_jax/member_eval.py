@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from sparta_jax import combat, evaluation
+from sparta_jax.errors import SpartaError
 from sparta_jax.metrics import Progress
 from sparta_jax.tribe import Tribe
 
@@ -40,7 +41,7 @@ LIKELIHOOD = "likelihood"
 SUMMARY_KEYS = ("accuracy", "n", "n_correct", "n_unparsed", "ci95")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SpartaError, ValueError):
     """A split that cannot be scored as configured (e.g. open-ended answers with no one to judge them)."""
 
 

@@ -73,7 +73,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sparta_jax import evaluation
-from sparta_jax.data import DataError
+from sparta_jax.errors import DataError
 
 GSM8K_INSTRUCTION = "Solve this math word problem step by step."  # the released train files' line
 MATH_SUFFIX = "Let's solve this problem step by step."

@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from sparta_jax import checkpoints, combat, data as data_lib, dpo, preference_batches, sharding
-from sparta_jax.config_check import ConfigError, validate_config
+from sparta_jax.config_check import validate_config
+from sparta_jax.errors import ConfigError
 from sparta_jax.metrics import MetricsWriter, Progress
 from sparta_jax.models.stack import MemberStack
 from sparta_jax.sampling import to_host

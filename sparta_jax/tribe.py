@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from sparta_jax.config_check import ConfigError
+from sparta_jax.errors import ConfigError
 from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.loading import from_pretrained, load_model_config, load_tokenizer_from
 from sparta_jax.models.lora import AdapterSpec, LoraConfig
