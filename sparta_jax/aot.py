@@ -281,21 +281,6 @@ def _replicated(mesh, shape, dtype):
     return _sds(shape, dtype, NamedSharding(mesh, P()))
 
 
-def sampler_config(config):
-    from sparta_jax.sampling import SamplerConfig
-
-    s = config.sampler
-    return SamplerConfig(prompt_buckets=tuple(s.prompt_buckets), new_token_buckets=tuple(s.new_token_buckets),
-                         candidates=s.candidates, cache_dtype=str(s.cache_dtype))
-
-
-def dpo_config(config):
-    from sparta_jax.dpo import DPOConfig
-
-    fields = {f.name for f in dataclasses.fields(DPOConfig)}
-    return DPOConfig(**{k: v for k, v in config.dpo.items() if k in fields})
-
-
 # ------------------------------------------------------------------------------- programs
 def _generation_args(sampler, mesh, state, batch: int, prompt_tokens: int, max_new_tokens: int):
     import jax
@@ -435,14 +420,14 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
     from flax import nnx
 
     from sparta_jax import dpo
-    from sparta_jax.sampling import Sampler
+    from sparta_jax.sampling import Sampler, SamplerConfig
 
     log = log or (lambda *_: None)
     if config.tribe.get("kind", "lora") != "lora":
         raise AotError("tribe.kind='full': the ahead-of-time check covers LoRA tribes only so far")
     model_config = resolve_model_shape(model_shape, config.tribe.get("base"))
     model, lora = abstract_model(model_config, config, mesh)
-    sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)
+    sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
     _, state = nnx.split(model)
     state = shard_abstract(state, mesh)
     hbm = None if hbm_gib is None else int(hbm_gib * GIB)
@@ -457,7 +442,7 @@ def compile_config(config, mesh, model_shape=None, *, hbm_gib: float | None = No
         args, kw, shape = _generation_args(sampler, mesh, state, judge.batch_size, judge.max_prompt_tokens,
                                            judge.max_new_tokens)
         jobs.append(("judge_generate", shape, args, lambda a=args, k=kw: sampler._generate.lower(*a, **k)))
-    cfg = dpo_config(config)
+    cfg = dpo.dpo_config(config)
     split = dpo.split_lora(model)
     optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
     step = dpo.make_lora_train_step(split[0], cfg, optimizer)
@@ -516,7 +501,7 @@ def resident_bytes(config, mesh, model_shape) -> int:
 
     model, _ = abstract_model(resolve_model_shape(model_shape, config.tribe.get("base")), config, mesh)
     _, state = nnx.split(model)
-    optimizer = dpo.make_optimizer(dpo_config(config), dpo.lora_member_axis)
+    optimizer = dpo.make_optimizer(dpo.dpo_config(config), dpo.lora_member_axis)
     opt_state = shard_abstract(jax.eval_shape(optimizer.init, dpo.split_lora(model)[1]), mesh, optimizer_rules())
     return shard_bytes((shard_abstract(state, mesh), opt_state))
 
@@ -607,11 +592,11 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from sparta_jax.sampling import Sampler, bucket, decode_step
+    from sparta_jax.sampling import Sampler, SamplerConfig, bucket, decode_step
 
     log = log or (lambda *_: None)
     model, lora = abstract_model(model_config, config, mesh)
-    sampler = Sampler(model, None, config=sampler_config(config), mesh=mesh, pad_id=0)
+    sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
     graphdef, state = nnx.split(model)
     abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).layer_weights(), state)
     state = shard_abstract(state, mesh)
@@ -679,7 +664,7 @@ def dpo_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
     from sparta_jax import dpo
 
     log = log or (lambda *_: None)
-    cfg = dataclasses.replace(dpo_config(config), unroll_scans=True)
+    cfg = dataclasses.replace(dpo.dpo_config(config), unroll_scans=True)
     costs = []
     for depth in (1, 2):
         shallow = dataclasses.replace(model_config, num_layers=depth)

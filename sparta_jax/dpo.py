@@ -63,6 +63,16 @@ class DPOConfig:
     unroll_scans: bool = False
 
 
+def dpo_config(config) -> DPOConfig:
+    """A run config's DPOConfig: config.dpo, except that SPPO trains with its own loss and beta
+    (methods.sppo.beta, its 1/eta)."""
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    values = {k: v for k, v in config.dpo.items() if k in fields}
+    if config.get("method", "sparta") == "sppo":
+        values.update(loss_type="sppo", beta=config.methods.sppo.beta)
+    return DPOConfig(**values)
+
+
 class PairBatch(NamedTuple):
     """Preference pairs as token rows: [pairs, 2 (chosen, rejected), length], right padded.
 

@@ -43,6 +43,12 @@ class SamplerConfig:
     candidates: int | None = 64  # sampling considers the best `candidates` logits (>= top_k)
     cache_dtype: str = "bfloat16"
 
+    @classmethod
+    def from_config(cls, sampler_cfg) -> "SamplerConfig":
+        """From a run config's `sampler` section."""
+        return cls(prompt_buckets=tuple(sampler_cfg.prompt_buckets), new_token_buckets=tuple(sampler_cfg.new_token_buckets),
+                   candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype))
+
 
 @dataclasses.dataclass
 class Generation:

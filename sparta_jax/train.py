@@ -401,15 +401,6 @@ def needs_judge_model(config, data: dict) -> bool:
     return config.evaluation.judge != "tribe" and evaluates_judged_split(config, data)
 
 
-def dpo_config(config) -> dpo.DPOConfig:
-    """config.dpo; SPPO trains with its own loss and beta (methods.sppo.beta, its 1/eta)."""
-    fields = {f.name for f in dataclasses.fields(dpo.DPOConfig)}
-    values = {k: v for k, v in config.dpo.items() if k in fields}
-    if method_of(config) == "sppo":
-        values.update(loss_type="sppo", beta=config.methods.sppo.beta)
-    return dpo.DPOConfig(**values)
-
-
 # ------------------------------------------------------------------------------------- loop
 def method_of(config) -> str:
     return config.get("method", "sparta")  # runs from before `method` were Sparta runs
@@ -460,7 +451,7 @@ def run(config, workdir: str) -> dict:
     write_json(os.path.join(workdir, "tribe.json"), {  # what the run started from (export rebuilds it)
         "base": tribe.base_path, "names": list(tribe.names), "tribe": tribe_cfg.to_dict(), "bases": tribe.bases(),
         "adapters": list(adapters if adapters is not None else [a for a in config.tribe.adapters if a])})
-    dpo_cfg = dpo_config(config)
+    dpo_cfg = dpo.dpo_config(config)
     with checkpoints.RunCheckpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep,
                                      async_save=config.checkpoint.async_save) as ckpt:

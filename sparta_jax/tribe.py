@@ -334,7 +334,4 @@ def build_judge(path: str, tribe_cfg, sampler_cfg, mesh) -> Tribe:
 
 
 def _sampler(model, tokenizer, sampler_cfg, mesh) -> Sampler:
-    config = SamplerConfig(prompt_buckets=tuple(sampler_cfg.prompt_buckets),
-                           new_token_buckets=tuple(sampler_cfg.new_token_buckets),
-                           candidates=sampler_cfg.candidates, cache_dtype=sampler_cfg.cache_dtype)
-    return Sampler(model, tokenizer, config=config, mesh=mesh)
+    return Sampler(model, tokenizer, config=SamplerConfig.from_config(sampler_cfg), mesh=mesh)

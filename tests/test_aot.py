@@ -114,7 +114,7 @@ def test_optimizer_moments_shard_like_their_parameters(setup):
     _, trainable, _ = dpo.split_lora(model)
     params = {path_name(p): leaf.sharding.spec for p, leaf in
               jax.tree_util.tree_flatten_with_path(aot.shard_abstract(trainable, mesh))[0]}
-    optimizer = dpo.make_optimizer(aot.dpo_config(config), dpo.lora_member_axis)
+    optimizer = dpo.make_optimizer(dpo.dpo_config(config), dpo.lora_member_axis)
     opt = aot.shard_abstract(jax.eval_shape(optimizer.init, trainable), mesh, aot.optimizer_rules())
     moments = 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(opt)[0]:
@@ -188,11 +188,11 @@ def test_cli_prints_the_table_and_fails_when_a_program_does_not_fit():
 @pytest.mark.e2e
 def test_input_shard_bytes_match_the_compiled_arguments(setup):
     """What an out-of-memory row reports as arguments (computed, not compiled) is what XLA counts."""
-    from sparta_jax.sampling import Sampler
+    from sparta_jax.sampling import Sampler, SamplerConfig
 
     config, mesh, rows = setup
     model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
-    sampler = Sampler(model, None, config=aot.sampler_config(config), mesh=mesh, pad_id=0)
+    sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
     state = aot.shard_abstract(nnx.split(model)[1], mesh)
     gen = config.generation
     args, _, _ = aot._generation_args(sampler, mesh, state, gen.batch_size, gen.max_prompt_tokens, gen.max_new_tokens)

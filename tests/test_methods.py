@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sparta_jax import methods
+from sparta_jax import dpo, methods
 from sparta_jax.dpo_loss import dpo_loss
 from sparta_jax.methods import meta_rewarding, self_rewarding, spin, sppo
 from sparta_jax.methods.common import best_and_worst
@@ -336,3 +336,13 @@ def test_meta_judge_prompt_keeps_its_start_when_cut(smollm2_dir, mode):
         assert "User question: What is 2 + 2?\nResponse: Let me think step by step." in prompt
     else:  # the released truncation: the first 160 tokens
         assert "Judgment 1" not in prompt and prompt.endswith("Let me think step by step. " * 2 + "Let me")
+
+
+def test_one_dpo_config_for_the_loop_and_aot():
+    """The loop and `aot` build the DPO step from one dpo_config: SPPO's loss and beta included
+    (aot's own copy once lacked them)."""
+    c = _config()
+    assert (dpo.dpo_config(c).loss_type, dpo.dpo_config(c).beta) == ("sigmoid", c.dpo.beta)
+    c.method, c.methods.sppo.beta = "sppo", 0.25
+    assert (dpo.dpo_config(c).loss_type, dpo.dpo_config(c).beta) == ("sppo", 0.25)
+    assert not hasattr(__import__("sparta_jax.aot", fromlist=["x"]), "dpo_config")
