@@ -54,7 +54,7 @@ def load_run_tribe(workdir: str, step: int | None = None, folder: str = "checkpo
     import ml_collections
 
     from sparta_jax import checkpoints, dpo, sharding
-    from sparta_jax.train import make_trainer
+    from sparta_jax.trainer import make_trainer
     from sparta_jax.tribe import build_tribe
 
     config_path = os.path.join(workdir, "config.json")

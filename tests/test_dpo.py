@@ -288,7 +288,7 @@ def test_trained_pair_metrics_weigh_every_real_pair_once(base_dir, mesh1):
     iteration, whatever batch it sat in (filler pairs excluded) == one batch of all real pairs."""
     import types
 
-    from sparta_jax.train import trained_pair_metrics
+    from sparta_jax.trainer import trained_pair_metrics
 
     cfg = dpo.DPOConfig()
     start = lora_model(base_dir, mesh1, members=3, seed=0)
@@ -314,7 +314,7 @@ def test_trained_pair_metrics_weigh_every_real_pair_once(base_dir, mesh1):
 def test_after_training_figures_weigh_every_pair_once(n_pairs, per_step, epochs):
     """A pair count that is not a multiple of pairs_per_step: the second epoch's pairs fill the
     first epoch's last training step, but the after-training figures take each pair exactly once."""
-    from sparta_jax.train import plan_pair_batches
+    from sparta_jax.trainer import plan_pair_batches
 
     steps, once = plan_pair_batches(n_pairs, per_step, epochs, np.random.default_rng(0))
     assert sorted(np.concatenate(once).tolist()) == list(range(n_pairs))
