@@ -71,16 +71,16 @@ def audit_items(records: Sequence[dict], n: int, template: str, seed: int) -> li
 
 def judge_items(tribe, items: Sequence[dict], judge_cfg, mode: str, rng, progress) -> tuple[np.ndarray, np.ndarray]:
     """[members, items] scores of the right and the wrong answers, every member judging each."""
-    from sparta_jax import combat
+    from sparta_jax import inference
 
     jobs = []
     for item in items:
         judges = range(len(tribe.names))
-        sides = combat.prompts_by_group(tribe, judges, lambda j: [  # noqa: B023 (each judge's own template)
-            combat.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg, mode=mode, member=j)
+        sides = inference.prompts_by_group(tribe, judges, lambda j: [  # noqa: B023 (each judge's own template)
+            inference.judge_prompt_ids(tribe, item["instruction"], item[side], judge_cfg=judge_cfg, mode=mode, member=j)
             for side in ("right", "wrong")])
         jobs += [(j, ids) for j in judges for ids in sides[j]]
-    scores = combat.single_scores(tribe, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
+    scores = inference.single_scores(tribe, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
     scores = scores.reshape(len(items), len(tribe.names), 2)
     return scores[..., 0].T, scores[..., 1].T
 
@@ -90,7 +90,7 @@ def likelihood_items(tribe, items: Sequence[dict], batch_size: int, progress) ->
     over the answer's tokens, after the instruction's chat prompt in the member's template)."""
     import jax.numpy as jnp
 
-    from sparta_jax import combat, dpo
+    from sparta_jax import dpo, inference
     from sparta_jax.models.stack import MemberStack
     from sparta_jax.preference_batches import pairs_to_batch
 
@@ -99,7 +99,7 @@ def likelihood_items(tribe, items: Sequence[dict], batch_size: int, progress) ->
         group = tribe.group(m)
         if isinstance(group.model, MemberStack):
             raise AuditError("--scorer=likelihood covers LoRA tribes (tribe.kind='lora') only")
-        prompts = [combat.chat_ids(tribe, item["instruction"], m) for item in items]
+        prompts = [inference.chat_ids(tribe, item["instruction"], m) for item in items]
         # (prompt, right, wrong) as DPO's pairs: rows [pair, side], right padded
         pairs = [(p, *(group.tokenizer.encode(item[side], add_special_tokens=False) for side in ("right", "wrong")))
                  for p, item in zip(prompts, items)]

@@ -116,7 +116,7 @@ def judge_examples(tokenizer, records, judge: dict, count: int, *, template: str
     of std judge["noise"], rounded and kept in 1..10. This stands in for the judging skill large
     instruct models bring; it is not part of Sparta. Returns (examples, skipped counts)."""
     from sparta_jax.evaluation import near_miss
-    from sparta_jax.combat import judge_chat_ids
+    from sparta_jax.inference import judge_chat_ids
 
     rng = np.random.default_rng([seed, 23])
     usable = [r for r in records if r["instruction"] not in held_out and r.get("answer") is not None]

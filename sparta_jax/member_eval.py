@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparta_jax import combat, evaluation
+from sparta_jax import evaluation, inference
 from sparta_jax.errors import SpartaError
 from sparta_jax.metrics import Progress
 from sparta_jax.tribe import Tribe
@@ -68,10 +68,10 @@ def split_kind(records: Sequence[dict]) -> str | None:
 
 def answers(tribe: Tribe, members: Sequence[int], records: Sequence[dict], eval_cfg, rng, progress) -> list[list[str]]:
     """answers[k][i]: member members[k]'s greedy answer to records[i]."""
-    prompts = combat.prompts_by_group(tribe, members, lambda m: [  # each in the member's own template
-        combat.chat_ids(tribe, r["instruction"], m)[: eval_cfg.max_prompt_tokens] for r in records])
+    prompts = inference.prompts_by_group(tribe, members, lambda m: [  # each in the member's own template
+        inference.chat_ids(tribe, r["instruction"], m)[: eval_cfg.max_prompt_tokens] for r in records])
     jobs = [(m, p) for m in members for p in prompts[m]]
-    texts = combat.generate_texts(tribe, jobs, gen_cfg=eval_cfg, rng=rng, batch_size=eval_cfg.batch_size,
+    texts = inference.generate_texts(tribe, jobs, gen_cfg=eval_cfg, rng=rng, batch_size=eval_cfg.batch_size,
                                   progress=progress)
     return [texts[k * len(records):(k + 1) * len(records)] for k in range(len(members))]
 
@@ -84,7 +84,7 @@ def continuation_logprobs(tribe: Tribe, jobs: Sequence[tuple[int, tuple[list[int
     programs. One forward pass per batch (`Sampler.score_continuations`), no generation."""
     out = np.zeros(len(jobs))
     run = lambda group, local, _: _group_logprobs(group, local, batch_size)  # noqa: E731
-    for rows, values in combat.per_group(tribe, jobs, run):
+    for rows, values in inference.per_group(tribe, jobs, run):
         out[rows] = values
     return out
 
@@ -208,12 +208,12 @@ class TribeScorer:
                     f"no one can judge {self.tribe.names[m]}'s open-ended answers: a tribe judges each member by "
                     "its other members, and this one has none; set evaluation.judge to a model folder")
             for i, (r, text) in enumerate(zip(records, texts[k])):
-                ids = combat.prompts_by_group(judge, judges, lambda j: combat.judge_prompt_ids(  # noqa: B023
+                ids = inference.prompts_by_group(judge, judges, lambda j: inference.judge_prompt_ids(  # noqa: B023
                     judge, r["instruction"], text, judge_cfg=self.judge_cfg, mode=self.mode, member=j))
                 for j in judges:  # each judge reads the answer in its own template
                     jobs.append((j, ids[j]))
                     owner.append((k, i))
-        scores = combat.single_scores(judge, jobs, judge_cfg=self.judge_cfg, rng=self.rng,
+        scores = inference.single_scores(judge, jobs, judge_cfg=self.judge_cfg, rng=self.rng,
                                       progress=Progress(self.label, len(jobs), "scores"))
         total = np.zeros((len(members), len(records)))
         count = np.zeros((len(members), len(records)))

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from sparta_jax import audit, combat, evaluation, sharding
+from sparta_jax import audit, evaluation, inference, sharding
 from sparta_jax.config_files import load_config
 from sparta_jax.data import load_instructions
 from sparta_jax.sparta.judge_signal import audit_statistics
@@ -156,8 +156,8 @@ def test_audit_cli(tmp_path, chat_base):
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
     tribe = build_tribe(config.tribe, config.sampler, mesh)
     item = result["scores"][0]
-    ids = combat.judge_prompt_ids(tribe, item["instruction"], item["right"], judge_cfg=config.judge, mode=config.mode)
-    assert combat.logit_scores(tribe, [(1, ids)], batch_size=1)[0] == pytest.approx(item["right_scores"][1], abs=1e-4)
+    ids = inference.judge_prompt_ids(tribe, item["instruction"], item["right"], judge_cfg=config.judge, mode=config.mode)
+    assert inference.logit_scores(tribe, [(1, ids)], batch_size=1)[0] == pytest.approx(item["right_scores"][1], abs=1e-4)
 
     from sparta_jax.report import write_report
 

@@ -80,24 +80,24 @@ def test_greedy_text_equals_hf_generate(models):
 def test_a_gemma_members_duel_and_judge_prompts(models):
     """Gemma has no system role: the chat template folds the system prompt into the first user
     turn; the duel prompt, the judge prompt and the DPO prompt all render that way."""
-    from sparta_jax import combat
+    from sparta_jax import inference
     from sparta_jax.preference_batches import prompt_ids, response_ids
     from sparta_jax.tribe import Tribe, supports_system_role
 
     _, _, tokenizer = models
     assert supports_system_role(tokenizer)
     tribe = Tribe(("g",), None, tokenizer, None, "You are a helpful AI assistant.", "x")
-    duel = tokenizer.decode(combat.chat_ids(tribe, "What is 7 + 5?"))
+    duel = tokenizer.decode(inference.chat_ids(tribe, "What is 7 + 5?"))
     assert duel == ("<bos><start_of_turn>user\nYou are a helpful AI assistant.\n\nWhat is 7 + 5?<end_of_turn>\n"
                     "<start_of_turn>model\n")
-    judge = tokenizer.decode(combat.judge_chat_ids(tokenizer, tribe.system_prompt, "What is 7 + 5?", "12",
+    judge = tokenizer.decode(inference.judge_chat_ids(tokenizer, tribe.system_prompt, "What is 7 + 5?", "12",
                                                    max_tokens=512, mode="fixed"))
     # Gemma's template trims each turn, so the judge text's leading newline (docs/algorithm.md §2.3) goes, as it
     # does under Gemma's own template.
     assert judge.startswith("<bos><start_of_turn>user\nYou are a helpful AI assistant.\n\nPlease judge the following")
     assert judge.endswith('{"score": score}<end_of_turn>\n<start_of_turn>model\n')
     assert prompt_ids(tokenizer, "What is 7 + 5?", mode="fixed", system_prompt=tribe.system_prompt) == \
-        combat.chat_ids(tribe, "What is 7 + 5?")
+        inference.chat_ids(tribe, "What is 7 + 5?")
     assert response_ids(tokenizer, "12", mode="fixed")[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN)
     with pytest.raises(Exception, match="only the first message"):
         tokenizer.apply_chat_template([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
@@ -147,6 +147,6 @@ def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
 
 
 def combat_ids(tribe):
-    from sparta_jax import combat
+    from sparta_jax import inference
 
-    return combat.chat_ids(tribe, "What is 2 + 3? Give the final answer as a number.")
+    return inference.chat_ids(tribe, "What is 2 + 3? Give the final answer as a number.")

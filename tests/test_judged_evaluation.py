@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from sparta_jax import combat, member_eval, sharding
+from sparta_jax import inference, member_eval, sharding
 from sparta_jax.tribe import build_judge, build_tribe
 from tiny_models import save_tiny_chat_model
 
@@ -85,8 +85,8 @@ def test_tribe_judges_exclude_the_answering_member_and_average(chat_base):
     for j in range(3):
         for k in range(3):
             for i, r in enumerate(RECORDS):
-                ids = combat.judge_prompt_ids(tribe, r["instruction"], TEXTS[k][i], judge_cfg=judge_cfg, mode="fixed")
-                table[j, k, i] = combat.logit_scores(tribe, [(j, ids)], batch_size=1)[0]
+                ids = inference.judge_prompt_ids(tribe, r["instruction"], TEXTS[k][i], judge_cfg=judge_cfg, mode="fixed")
+                table[j, k, i] = inference.logit_scores(tribe, [(j, ids)], batch_size=1)[0]
     assert len({round(float(x), 6) for x in table[:, 0, 0]}) == 3  # the judges disagree
     for k in range(3):
         others = [j for j in range(3) if j != k]
@@ -99,7 +99,7 @@ def test_tribe_judges_exclude_the_answering_member_and_average(chat_base):
     named = member_eval.TribeScorer(tribe, judges=member_eval.Panel(judge), judge_cfg=judge_cfg,
                                     mode="fixed").judge_scores(
         [1], RECORDS, TEXTS[1:2])
-    want = [combat.logit_scores(judge, [(-1, combat.judge_prompt_ids(judge, r["instruction"], t, judge_cfg=judge_cfg,
+    want = [inference.logit_scores(judge, [(-1, inference.judge_prompt_ids(judge, r["instruction"], t, judge_cfg=judge_cfg,
                                                                       mode="fixed"))], batch_size=1)[0]
             for r, t in zip(RECORDS, TEXTS[1])]
     np.testing.assert_allclose(named[0], want, rtol=1e-5)
@@ -210,7 +210,7 @@ def test_sampled_judges_parse_scores_and_count_the_unscored(chat_base, monkeypat
         assert [j for j, _ in jobs] == [1, 2, 1, 2]  # the other members judge
         return judge_texts[: len(jobs)]
 
-    monkeypatch.setattr(combat, "generate_texts", fake_generate)
+    monkeypatch.setattr(inference, "generate_texts", fake_generate)
     scorer = member_eval.TribeScorer(tribe, judge_cfg=judge_cfg, mode="fixed", rng=jax.random.key(0))
     scores = scorer.judge_scores([0], RECORDS, TEXTS[:1])
     assert scores[0][0] == 7.0 and np.isnan(scores[0][1])

@@ -14,7 +14,7 @@ import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparta_jax import combat, sharding
+from sparta_jax import inference, sharding
 from sparta_jax.config_files import load_config
 from sparta_jax.models.llama import suffix_tree_layout
 from sparta_jax.sampling import candidate_tree, tree_candidate_logprobs
@@ -123,7 +123,7 @@ JUDGE_CASES = [("What is 17 + 25?", "17 + 25 = 42."), ("What is 17 + 25?", "17 +
 
 @pytest.mark.reference
 def test_logit_scores_equal_pytorch_one_pass_per_candidate(embedded_tribe, smollm2_dir):
-    """combat.logit_scores (one tree pass per prompt) == transformers scoring "1".."10" each in
+    """inference.logit_scores (one tree pass per prompt) == transformers scoring "1".."10" each in
     its own forward pass, with the stop mass of every non-digit token, on real judge prompts."""
     config, tribe = embedded_tribe
     hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
@@ -133,9 +133,9 @@ def test_logit_scores_equal_pytorch_one_pass_per_candidate(embedded_tribe, smoll
     assert candidates[9] == candidates[0] + candidates[9][1:]  # "10" = "1", "0": the double count's cause
     digit = torch.zeros(len(tribe.tokenizer), dtype=torch.bool)
     digit[torch.as_tensor(tribe.number_token_ids)] = True
-    jobs = [(m, combat.judge_prompt_ids(tribe, q, a, judge_cfg=config.judge, mode="fixed"))
+    jobs = [(m, inference.judge_prompt_ids(tribe, q, a, judge_cfg=config.judge, mode="fixed"))
             for m, (q, a) in zip([0, 1, 0, 1], JUDGE_CASES)]
-    ours = combat.logit_scores(tribe, jobs, batch_size=4)
+    ours = inference.logit_scores(tribe, jobs, batch_size=4)
 
     want, shipped = [], []
     for _, ids in jobs:

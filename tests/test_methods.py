@@ -254,16 +254,16 @@ def test_meta_rewarding_pairs_from_a_scripted_model(scripted_tribe):
 def test_meta_judge_battles_rank_distinct_judgments(scripted_tribe, monkeypatch):
     """Judgments of one answer that differ: the meta-judge (both orders) prefers the higher score."""
     import jax
-    from sparta_jax import combat
+    from sparta_jax import inference
 
-    real = combat.generate_texts
+    real = inference.generate_texts
     scores = iter(range(100))
 
     def varied(tribe, jobs, **kwargs):  # judgments of one answer give 1, 4, 2, ... points in turn
         texts = real(tribe, jobs, **kwargs)
         return [f"Relevant. Score: {1 + (next(scores) * 3) % 5}" if t.startswith("Relevant.") else t for t in texts]
 
-    monkeypatch.setattr(combat, "generate_texts", varied)
+    monkeypatch.setattr(inference, "generate_texts", varied)
     records, rows, info = meta_rewarding.make_pairs(_config("logits"), scripted_tribe, [{"instruction": "Q?"}],
                                                     rng=jax.random.key(0))
     judge_pairs = [r for r in records if r["kind"] == "judgment"]

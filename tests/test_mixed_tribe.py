@@ -131,7 +131,7 @@ def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed
 @pytest.mark.e2e
 @pytest.mark.reference
 def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_run, mixed_tribe):
-    from sparta_jax import combat
+    from sparta_jax import combat, inference
     from sparta_jax.sparta import Matchup
 
     workdir, out = mixed_run
@@ -160,7 +160,7 @@ def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_
     assert gemma_text.count("<start_of_turn>user") == 1 and "<|im_start|>" not in gemma_text  # Gemma's
     system = tribe.groups[1].system_prompt  # Gemma has no system role: its template folds it into the user turn
     assert system and gemma_text.index("<start_of_turn>user") < gemma_text.index(system) < gemma_text.index(answer)
-    assert combat.chat_ids(tribe, "Hi", tribe.index("gemma_1")) == combat.chat_ids(tribe.groups[1], "Hi")
+    assert inference.chat_ids(tribe, "Hi", tribe.index("gemma_1")) == inference.chat_ids(tribe.groups[1], "Hi")
 
 
 @pytest.mark.e2e
@@ -225,12 +225,12 @@ def tribe_json_bases(workdir):
 def test_the_audit_asks_each_judge_in_its_own_template(mixed_tribe):
     import jax
 
-    from sparta_jax import combat
+    from sparta_jax import inference
     from sparta_jax.audit import judge_items
 
     tribe, _ = mixed_tribe
     with pytest.raises(ValueError, match="pass member="):  # a mixed tribe's prompt needs its member
-        combat.chat_ids(tribe, "Hi")
+        inference.chat_ids(tribe, "Hi")
     items = [{"instruction": "What is 2 + 3?", "right": "The answer is 5.", "wrong": "The answer is 6."},
              {"instruction": "What is 7 - 4?", "right": "The answer is 3.", "wrong": "The answer is 4."}]
     judge_cfg = ml_collections.ConfigDict(dict(mode="logits", max_prompt_tokens=512, batch_size=8))
@@ -238,7 +238,7 @@ def test_the_audit_asks_each_judge_in_its_own_template(mixed_tribe):
     for m, name in enumerate(tribe.names):
         group = tribe.group(m)
         for i, item in enumerate(items):
-            expected = [combat.logit_scores(group, [(group.index(name), combat.judge_prompt_ids(
+            expected = [inference.logit_scores(group, [(group.index(name), inference.judge_prompt_ids(
                 group, item["instruction"], item[side], judge_cfg=judge_cfg, mode="fixed"))], batch_size=8)[0]
                 for side in ("right", "wrong")]
             np.testing.assert_allclose([right[m, i], wrong[m, i]], expected, rtol=1e-5, err_msg=name)

@@ -415,7 +415,7 @@ def test_two_processes_build_the_same_experts_as_one(tmp_path, tiny_chat_base):
 def test_judge_examples_are_the_judges_own_prompt_with_a_score_target(smollm2_dir):
     """Experts may learn to judge: the exact chat prompt the tribe's judges read, over a right or a
     near-miss wrong answer to a training instruction, with `{"score": N}` as the target."""
-    from sparta_jax import combat, evaluation
+    from sparta_jax import evaluation, inference
     from sparta_jax.tasks import generate_task
 
     tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
@@ -433,7 +433,7 @@ def test_judge_examples_are_the_judges_own_prompt_with_a_score_target(smollm2_di
         text = tok.decode(prompt)
         answer = text.split("Response to be evaluated: ")[1].split("\n")[0]
         assert evaluation.score(answer, record["answer"], "numeric") == (1.0 if right else 0.0)
-        assert prompt == combat.judge_chat_ids(tok, "Be brief.", record["instruction"], answer, max_tokens=512,
+        assert prompt == inference.judge_chat_ids(tok, "Be brief.", record["instruction"], answer, max_tokens=512,
                                                mode="fixed")
     # Noise moves scores around their targets, seeded, within 1..10; too-long prompts are skipped.
     noisy = experts.judge_settings({"judge": {"noise": 3.0, "right_score": 10, "wrong_score": 1}})

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sparta_jax import combat, evaluation
+from sparta_jax import combat, evaluation, inference
 from sparta_jax.compare import arm_summary, markdown
 from sparta_jax.sparta import Matchup, TribeRater
 
@@ -54,7 +54,7 @@ def test_verifier_scores_and_preferences():
         combat.judge_duels(tribe, 1, matchups[:1], ["Say hi."], responses[:1], judge_cfg=Cfg(JUDGE_CFG),
                            mode="fixed", rng=None, references=[{"instruction": "Say hi."}])
     with pytest.raises(ValueError, match="open-ended"):
-        combat.single_scores(tribe, [(0, [1, 2])], judge_cfg=Cfg(JUDGE_CFG), rng=None)
+        inference.single_scores(tribe, [(0, [1, 2])], judge_cfg=Cfg(JUDGE_CFG), rng=None)
 
 
 @pytest.mark.e2e

@@ -7,7 +7,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from sparta_jax import combat
+from sparta_jax import inference
 from sparta_jax.tribe import Tribe
 
 ACTOR = 0  # a baseline's tribe holds one member, the actor (and its own judge)
@@ -16,9 +16,9 @@ ACTOR = 0  # a baseline's tribe holds one member, the actor (and its own judge)
 def sample_answers(tribe: Tribe, instructions: Sequence[str], k: int, *, gen_cfg, rng,
                    progress=lambda n: None) -> list[list[str]]:
     """k sampled answers per instruction (prompts cut to max_prompt_tokens, as in the duels)."""
-    prompts = [combat.chat_ids(tribe, text)[: gen_cfg.max_prompt_tokens] for text in instructions]
+    prompts = [inference.chat_ids(tribe, text)[: gen_cfg.max_prompt_tokens] for text in instructions]
     jobs = [(ACTOR, ids) for ids in prompts for _ in range(k)]
-    texts = combat.generate_texts(tribe, jobs, gen_cfg=gen_cfg, rng=rng, batch_size=gen_cfg.batch_size,
+    texts = inference.generate_texts(tribe, jobs, gen_cfg=gen_cfg, rng=rng, batch_size=gen_cfg.batch_size,
                                   progress=progress)
     return [texts[i * k: (i + 1) * k] for i in range(len(instructions))]
 
@@ -32,10 +32,10 @@ def score_answers(judge: Tribe, instructions: Sequence[str], answers: Sequence[S
         if references is None:
             raise ValueError("judge.mode='verifier' needs the instructions' reference answers")
         progress(sum(len(a) for a in answers))
-        return [[combat.verifier_score(a, ref) for a in row] for row, ref in zip(answers, references)]
-    jobs = [(ACTOR, combat.judge_prompt_ids(judge, text, a, judge_cfg=judge_cfg, mode=mode))
+        return [[inference.verifier_score(a, ref) for a in row] for row, ref in zip(answers, references)]
+    jobs = [(ACTOR, inference.judge_prompt_ids(judge, text, a, judge_cfg=judge_cfg, mode=mode))
             for text, row in zip(instructions, answers) for a in row]
-    flat = combat.single_scores(judge, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
+    flat = inference.single_scores(judge, jobs, judge_cfg=judge_cfg, rng=rng, progress=progress)
     out, i = [], 0
     for row in answers:
         out.append([float(x) for x in flat[i: i + len(row)]])

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparta_jax import combat
+from sparta_jax import inference
 from sparta_jax.methods import rubric
 from sparta_jax.methods.common import ACTOR, best_and_worst, fold, json_scores, sample_answers
 
@@ -146,7 +146,7 @@ def meta_prompt_ids(tribe, instruction: str, response: str, first: str, second: 
     """The meta-judge's chat prompt, cut as a judge prompt is: from the end (`faithful`), or by
     shortening the response inside it (`fixed`); the template's head and system turn stay."""
     make = lambda r: META_PROMPT.format(instruction=instruction, response=r, first=first, second=second)  # noqa: E731
-    return combat.fitted_chat_ids(tribe, make, response, max_tokens=max_tokens, mode=mode)
+    return inference.fitted_chat_ids(tribe, make, response, max_tokens=max_tokens, mode=mode)
 
 
 def meta_verdicts(config, tribe, texts, answers, judgments, battles, *, rng) -> list[int | None]:
@@ -168,6 +168,6 @@ def meta_verdicts(config, tribe, texts, answers, judgments, battles, *, rng) -> 
                                                        continuation_ids=tribe.number_token_ids)
             out += [int(np.argmax(row)) for row in np.asarray(logliks)]
         return out
-    texts_out = combat.generate_texts(tribe, [(ACTOR, p) for p in prompts], gen_cfg=judge_cfg, rng=rng,
+    texts_out = inference.generate_texts(tribe, [(ACTOR, p) for p in prompts], gen_cfg=judge_cfg, rng=rng,
                                       batch_size=judge_cfg.batch_size)
     return [parse_meta_verdict(t) for t in texts_out]

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sparta_jax import combat
+from sparta_jax import inference
 from sparta_jax.sparta.judging import logit_candidate_ids, logit_expected_score
 
 RUBRIC_PROMPT = (
@@ -59,7 +59,7 @@ def mean_points(points: Sequence[int | None]) -> float:
 def rubric_prompt_ids(judge, instruction: str, response: str, *, max_tokens: int, mode: str) -> list[int]:
     """The rubric judge's chat prompt for one answer, cut as a judge prompt is (the answer
     shortened inside it in `fixed`, its first tokens kept in `faithful`)."""
-    return combat.fitted_chat_ids(judge, lambda r: rubric_prompt(instruction, r), response, max_tokens=max_tokens,
+    return inference.fitted_chat_ids(judge, lambda r: rubric_prompt(instruction, r), response, max_tokens=max_tokens,
                                   mode=mode)
 
 
@@ -67,7 +67,7 @@ def sample_judgments(judge, prompts: Sequence[list[int]], k: int, *, judge_cfg, 
                      progress=lambda n: None) -> list[list[str]]:
     """k sampled judgments of each prompt (the judge's own words)."""
     jobs = [(adapter, ids) for ids in prompts for _ in range(k)]
-    texts = combat.generate_texts(judge, jobs, gen_cfg=judge_cfg, rng=rng, batch_size=judge_cfg.batch_size,
+    texts = inference.generate_texts(judge, jobs, gen_cfg=judge_cfg, rng=rng, batch_size=judge_cfg.batch_size,
                                   progress=progress)
     return [texts[i * k: (i + 1) * k] for i in range(len(prompts))]
 
