@@ -43,12 +43,13 @@ def test_baseline_runs_resumes_exactly_and_compare_reads_it(method, tiny_base, c
         records = [json.loads(line) for line in open(os.path.join(folder, "preferences.jsonl"))]
         assert info["method"] == method and info["pairs"] == len(records)
         if method == "meta_rewarding":
-            # A random model's scores never parse and its meta-judge has a pure position bias (both
-            # orders tie), so no pairs here: test_methods.py checks them on a scripted model.
-            assert info["meta_battles"] > 0 and info["meta_unparsed"] == 0
-            assert info["unparsed_scores"] == info["answers"]
-        else:
-            assert len(records) > 0
+            # In `logits` mode every answer gets expected rubric points and every meta battle a
+            # verdict, so nothing is unparsed; the length-controlled answer pairs are the actor's.
+            assert info["meta_battles"] > 0 and info["meta_unparsed"] == 0 and info["unparsed_scores"] == 0
+            assert info["judge_pairs"] == sum(r["kind"] == "judgment" for r in records)
+            assert any(r["kind"] == "answer" for r in records)
+            assert all(r["chosen_score"] > r["rejected_score"] for r in records if r["kind"] == "answer")
+        assert len(records) > 0
         assert all(r["chosen"] != r["rejected"] for r in records)
         if method == "sppo":
             assert all(r["chosen_win_rate"] > r["rejected_win_rate"] for r in records)
@@ -60,9 +61,7 @@ def test_baseline_runs_resumes_exactly_and_compare_reads_it(method, tiny_base, c
         assert summary["pairs_trained"] == len(records) and summary["method"] == method
 
     killed = str(tmp_path / "killed")
-    # mid-DPO; meta_rewarding trains nothing here (above), so mid-way through its pairs
-    marker = "iteration 2 meta_rewarding:" if method == "meta_rewarding" else "iteration 2 DPO:"
-    run_until(killed, _args(tiny_base, method), compile_cache, marker)
+    run_until(killed, _args(tiny_base, method), compile_cache, "iteration 2 DPO:")  # mid-DPO
     assert "resumed from the checkpoint after iteration 1" in run_to_end(killed, _args(tiny_base, method), compile_cache)
     params_a, _, prefs_a = final_state(reference)
     params_b, _, prefs_b = final_state(killed)
