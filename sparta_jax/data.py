@@ -519,6 +519,13 @@ def _tfds_rows(tfds, name: str, split: str, data_dir, download: bool) -> list:
 # per-iteration sampling
 
 
+def describe_source(spec: Any) -> str:
+    """The data source in a few words, for messages: "kind 'paper' 'gsm8k'"."""
+    kind = spec.get("kind")
+    what = spec.get("task") or spec.get("name") or spec.get("path") or ""
+    return f"kind {kind!r}" + (f" {what!r}" if what else "")
+
+
 def sample_instructions(records: Sequence[dict], n: int, *, iteration: int, seed: int,
                         mode: str = "faithful", allow_repeats: bool = False) -> List[dict]:
     """The `n` instructions of one iteration, drawn without replacement.

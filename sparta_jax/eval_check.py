@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+from sparta_jax.data import describe_source
 from sparta_jax.errors import ConfigError
 
 SPLITS = ("dev", "test")
@@ -69,7 +70,7 @@ def check_evaluation(config, data: Mapping[str, Sequence[dict]], log: Callable[[
     for split in SPLITS:
         records = list(data.get(split) or [])
         if not records:
-            raise ConfigError(f"config.data ({_source(config.data)}) gives no {split!r} items and "
+            raise ConfigError(f"config.data ({describe_source(config.data)}) gives no {split!r} items and "
                               f"config.evaluation.{split} = {config.evaluation[split]} asks for them ({WHY[split]}): "
                               f"hold {split} items out of train (data.{split} = a count) or give the split, {OFF}")
         wanted = config.evaluation[split]
@@ -84,7 +85,7 @@ def _check_items(config, split: str, records: Sequence[dict]) -> str:
     """The split's kind ("judged", "likelihood" or "text"), or ConfigError naming what is wrong."""
     from sparta_jax import evaluation
 
-    source = _source(config.data)
+    source = describe_source(config.data)
     missing = [r for r in records if not r.get("evaluator")]
     if missing:
         key = "data.task" if _paper_task(config.data) else "data.evaluator"
@@ -186,9 +187,3 @@ def _task_without_evaluator(spec, split: str) -> str:
         reason = f"the task's {split} items carry no reference to score"
     return (f"config.data.task = {task!r}: the loader gives the {split} split no evaluator ({reason}), so the "
             f"{split} items cannot be scored ({WHY[split]}); {OFF}")
-
-
-def _source(spec) -> str:
-    kind = spec.get("kind")
-    what = spec.get("task") or spec.get("name") or spec.get("path") or ""
-    return f"kind {kind!r}" + (f" {what!r}" if what else "")

@@ -240,6 +240,10 @@ def run(config, workdir: str) -> dict:
     from sparta_jax.eval_check import check_evaluation
 
     check_evaluation(config, data, log=log)  # a run that cannot evaluate stops here, before anything is built
+    if method == "spin":  # nor does a SPIN run whose instructions have no reference answers
+        from sparta_jax.methods import spin
+
+        spin.check_train_split(train_split, config.methods.spin.reference_template, data_lib.describe_source(config.data))
     from sparta_jax.experts import tribe_source
 
     # config.tribe, or diverse starting experts (trained once and cached, copied when asked)

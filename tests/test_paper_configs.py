@@ -413,6 +413,31 @@ def test_tiny_data_in_each_tasks_layout_can_be_evaluated(task, tmp_path):
     assert {r["task"] for s in ("dev", "test") for r in data[s]} == {task}
 
 
+def test_spin_is_refused_before_anything_is_built_where_training_prompts_have_no_answers(tmp_path):
+    """SPIN prefers the reference answer over the model's own: TruthfulQA's and Alpaca's training
+    prompts have none, so the run stops at the data check, before a model is loaded."""
+    from sparta_jax import train
+    from sparta_jax.methods import spin
+
+    refused = set()
+    for task in RUNNABLE:
+        c = paper(f"{task},cpu")
+        c.data.update(tiny_data(task, tmp_path / task))
+        try:
+            spin.check_train_split(load_instructions(c.data)["train"], c.methods.spin.reference_template, task)
+        except ConfigError as e:
+            assert "method 'spin'" in str(e) and "carry none" in str(e)
+            refused.add(task)
+    assert refused == {"truthfulqa", "alpaca"}
+
+    c = paper("truthfulqa,cpu")
+    c.method = "spin"
+    c.data.update(tiny_data("truthfulqa", tmp_path / "run_data"))
+    with pytest.raises(ConfigError, match="training instructions of kind 'paper' 'truthfulqa' carry none"):
+        train.run(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
 # A run per kind of source and answer, about a minute each on a 2-core CPU (the first pays the
 # compiles): a copy of a public dataset with 512-token numeric answers, released train / test / valid
 # files with 128-token answers, and open-ended answers scored by a named judge. The other tasks differ

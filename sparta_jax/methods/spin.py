@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from sparta_jax.errors import ConfigError
 from sparta_jax.methods.common import fold, sample_answers
 
 DEFAULTS = dict(reference_template="The answer is {answer}.")
@@ -26,6 +27,16 @@ def reference_text(record: dict, template: str) -> str | None:
     if record.get("answer") is not None:
         return template.format(answer=record["answer"])
     return None
+
+
+def check_train_split(records: Sequence[dict], template: str, source: str) -> None:
+    """Refuses, before any model is built, a SPIN run whose training instructions carry no
+    reference answer (TruthfulQA's and Alpaca's training prompts, say): SPIN would have nothing to
+    prefer over the model's own answers. ConfigError naming the way out."""
+    if not any(reference_text(r, template) is not None for r in records):
+        raise ConfigError(f"method 'spin' prefers each instruction's reference answer over the model's own, and "
+                          f"the training instructions of {source} carry none ('reference' or 'answer'): "
+                          "choose another method or a task with answers")
 
 
 def pair_from_answer(record: dict, answer: str, template: str) -> dict | None:
