@@ -27,6 +27,14 @@ unrolled at one and two layers) from XLA's cost analysis: flops and HBM bytes pe
 what they must move, and the time, tokens/s or MFU that implies at the chip's published peaks
 (`sparta_jax.roofline`; `--peak_tflops` / `--hbm_gbps` for chips it does not know).
 
+`--iteration` predicts one Sparta iteration's time, phase by phase (answers, judging, reference
+log-probs, DPO, evaluation; `sparta_jax.iteration_time`): every program the iteration runs is
+costed as above at the config's shapes (decode steps, prefills and the judges' scoring pass with
+their layers unrolled, the reference pass like the DPO step), and each is priced by how often an
+iteration calls it. `--answer_lengths=FILE` (a JSON list of token counts) sets the decode steps
+per batch to the expected longest of a batch; by default every answer runs to its cap.
+`--eval_items=DEV,TEST` where the config evaluates whole splits of unnamed size.
+
 `--topology=cpu:8` runs the same path on 8 (fake) CPU devices, without libtpu.
 `--config.generation.batch_size=64` etc. override config values as for `sparta_jax.main`.
 """
@@ -580,11 +588,12 @@ def _cache_sds(mesh, model_config, rows: int, length: int, dtype):
     )
 
 
-def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
+def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None) -> dict:
     """One decode step of the config's generation, compiled on its own, against the chip's peaks.
 
     Shapes: generation.batch_size rows (padded as the Sampler pads them), a cache of the prompt
-    bucket plus the new-token bucket, the members' adapters mixed over the rows. Ideal bytes:
+    bucket plus the new-token bucket, the members' adapters mixed over the rows; `gen` (a config
+    section with batch_size, max_prompt_tokens, max_new_tokens) for other shapes. Ideal bytes:
     each device's shard of the layer weights, LoRA factors, final norm and unembedding, of the
     whole KV cache (every slot is read), and of the logits written.
     """
@@ -600,7 +609,7 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
     graphdef, state = nnx.split(model)
     abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).layer_weights(), state)
     state = shard_abstract(state, mesh)
-    gen = config.generation
+    gen = gen or config.generation
     rows = sampler._batch_rows(int(gen.batch_size))
     length = (bucket(int(gen.max_prompt_tokens), sampler.config.prompt_buckets, "prompt length")
               + bucket(int(gen.max_new_tokens), sampler.config.new_token_buckets, "max_new_tokens"))
@@ -639,6 +648,142 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
                                   ideal_bytes=ideal, chip=chip, tokens_per_step=rows, chips=mesh.devices.size)
     row["copies"] = roofline_lib.large_copies(compiled.as_text(), layer_bytes)
     return row
+
+
+def forward_roofline(config, mesh, model_config, chip, *, batch: int, tokens: int, unembedded: int, name: str,
+                     log=None) -> dict:
+    """One forward pass of `batch` rows (padded as the Sampler pads them) of the `tokens` bucket,
+    unembedding the last `unembedded` positions: a prefill (1), or a judge's scoring pass (the
+    few scored tokens). Layers unrolled and costed at one and two layers, then at the model's
+    depth (`roofline.per_layer_extrapolation`). Ideal bytes: the weight shards read once."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sparta_jax.sampling import Sampler, SamplerConfig, bucket
+
+    log = log or (lambda *_: None)
+    costs = []
+    for depth in (1, 2):
+        shallow = dataclasses.replace(model_config, num_layers=depth)
+        model, _ = abstract_model(shallow, config, mesh)
+        sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
+        graphdef, state = nnx.split(model)
+        state = shard_abstract(state, mesh)
+        rows = sampler._batch_rows(int(batch))
+        length = bucket(int(tokens), sampler.config.prompt_buckets, "prompt length")
+
+        def forward(state, ids, mask, adapter_ids):
+            model = nnx.merge(graphdef, state)
+            hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids, unroll=True)
+            return model.logits_from_hidden(hidden[:, -unembedded:])
+
+        args = (state, _batch_sds(mesh, (rows, length), jnp.int32), _batch_sds(mesh, (rows, length), jnp.bool_),
+                _batch_sds(mesh, (rows,), jnp.int32))
+        log(f"compiling {name} at {depth} layer(s) [{rows} x {length}] ...")
+        with jax.set_mesh(mesh):
+            costs.append(roofline_lib.program_cost(jax.jit(forward).lower(*args).compile(_hbm_only_options(mesh))))
+    flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
+    ideal = shard_bytes(shard_abstract(nnx.split(abstract_model(model_config, config, mesh)[0])[1], mesh))
+    return roofline_lib.decode_row(f"{name} ({rows} x {length})", flops=flops, bytes_accessed=accessed,
+                                   ideal_bytes=ideal, chip=chip, tokens_per_step=rows * length,
+                                   chips=mesh.devices.size)
+
+
+def reference_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
+    """DPO's reference pass (the start-of-iteration policy's log-probs of one step's pairs, every
+    member), costed as dpo_step_roofline costs the step: scans unrolled at one and two layers."""
+    import jax
+
+    from flax import nnx
+
+    from sparta_jax import dpo
+
+    log = log or (lambda *_: None)
+    cfg = dataclasses.replace(dpo.dpo_config(config), unroll_scans=True)
+    costs = []
+    for depth in (1, 2):
+        shallow = dataclasses.replace(model_config, num_layers=depth)
+        model, lora = abstract_model(shallow, config, mesh)
+        split = dpo.split_lora(model)
+        optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+        (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
+        graphdef = split[0]
+
+        def reference(trainable, frozen, batch):
+            return dpo.lora_tribe_logps(nnx.merge(graphdef, trainable, frozen), batch, cfg.logps_chunk, unroll=True)
+
+        log(f"compiling the reference pass at {depth} layer(s), scans unrolled [{shape}] ...")
+        with jax.set_mesh(mesh):
+            costs.append(roofline_lib.program_cost(
+                jax.jit(reference).lower(state.params, frozen, batch).compile(_hbm_only_options(mesh))))
+    flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
+    model, lora = abstract_model(model_config, config, mesh)
+    split = dpo.split_lora(model)
+    (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters,
+                                                 dpo.make_optimizer(cfg, dpo.lora_member_axis))
+    ideal = shard_bytes(frozen) + shard_bytes(state.params) + shard_bytes(batch)
+    tokens = lora.num_adapters * int(cfg.pairs_per_step) * 2 * int(cfg.max_length)
+    return roofline_lib.decode_row(f"reference pass ({shape})", flops=flops, bytes_accessed=accessed,
+                                   ideal_bytes=ideal, chip=chip, tokens_per_step=tokens, chips=mesh.devices.size)
+
+
+def iteration_roofline(config, mesh, model_config, chip, *, answer_lengths=None, eval_items=None, log=None):
+    """(each program's roofline row, the per-phase rows of sparta_jax.iteration_time) for one
+    iteration of the config. Programs of the same shape are compiled once."""
+    import ml_collections
+
+    from sparta_jax import iteration_time
+    from sparta_jax.sampling import bucket
+
+    cache: dict = {}
+
+    def once(key, make):
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    def shape(section, new_tokens=None):
+        return ml_collections.ConfigDict(dict(batch_size=int(section.batch_size),
+                                              max_prompt_tokens=int(section.max_prompt_tokens),
+                                              max_new_tokens=int(new_tokens or section.max_new_tokens)))
+
+    def decode(gen):
+        key = ("decode", gen.batch_size, gen.max_prompt_tokens, gen.max_new_tokens)
+        return once(key, lambda: decode_step_roofline(config, mesh, model_config, chip, log=log, gen=gen))
+
+    def forward(batch, tokens, unembedded, name):
+        return once(("forward", batch, tokens, unembedded),
+                    lambda: forward_roofline(config, mesh, model_config, chip, batch=batch, tokens=tokens,
+                                             unembedded=unembedded, name=name, log=log))
+
+    answers, judge, ev = shape(config.generation), config.judge, config.evaluation
+    programs = [decode(answers), forward(answers.batch_size, answers.max_prompt_tokens, 1, "prefill")]
+    judge_prompt = int(judge.max_prompt_tokens)
+    judge_decode = 0.0
+    if judge.mode == "logits":  # the judge prompt and its few scored tokens (a 2-token bucket)
+        scored = bucket(2, [int(b) for b in config.sampler.new_token_buckets], "continuation length")
+        programs.append(forward(int(judge.batch_size), judge_prompt + scored, scored, "judge scoring"))
+        judge_call = programs[-1]["seconds"]
+    elif judge.mode == "sampled":
+        judge_gen = shape(judge)
+        programs += [forward(int(judge.batch_size), judge_prompt, 1, "prefill"), decode(judge_gen)]
+        judge_call, judge_decode = programs[-2]["seconds"], programs[-1]["seconds"]
+    else:
+        judge_call = 0.0
+    eval_gen = shape(ev)
+    programs += [forward(eval_gen.batch_size, eval_gen.max_prompt_tokens, 1, "prefill"), decode(eval_gen)]
+    reference = once("reference", lambda: reference_roofline(config, mesh, model_config, chip, log=log))
+    train = once("dpo", lambda: dpo_step_roofline(config, mesh, model_config, chip, log=log))
+    programs += [reference, train]
+    times = iteration_time.ProgramTimes(
+        answer_prefill=programs[1]["seconds"], answer_decode_step=programs[0]["seconds"], judge_call=judge_call,
+        judge_decode_step=judge_decode, reference_call=reference["seconds"], dpo_step=train["seconds"],
+        eval_prefill=programs[-4]["seconds"], eval_decode_step=programs[-3]["seconds"])
+    phases = iteration_time.iteration_phases(config, times, members=_members(config), answer_lengths=answer_lengths,
+                                             eval_lengths=answer_lengths, eval_items=eval_items)
+    unique = list({id(p): p for p in programs}.values())
+    return unique, phases
 
 
 def _hbm_only_options(mesh) -> dict:
@@ -753,6 +898,13 @@ def _define_flags():
                       "against the chip's peak flops and HBM bandwidth")
     flags.DEFINE_float("peak_tflops", None, "peak bf16 TFLOP/s per chip for --roofline (default: the TPU "
                        "generation's published figure; required for cpu topologies)")
+    flags.DEFINE_bool("iteration", False, "also predict one Sparta iteration's time, phase by phase, from the "
+                      "roofline times of every program it runs (sparta_jax/iteration_time.py)")
+    flags.DEFINE_string("answer_lengths", "", "for --iteration: a JSON list of answer lengths in tokens (the answers' "
+                        "and evaluation's decode steps follow its expected batch maximum); default: every answer "
+                        "runs to max_new_tokens")
+    flags.DEFINE_list("eval_items", [], "for --iteration: DEV,TEST items one evaluation scores (default: the "
+                      "config's evaluation.dev and evaluation.test)")
     flags.DEFINE_float("hbm_gbps", None, "HBM GB/s per chip for --roofline (default: the generation's figure)")
 
 
@@ -828,11 +980,61 @@ def main(argv) -> int:
         print(roofline_lib.format_rows(roofline_rows, chip, header="\nRoofline (per chip):"), flush=True)
         for copy in roofline_rows[0]["copies"]:
             print(f"decode step copies as much as a cache layer or more: {copy}", flush=True)
+    iteration = None
+    if FLAGS.iteration:
+        from sparta_jax import iteration_time
+
+        chip = roofline_chip(FLAGS.topology, FLAGS.peak_tflops, FLAGS.hbm_gbps)
+        lengths = read_answer_lengths(FLAGS.answer_lengths) if FLAGS.answer_lengths else None
+        eval_items = _eval_items(config, FLAGS.eval_items)
+        programs, phases = iteration_roofline(config, mesh, model_config, chip, answer_lengths=lengths,
+                                              eval_items=eval_items, log=log)
+        print(roofline_lib.format_rows(programs, chip, header="\nPrograms of one iteration (roofline, per chip):"),
+              flush=True)
+        lengths_note = (f"answer lengths: {len(lengths)} measured, from {FLAGS.answer_lengths}" if lengths
+                        else "answer lengths: every answer runs to max_new_tokens")
+        print(iteration_time.format_iteration(
+            phases, header=f"\nOne iteration of {config.instructions_per_iteration} duels, {_members(config)} members, "
+                           f"judge mode {config.judge.mode}, evaluation of {eval_items[0]} dev and {eval_items[1]} "
+                           f"test items (pairs: one per duel, an upper bound; {lengths_note}):"),
+              flush=True)
+        iteration = dict(programs=programs, phases=phases, totals=iteration_time.phase_totals(phases),
+                         answer_lengths=FLAGS.answer_lengths or "max_new_tokens")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
-                           rows=rows, roofline=roofline_rows, evaluation_problem=cannot_evaluate), f, indent=1)
+                           rows=rows, roofline=roofline_rows, iteration=iteration,
+                           evaluation_problem=cannot_evaluate), f, indent=1)
     return 1 if cannot_evaluate or any(r["fits"] is False for r in rows) else 0
+
+
+def _eval_items(config, given: list[str]) -> tuple[int, int]:
+    """(dev, test) items one evaluation scores: --eval_items, else the config's counts, which
+    must then be real sizes (a config may ask for "all", a count larger than any split)."""
+    if given:
+        try:
+            dev, test = (int(x) for x in given)
+        except ValueError:
+            raise AotError(f"--eval_items={','.join(given)}: give two integers, DEV,TEST") from None
+        return dev, test
+    dev, test = int(config.evaluation.dev), int(config.evaluation.test)
+    if max(dev, test) >= 100_000:
+        raise AotError(f"--iteration: evaluation.dev / test = {dev} / {test} ask for whole splits whose sizes "
+                       "this config does not name; give the items evaluated with --eval_items=DEV,TEST")
+    return dev, test
+
+
+def read_answer_lengths(path: str) -> list[int]:
+    """A JSON list of positive integers (answer lengths in tokens)."""
+    try:
+        with open(path) as f:
+            lengths = json.load(f)
+    except (OSError, ValueError) as e:
+        raise AotError(f"--answer_lengths={path}: cannot read a JSON list from it ({e})") from e
+    if not isinstance(lengths, list) or not lengths or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in lengths):
+        raise AotError(f"--answer_lengths={path}: must be a non-empty JSON list of positive integers")
+    return lengths
 
 
 def roofline_chip(topology: str, peak_tflops: float | None, hbm_gbps: float | None) -> roofline_lib.Chip:

@@ -214,10 +214,22 @@ def test_cli_roofline_table_on_fake_devices(tmp_path):
     from one another at the given peaks; a CPU topology without peaks is refused."""
     import json
 
-    out = _cli("--programs=judge_score", "--roofline", "--peak_tflops=1", "--hbm_gbps=100",
+    out = _cli("--programs=judge_score", "--roofline", "--iteration", "--peak_tflops=1", "--hbm_gbps=100",
                f"--json_out={tmp_path / 'aot.json'}")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Roofline (per chip):" in out.stdout
+    # --iteration: every program of an iteration costed once, the phases priced from them
+    iteration = json.loads((tmp_path / "aot.json").read_text())["iteration"]
+    programs = {r["program"]: r for r in iteration["programs"]}
+    assert sorted(p.split(" (")[0] for p in programs) == ["decode step", "decode step", "dpo_step", "judge scoring",
+                                                           "prefill", "prefill", "reference pass"]
+    assert list(iteration["totals"]) == ["answers", "judging", "reference log-probs", "DPO", "evaluation"]
+    for phase in iteration["phases"]:
+        assert phase["seconds"] == pytest.approx(phase["calls"] * phase["seconds_per_call"]) and phase["seconds"] > 0
+    decode = next(r for r in iteration["phases"] if r["phase"] == "answers" and r["program"].startswith("decode"))
+    assert decode["seconds_per_call"] == programs["decode step (8 rows, cache 80)"]["seconds"]
+    assert decode["calls"] == 2 * 12  # 12 answers in batches of 8, each to tiny.py's 12 new tokens
+    assert "one iteration" in out.stdout
     # (Whether a step copies its cache is checked on one device in test_roofline.py and on the
     # v4 topology in BENCHMARKS.md; XLA:CPU's SPMD partitioner adds copies of its own here.)
     decode, train = json.loads((tmp_path / "aot.json").read_text())["roofline"]
