@@ -728,9 +728,11 @@ def reference_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
                                    ideal_bytes=ideal, chip=chip, tokens_per_step=tokens, chips=mesh.devices.size)
 
 
-def iteration_roofline(config, mesh, model_config, chip, *, answer_lengths=None, eval_items=None, log=None):
+def iteration_roofline(config, mesh, model_config, chip, *, answer_lengths=None, eval_items=None, members=None,
+                       share=1.0, log=None):
     """(each program's roofline row, the per-phase rows of sparta_jax.iteration_time) for one
-    iteration of the config. Programs of the same shape are compiled once."""
+    iteration of the config. Programs of the same shape are compiled once. For one group of a
+    mixed tribe: the group's run config, the whole tribe's `members` and the group's `share`."""
     import ml_collections
 
     from sparta_jax import iteration_time
@@ -780,8 +782,9 @@ def iteration_roofline(config, mesh, model_config, chip, *, answer_lengths=None,
         answer_prefill=programs[1]["seconds"], answer_decode_step=programs[0]["seconds"], judge_call=judge_call,
         judge_decode_step=judge_decode, reference_call=reference["seconds"], dpo_step=train["seconds"],
         eval_prefill=programs[-4]["seconds"], eval_decode_step=programs[-3]["seconds"])
-    phases = iteration_time.iteration_phases(config, times, members=_members(config), answer_lengths=answer_lengths,
-                                             eval_lengths=answer_lengths, eval_items=eval_items)
+    phases = iteration_time.iteration_phases(config, times, members=members or _members(config),
+                                             answer_lengths=answer_lengths, eval_lengths=answer_lengths,
+                                             eval_items=eval_items, share=share)
     unique = list({id(p): p for p in programs}.values())
     return unique, phases
 
@@ -942,7 +945,7 @@ def main(argv) -> int:
     if config.tribe.get("groups"):  # a mixed tribe: each group's programs, the others' weights beside them
         if FLAGS.roofline or FLAGS.model_shape:
             raise AotError("a mixed tribe (tribe.groups): give each group's shape with --group_shapes=name=shape,...; "
-                           "--model_shape and --roofline are for one-group tribes")
+                           "--model_shape and --roofline are for one-group tribes (--iteration covers both)")
         given = dict(item.split("=", 1) for item in FLAGS.group_shapes)
         shapes = group_shapes(config, given)
         from sparta_jax.tribe import group_configs
@@ -956,10 +959,15 @@ def main(argv) -> int:
         rows = compile_mixed(config, mesh, shapes, hbm_gib=topology.hbm_gib, programs=tuple(FLAGS.programs) or None,
                              log=log)
         print(format_table(rows), flush=True)
+        iteration = None
+        if FLAGS.iteration:
+            iteration = _print_iteration(config, mesh, FLAGS, log, groups=[
+                (name, group_run_config(config, g), shapes[name]) for name, g in group_configs(config.tribe)])
         if FLAGS.json_out:
             with open(FLAGS.json_out, "w") as f:
                 json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
-                               rows=rows, roofline=[], evaluation_problem=cannot_evaluate), f, indent=1)
+                               rows=rows, roofline=[], iteration=iteration, evaluation_problem=cannot_evaluate), f,
+                          indent=1)
         return 1 if cannot_evaluate or any(r["fits"] is False for r in rows) else 0
     model_config = resolve_model_shape(FLAGS.model_shape or None, config.tribe.get("base"))
     header = (f"{topology.name}: {topology.num_devices} x {kind}, mesh {dict(mesh.shape)}; "
@@ -982,30 +990,43 @@ def main(argv) -> int:
             print(f"decode step copies as much as a cache layer or more: {copy}", flush=True)
     iteration = None
     if FLAGS.iteration:
-        from sparta_jax import iteration_time
-
-        chip = roofline_chip(FLAGS.topology, FLAGS.peak_tflops, FLAGS.hbm_gbps)
-        lengths = read_answer_lengths(FLAGS.answer_lengths) if FLAGS.answer_lengths else None
-        eval_items = _eval_items(config, FLAGS.eval_items)
-        programs, phases = iteration_roofline(config, mesh, model_config, chip, answer_lengths=lengths,
-                                              eval_items=eval_items, log=log)
-        print(roofline_lib.format_rows(programs, chip, header="\nPrograms of one iteration (roofline, per chip):"),
-              flush=True)
-        lengths_note = (f"answer lengths: {len(lengths)} measured, from {FLAGS.answer_lengths}" if lengths
-                        else "answer lengths: every answer runs to max_new_tokens")
-        print(iteration_time.format_iteration(
-            phases, header=f"\nOne iteration of {config.instructions_per_iteration} duels, {_members(config)} members, "
-                           f"judge mode {config.judge.mode}, evaluation of {eval_items[0]} dev and {eval_items[1]} "
-                           f"test items (pairs: one per duel, an upper bound; {lengths_note}):"),
-              flush=True)
-        iteration = dict(programs=programs, phases=phases, totals=iteration_time.phase_totals(phases),
-                         answer_lengths=FLAGS.answer_lengths or "max_new_tokens")
+        iteration = _print_iteration(config, mesh, FLAGS, log, groups=[(None, config, model_config)])
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(dict(topology=topology.name, devices=topology.num_devices, mesh=dict(mesh.shape),
                            rows=rows, roofline=roofline_rows, iteration=iteration,
                            evaluation_problem=cannot_evaluate), f, indent=1)
     return 1 if cannot_evaluate or any(r["fits"] is False for r in rows) else 0
+
+
+def _print_iteration(config, mesh, FLAGS, log, *, groups) -> dict:
+    """--iteration: prints each program's roofline row and the per-phase table; returns both for
+    --json_out. `groups`: [(name, run config, model shape)]: one unnamed entry, or a mixed tribe's
+    groups, each costed at its own shapes and priced at its share of the members."""
+    from sparta_jax import iteration_time
+
+    chip = roofline_chip(FLAGS.topology, FLAGS.peak_tflops, FLAGS.hbm_gbps)
+    lengths = read_answer_lengths(FLAGS.answer_lengths) if FLAGS.answer_lengths else None
+    eval_items = _eval_items(config, FLAGS.eval_items)
+    members = sum(_members(c) for _, c, _ in groups)
+    programs, phases = [], []
+    for name, group_config, shape in groups:
+        group_programs, group_phases = iteration_roofline(
+            group_config, mesh, shape, chip, answer_lengths=lengths, eval_items=eval_items, members=members,
+            share=_members(group_config) / members, log=log)
+        prefix = f"{name}: " if name else ""
+        programs += [dict(r, program=prefix + r["program"]) for r in group_programs]
+        phases += [dict(r, program=prefix + r["program"]) for r in group_phases]
+    print(roofline_lib.format_rows(programs, chip, header="\nPrograms of one iteration (roofline, per chip):"),
+          flush=True)
+    lengths_note = (f"answer lengths: {len(lengths)} measured, from {FLAGS.answer_lengths}" if lengths
+                    else "answer lengths: every answer runs to max_new_tokens")
+    print(iteration_time.format_iteration(
+        phases, header=f"\nOne iteration of {config.instructions_per_iteration} duels, {members} members, "
+                       f"judge mode {config.judge.mode}, evaluation of {eval_items[0]} dev and {eval_items[1]} "
+                       f"test items (pairs: one per duel, an upper bound; {lengths_note}):"), flush=True)
+    return dict(programs=programs, phases=phases, totals=iteration_time.phase_totals(phases),
+                answer_lengths=FLAGS.answer_lengths or "max_new_tokens", eval_items=list(eval_items))
 
 
 def _eval_items(config, given: list[str]) -> tuple[int, int]:

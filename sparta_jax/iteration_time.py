@@ -58,10 +58,13 @@ def _batches(items: int, batch: int) -> int:
 
 def iteration_phases(config, times: ProgramTimes, *, members: int, answer_lengths: Sequence[int] | None = None,
                      judge_lengths: Sequence[int] | None = None, eval_lengths: Sequence[int] | None = None,
-                     eval_items: tuple[int, int] | None = None) -> list[dict]:
+                     eval_items: tuple[int, int] | None = None, share: float = 1.0) -> list[dict]:
     """[{phase, program, calls, seconds_per_call, seconds}] for one iteration of `config`.
     `eval_items`: the (dev, test) items evaluated, where the splits hold fewer than
-    evaluation.dev / test ask for (the evaluation takes the first n)."""
+    evaluation.dev / test ask for (the evaluation takes the first n).
+    `share`: for one group of a mixed tribe, its share of the `members`: it writes that share of
+    the answers, judgments and test answers (duelists and judges are drawn from all members, so
+    in expectation), answers the dev items with its own members, and trains on every pair."""
     gen, judge, dpo, ev = config.generation, config.judge, config.dpo, config.evaluation
     duels = int(config.instructions_per_iteration)
     rows = []
@@ -70,13 +73,13 @@ def iteration_phases(config, times: ProgramTimes, *, members: int, answer_length
         rows.append(dict(phase=phase, program=program, calls=float(calls), seconds_per_call=float(per_call),
                          seconds=float(calls) * float(per_call)))
 
-    answers = 2 * duels
+    answers = round(2 * duels * share)
     batches = _batches(answers, int(gen.batch_size))
     steps = expected_longest(answer_lengths, int(gen.batch_size), int(gen.max_new_tokens))
     add("answers", f"prefill ({batches} batches)", batches, times.answer_prefill)
     add("answers", f"decode step ({steps:.0f} per batch)", batches * steps, times.answer_decode_step)
 
-    judgments = answers * max(members - 2, 0)
+    judgments = round(2 * duels * max(members - 2, 0) * share)
     judge_batches = _batches(judgments, int(judge.batch_size))
     if judge.mode == "logits":
         add("judging", f"score ({judgments} judgments)", judge_batches, times.judge_call)
@@ -96,7 +99,7 @@ def iteration_phases(config, times: ProgramTimes, *, members: int, answer_length
     if ev.enabled:
         dev_items, test_items = eval_items or (int(ev.dev), int(ev.test))
         test_answers = test_items * (members if ev.get("test_all_members", False) else 1)
-        eval_answers = members * dev_items + test_answers
+        eval_answers = round(share * (members * dev_items + test_answers))
         eval_batches = _batches(eval_answers, int(ev.batch_size))
         eval_steps = expected_longest(eval_lengths, int(ev.batch_size), int(ev.max_new_tokens))
         add("evaluation", f"prefill ({eval_answers} answers)", eval_batches, times.eval_prefill)

@@ -280,20 +280,30 @@ def test_mixed_tribes_compile_per_group_with_the_other_groups_weights_beside(set
 
 
 @pytest.mark.e2e
-def test_cli_mixed_tribe_table_names_groups_and_their_neighbours():
+def test_cli_mixed_tribe_table_names_groups_and_their_neighbours(tmp_path):
+    import json
+
     env = {**os.environ, "PYTHONPATH": REPO}
     env.pop("XLA_FLAGS", None)
     config = (f"{REPO}/configs/tiny.py", "--config.mesh.tensor=4", "--config.generation.max_prompt_tokens=64",
               "--config.judge.max_prompt_tokens=64",
               "--config.tribe.groups=({'name': 'a', 'base': 'random:tiny'}, {'name': 'b', 'base': 'x/gemma-7b-it'})")
     out = subprocess.run([sys.executable, "-m", "sparta_jax.aot", f"--config={config[0]}", *config[1:],
-                          f"--topology={TOPOLOGY}", "--group_shapes=b=tiny", "--programs=judge_score"],
+                          f"--topology={TOPOLOGY}", "--group_shapes=b=tiny", "--programs=judge_score", "--iteration",
+                          "--peak_tflops=1", "--hbm_gbps=100", f"--json_out={tmp_path / 'aot.json'}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "a mixed tribe, its groups in turn" in out.stdout and "b tiny: 3 LoRA members" in out.stdout
     lines = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert "other groups GiB" in lines[0]
-    assert [line.split("|")[1].strip() for line in lines[1:]] == ["a: judge_score", "b: judge_score"]
+    assert [line.split("|")[1].strip() for line in lines[1:3]] == ["a: judge_score", "b: judge_score"]
+    # --iteration: each group at its own shapes, at half the answers (3 of 6 members), every pair trained
+    phases = json.loads((tmp_path / "aot.json").read_text())["iteration"]["phases"]
+    prefills = [r["program"] for r in phases if r["phase"] == "answers" and "prefill" in r["program"]]
+    assert prefills == ["a: prefill (1 batches)", "b: prefill (1 batches)"]  # 6 of the 12 answers each, batches of 8
+    steps = [r["calls"] for r in phases if r["phase"] == "DPO"]
+    assert steps == [3, 3]  # 6 pairs, 2 a step, in each group
+    assert "one iteration" in out.stdout
     shapes = aot.group_shapes(mixed_tiny_config(), {})  # from the bases: random:tiny, and a name's alias
     assert shapes["a"] == aot.resolve_model_shape("tiny")
     c = mixed_tiny_config()

@@ -64,3 +64,15 @@ def test_counts_follow_the_judge_mode_replay_epochs_and_eval_items():
     assert "judging" not in phase_totals(iteration_phases(c, TIMES, members=4, eval_items=(5, 7)))
     c.evaluation.enabled = False
     assert "evaluation" not in phase_totals(iteration_phases(c, TIMES, members=4))
+
+
+def test_a_group_of_a_mixed_tribe_takes_its_share_and_trains_on_every_pair():
+    """Two groups of 3 of a 6-member tribe: each writes half the answers and judgments (4 judges a
+    duel, drawn from both groups), answers the dev items with its 3 members, and trains on all pairs."""
+    c = load_config(os.path.join(REPO, "configs", "tpu_v4.py"))
+    whole = {(r["phase"], r["program"].split(" (")[0]): r["calls"] for r in iteration_phases(c, TIMES, members=6)}
+    half = {(r["phase"], r["program"].split(" (")[0]): r for r in iteration_phases(c, TIMES, members=6, share=0.5)}
+    assert half["answers", "prefill"]["program"] == "prefill (4 batches)" and whole["answers", "prefill"] == 8
+    assert half["judging", "prefill"]["program"] == "prefill (4000 judgments)"  # 2000 x 4 judges / 2
+    assert half["DPO", "train step"]["calls"] == whole["DPO", "train step"] == 63
+    assert half["evaluation", "prefill"]["program"] == "prefill (1260 answers)"  # (6 x 200 + 1319) / 2
