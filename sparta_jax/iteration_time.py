@@ -14,7 +14,8 @@ What one iteration runs (docs/algorithm.md §2; sparta_jax/train.py):
   pair for the after-training figures;
 - DPO: ceil(pairs x epochs / pairs_per_step) train steps;
 - evaluation: every member on `evaluation.dev` items and the best one (or all) on
-  `evaluation.test`, greedy, at the evaluation's own lengths and batch.
+  `evaluation.test`, greedy, at the evaluation's own lengths and batch (the judging of
+  open-ended evaluation answers is not counted).
 
 Pairs are an upper bound: one per duel (no ties or margin drops), plus the replayed ones.
 An answer-length distribution sets the decode steps: the expected longest of a batch's rows.
