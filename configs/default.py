@@ -98,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
         select="last",
         temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=512, batch_size=32))
     c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
+    # report/report.html is rewritten after every `report_every` iterations, and always after the
+    # last one; 0: after the last one only
+    c.report_every = 1
     c.distributed = ml_collections.ConfigDict(dict(
         initialize=False, coordinator_address="", num_processes=0, process_id=-1))
     return c

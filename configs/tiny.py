@@ -21,4 +21,5 @@ def get_config():
     c.dpo.learning_rate = 1e-3
     c.sampler.new_token_buckets = (16, 32, 64, 128, 256)
     c.evaluation.dev, c.evaluation.test, c.evaluation.max_new_tokens = 4, 4, 8
+    c.report_every = 0  # the report once, at the end: its plots cost a tiny run as much as an iteration
     return c

@@ -152,6 +152,12 @@ def check_context(config, context: int) -> None:
                               f"model's context of {context} tokens")
 
 
+def report_due(config, t: int) -> bool:
+    """Whether iteration t rewrites the report: every `report_every` iterations, and the last."""
+    every = int(config.get("report_every", 1))
+    return t == config.iterations or (every > 0 and t % every == 0)
+
+
 def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics, judges) -> None:
     """Every member on the dev items, the best one on test; iteration 0 is the initial tribe.
     judges: None (open-ended answers judged by the tribe's other members) or a member_eval.Panel."""
@@ -323,10 +329,14 @@ def run(config, workdir: str) -> dict:
             trainer.install(tribe, trainable)
             evaluation_phase(config, tribe, t, data, workdir, metrics, judges)
             keep_best_dev(config, workdir, t, trainable, trainer)
-            if jax.process_index() == 0:
+            if jax.process_index() == 0 and report_due(config, t):
                 from sparta_jax.report import write_report
 
                 log(f"report: {write_report(workdir)}")
+        if jax.process_index() == 0 and not os.path.exists(os.path.join(workdir, "report", "report.html")):
+            from sparta_jax.report import write_report  # a run killed between its last checkpoint and report
+
+            log(f"report: {write_report(workdir)}")
         ckpt.wait()
         metrics.close()
         if jax.process_index() == 0:

@@ -16,6 +16,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402  (after the XLA flags above)
 
 
+def pytest_configure(config):
+    """Every Python process a test launches shares one persistent XLA compilation cache: the runs'
+    programs (the tiny tribes share their shapes) compile once per session, not once per process.
+    Set here, in the environment the launched processes inherit, after this process has imported
+    jax, so the tests' own in-process compiles stay uncached. pytest-xdist workers inherit it from
+    the controller, so they share the folder too; a size limit turns on JAX's file lock around the
+    cache's reads and writes, so two processes never read an entry half written."""
+    import tempfile
+
+    import jax  # noqa: F401  (reads its JAX_* settings now, before they are set for the children)
+
+    if "SPARTA_TEST_COMPILE_CACHE" not in os.environ:
+        os.environ["SPARTA_TEST_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="sparta_jax_test_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SPARTA_TEST_COMPILE_CACHE"]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 * 1024**3)
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
     """The embedded SmolLM2-135M-Instruct as a HF folder, built once per test session."""
@@ -33,10 +51,9 @@ def gemma_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory):
-    """One persistent XLA compilation cache for every run the tests launch as a subprocess: a
-    program compiled by one test module (the tiny tribes share their shapes) is read by the next."""
-    return str(tmp_path_factory.mktemp("jax_cache"))
+def compile_cache():
+    """The persistent XLA compilation cache every launched process shares (pytest_configure)."""
+    return os.environ["SPARTA_TEST_COMPILE_CACHE"]
 
 
 @pytest.fixture(scope="module")

@@ -49,18 +49,19 @@ def run_until(workdir, extra, cache, marker, config=TINY_CONFIG):
     assert proc.returncode == -signal.SIGKILL, f"never saw {marker!r}:\n" + "".join(seen)[-4000:]
 
 
-def final_state(workdir):
+def final_state(workdir, iterations=2):
     """Trained LoRA arrays, end reputations and preference files of a finished run, on one device."""
     import jax
 
     from sparta_jax.checkpoints import RunCheckpointer
 
     with RunCheckpointer(os.path.join(workdir, "checkpoints"), create=False) as ckpt:
-        assert ckpt.all_steps() == [1, 2]
-        targets = ckpt.saved_structure(2, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-        trainable, _, host = ckpt.restore(2, trainable_target=targets[0], opt_state_target=targets[1])
+        assert ckpt.all_steps() == list(range(1, iterations + 1))
+        targets = ckpt.saved_structure(iterations, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        trainable, _, host = ckpt.restore(iterations, trainable_target=targets[0], opt_state_target=targets[1])
     params = {k: np.asarray(v) for k, v in _flatten(trainable).items()}
-    prefs = [open(os.path.join(workdir, f"iteration_00{t}", "preferences.jsonl")).read() for t in (1, 2)]
+    prefs = [open(os.path.join(workdir, f"iteration_00{t}", "preferences.jsonl")).read()
+             for t in range(1, iterations + 1)]
     return params, host["reputations"], prefs
 
 

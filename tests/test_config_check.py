@@ -137,3 +137,19 @@ def test_unknown_override_key_exits_2_with_one_line_and_writes_nothing(tmp_path)
     assert lines == ["error: unknown config key 'data.path' in " + os.path.join(REPO, "configs", "tiny.py")
                      + "; nearest known keys: data.test, data.task, data.train"], proc.stderr[-2000:]
     assert not workdir.exists()
+
+
+def test_report_every_is_checked_and_the_last_iteration_always_reports():
+    from sparta_jax.train import report_due
+
+    c = load_config(os.path.join(REPO, "configs", "default.py"))
+    c.iterations = 5
+    assert [t for t in range(1, 6) if report_due(c, t)] == [1, 2, 3, 4, 5]  # the default: every iteration
+    c.report_every = 2
+    assert [t for t in range(1, 6) if report_due(c, t)] == [2, 4, 5]
+    c.report_every = 0
+    assert [t for t in range(1, 6) if report_due(c, t)] == [5]
+    for bad in (-1, -3):  # (ml_collections itself refuses a float or a string for an int field)
+        c.report_every = bad
+        with pytest.raises(ConfigError, match="config.report_every"):
+            validate_config(c)

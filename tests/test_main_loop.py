@@ -75,6 +75,9 @@ def test_the_package_silences_the_no_pytorch_notice():
 def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
     workdir, out = finished_run
     assert "iteration 2:" in out and "pairs from 4 duels" in out
+    # configs/tiny.py: report_every = 0, so the report is written once, after the last iteration
+    assert [line for line in out.splitlines() if line.startswith("report: /")] == [
+        f"report: {os.path.join(workdir, 'report', 'report.html')}"]
     assert json.load(open(os.path.join(workdir, "config.json")))["tribe"]["base"] == tiny_base
     for t in (1, 2):
         folder = os.path.join(workdir, f"iteration_00{t}")
@@ -123,9 +126,8 @@ def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.reference
-def test_killed_runs_resume_to_the_uninterrupted_result(tiny_base, compile_cache, tmp_path):
-    reference = str(tmp_path / "reference")
-    run_to_end(reference, overrides(tiny_base), compile_cache)
+def test_killed_runs_resume_to_the_uninterrupted_result(finished_run, tiny_base, compile_cache, tmp_path):
+    reference, _ = finished_run  # the same command, run through uninterrupted
     killed = str(tmp_path / "killed")
     for marker in ("iteration 1 answers:", "iteration 1 judging:", "iteration 1 DPO:", "iteration 1:",
                    "iteration 2 DPO:"):
@@ -187,7 +189,8 @@ def test_empty_dataset_is_refused(tiny_base, tmp_path, compile_cache):
 @pytest.mark.e2e
 @pytest.mark.reference
 def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
-    """jax.distributed with two local CPU processes (one device each) == one process with two devices."""
+    """jax.distributed with two local CPU processes (one device each) == one process with two devices,
+    over one whole iteration (duels, judging, DPO, checkpoint, evaluation)."""
     import socket
 
     with socket.socket() as s:
@@ -195,7 +198,8 @@ def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
         port = s.getsockname()[1]
     base_env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache,
                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    args = [sys.executable, "-m", "sparta_jax.main", f"--config={TINY_CONFIG}", *overrides(tiny_base)]
+    args = [sys.executable, "-m", "sparta_jax.main", f"--config={TINY_CONFIG}", *overrides(tiny_base),
+            "--config.iterations=1"]
 
     single = subprocess.run(args + [f"--workdir={tmp_path / 'one'}"], cwd=REPO, capture_output=True, text=True,
                             env={**base_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=900)
@@ -210,10 +214,10 @@ def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
     outs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
-    assert "iteration 2:" in outs[0] and "iteration 2:" not in outs[1]  # only process 0 reports
-    params_a, reps_a, prefs_a = final_state(str(tmp_path / "one"))
-    params_b, reps_b, prefs_b = final_state(str(tmp_path / "two"))
-    assert prefs_a == prefs_b and reps_a == reps_b
+    assert "iteration 1:" in outs[0] and "iteration 1:" not in outs[1]  # only process 0 reports
+    params_a, reps_a, prefs_a = final_state(str(tmp_path / "one"), iterations=1)
+    params_b, reps_b, prefs_b = final_state(str(tmp_path / "two"), iterations=1)
+    assert prefs_a == prefs_b and reps_a == reps_b and prefs_a[0]  # pairs were trained
     for key in params_a:
         np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
 
@@ -314,7 +318,8 @@ def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm
     out = run_to_end(reference, extra, compile_cache)
     assert "iteration 2:" in out
     killed = str(tmp_path / "killed")
-    run_until(killed, extra, compile_cache, "iteration 2 judging:")
+    # Killed once iteration 2 trains: checkpoint 1 (saved in the background) has long been written.
+    run_until(killed, extra, compile_cache, "iteration 2 DPO:")
     assert "resumed from the checkpoint after iteration 1" in run_to_end(killed, extra, compile_cache)
     params_a, reps_a, prefs_a = final_state(reference)
     params_b, reps_b, prefs_b = final_state(killed)

@@ -116,7 +116,8 @@ def mixed_tribe(mixed_run):
 def test_a_killed_mixed_run_resumes_to_the_uninterrupted_result(mixed_run, mixed_config, compile_cache, tmp_path):
     workdir, _ = mixed_run
     killed = str(tmp_path / "killed")
-    run_until(killed, [], compile_cache, "iteration 2 judging:", mixed_config)
+    # Killed once iteration 2 trains: checkpoint 1 (saved in the background) has long been written.
+    run_until(killed, [], compile_cache, "iteration 2 DPO:", mixed_config)
     out = run_to_end(killed, [], compile_cache, mixed_config)
     assert "resumed from the checkpoint after iteration 1" in out
     params_a, reps_a, prefs_a = final_state(workdir)
