@@ -29,9 +29,20 @@ def pytest_configure(config):
 
     if "SPARTA_TEST_COMPILE_CACHE" not in os.environ:
         os.environ["SPARTA_TEST_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="sparta_jax_test_xla_cache_")
+        config._sparta_made_compile_cache = os.environ["SPARTA_TEST_COMPILE_CACHE"]
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SPARTA_TEST_COMPILE_CACHE"]
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 * 1024**3)
+
+
+def pytest_unconfigure(config):
+    """The session's compilation cache goes with the process that made it (pytest_configure)."""
+    import shutil
+
+    made = getattr(config, "_sparta_made_compile_cache", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("SPARTA_TEST_COMPILE_CACHE", None)
 
 
 @pytest.fixture(scope="session")
