@@ -650,41 +650,67 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     return row
 
 
+def _layer_extrapolated_cost(mesh, model_config, lower_at, *, what: str, log) -> tuple[float, float]:
+    """(flops, bytes) per device of a program at the model's depth. XLA counts a loop body once, so
+    the program is lowered with its scans unrolled at one and two layers (`lower_at(shallow model
+    config)` -> (a function that lowers it, its shape for the log)), compiled, costed, and
+    extrapolated by `roofline.per_layer_extrapolation`."""
+    import jax
+
+    costs = []
+    for depth in (1, 2):
+        lower, shape = lower_at(dataclasses.replace(model_config, num_layers=depth))
+        log(f"compiling {what} at {depth} layer(s), scans unrolled [{shape}] ...")
+        with jax.set_mesh(mesh):
+            costs.append(roofline_lib.program_cost(lower().compile(_hbm_only_options(mesh))))
+    return roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
+
+
+def _lora_dpo_setup(config, mesh, model_config, cfg):
+    """The LoRA DPO programs' pieces at one model shape: (the model's (graphdef, trainable, frozen)
+    split, its LoraConfig, the optimizer, the step's abstract arguments, their shape)."""
+    from sparta_jax import dpo
+
+    model, lora = abstract_model(model_config, config, mesh)
+    split = dpo.split_lora(model)
+    optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+    args, shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
+    return split, lora, optimizer, args, shape
+
+
 def forward_roofline(config, mesh, model_config, chip, *, batch: int, tokens: int, unembedded: int, name: str,
                      log=None) -> dict:
     """One forward pass of `batch` rows (padded as the Sampler pads them) of the `tokens` bucket,
     unembedding the last `unembedded` positions: a prefill (1), or a judge's scoring pass (the
-    few scored tokens). Layers unrolled and costed at one and two layers, then at the model's
-    depth (`roofline.per_layer_extrapolation`). Ideal bytes: the weight shards read once."""
+    few scored tokens). Costed at the model's depth from one and two layers
+    (_layer_extrapolated_cost). Ideal bytes: the weight shards read once."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from sparta_jax.sampling import Sampler, SamplerConfig, bucket
 
-    log = log or (lambda *_: None)
-    costs = []
-    for depth in (1, 2):
-        shallow = dataclasses.replace(model_config, num_layers=depth)
+    sampler_config = SamplerConfig.from_config(config.sampler)
+    length = bucket(int(tokens), sampler_config.prompt_buckets, "prompt length")
+
+    def lower_at(shallow):
         model, _ = abstract_model(shallow, config, mesh)
-        sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
+        rows = Sampler(model, None, config=sampler_config, mesh=mesh, pad_id=0)._batch_rows(int(batch))
         graphdef, state = nnx.split(model)
-        state = shard_abstract(state, mesh)
-        rows = sampler._batch_rows(int(batch))
-        length = bucket(int(tokens), sampler.config.prompt_buckets, "prompt length")
 
         def forward(state, ids, mask, adapter_ids):
             model = nnx.merge(graphdef, state)
             hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids, unroll=True)
             return model.logits_from_hidden(hidden[:, -unembedded:])
 
-        args = (state, _batch_sds(mesh, (rows, length), jnp.int32), _batch_sds(mesh, (rows, length), jnp.bool_),
-                _batch_sds(mesh, (rows,), jnp.int32))
-        log(f"compiling {name} at {depth} layer(s) [{rows} x {length}] ...")
-        with jax.set_mesh(mesh):
-            costs.append(roofline_lib.program_cost(jax.jit(forward).lower(*args).compile(_hbm_only_options(mesh))))
-    flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
-    ideal = shard_bytes(shard_abstract(nnx.split(abstract_model(model_config, config, mesh)[0])[1], mesh))
+        args = (shard_abstract(state, mesh), _batch_sds(mesh, (rows, length), jnp.int32),
+                _batch_sds(mesh, (rows, length), jnp.bool_), _batch_sds(mesh, (rows,), jnp.int32))
+        return (lambda: jax.jit(forward).lower(*args)), f"{rows} x {length}"
+
+    flops, accessed = _layer_extrapolated_cost(mesh, model_config, lower_at, what=name, log=log or (lambda *_: None))
+    model, _ = abstract_model(model_config, config, mesh)
+    rows = Sampler(model, None, config=sampler_config, mesh=mesh, pad_id=0)._batch_rows(int(batch))
+    ideal = shard_bytes(shard_abstract(nnx.split(model)[1], mesh))
     return roofline_lib.decode_row(f"{name} ({rows} x {length})", flops=flops, bytes_accessed=accessed,
                                    ideal_bytes=ideal, chip=chip, tokens_per_step=rows * length,
                                    chips=mesh.devices.size)
@@ -692,36 +718,25 @@ def forward_roofline(config, mesh, model_config, chip, *, batch: int, tokens: in
 
 def reference_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
     """DPO's reference pass (the start-of-iteration policy's log-probs of one step's pairs, every
-    member), costed as dpo_step_roofline costs the step: scans unrolled at one and two layers."""
+    member), costed as dpo_step_roofline costs the step."""
     import jax
-
     from flax import nnx
 
     from sparta_jax import dpo
 
-    log = log or (lambda *_: None)
     cfg = dataclasses.replace(dpo.dpo_config(config), unroll_scans=True)
-    costs = []
-    for depth in (1, 2):
-        shallow = dataclasses.replace(model_config, num_layers=depth)
-        model, lora = abstract_model(shallow, config, mesh)
-        split = dpo.split_lora(model)
-        optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
-        (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
-        graphdef = split[0]
+
+    def lower_at(shallow):
+        (graphdef, _, _), _, _, (state, frozen, batch, _), shape = _lora_dpo_setup(config, mesh, shallow, cfg)
 
         def reference(trainable, frozen, batch):
             return dpo.lora_tribe_logps(nnx.merge(graphdef, trainable, frozen), batch, cfg.logps_chunk, unroll=True)
 
-        log(f"compiling the reference pass at {depth} layer(s), scans unrolled [{shape}] ...")
-        with jax.set_mesh(mesh):
-            costs.append(roofline_lib.program_cost(
-                jax.jit(reference).lower(state.params, frozen, batch).compile(_hbm_only_options(mesh))))
-    flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
-    model, lora = abstract_model(model_config, config, mesh)
-    split = dpo.split_lora(model)
-    (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters,
-                                                 dpo.make_optimizer(cfg, dpo.lora_member_axis))
+        return (lambda: jax.jit(reference).lower(state.params, frozen, batch)), shape
+
+    flops, accessed = _layer_extrapolated_cost(mesh, model_config, lower_at, what="the reference pass",
+                                               log=log or (lambda *_: None))
+    _, lora, _, (state, frozen, batch, _), shape = _lora_dpo_setup(config, mesh, model_config, cfg)
     ideal = shard_bytes(frozen) + shard_bytes(state.params) + shard_bytes(batch)
     tokens = lora.num_adapters * int(cfg.pairs_per_step) * 2 * int(cfg.max_length)
     return roofline_lib.decode_row(f"reference pass ({shape})", flops=flops, bytes_accessed=accessed,
@@ -738,53 +753,44 @@ def iteration_roofline(config, mesh, model_config, chip, *, answer_lengths=None,
     from sparta_jax import iteration_time
     from sparta_jax.sampling import bucket
 
-    cache: dict = {}
+    cache: dict = {}  # one roofline row per program shape
 
     def once(key, make):
         if key not in cache:
             cache[key] = make()
         return cache[key]
 
-    def shape(section, new_tokens=None):
-        return ml_collections.ConfigDict(dict(batch_size=int(section.batch_size),
-                                              max_prompt_tokens=int(section.max_prompt_tokens),
-                                              max_new_tokens=int(new_tokens or section.max_new_tokens)))
-
-    def decode(gen):
-        key = ("decode", gen.batch_size, gen.max_prompt_tokens, gen.max_new_tokens)
-        return once(key, lambda: decode_step_roofline(config, mesh, model_config, chip, log=log, gen=gen))
+    def decode(section):  # a decode step at a config section's batch, prompt and new-token sizes
+        gen = ml_collections.ConfigDict({k: int(section[k]) for k in ("batch_size", "max_prompt_tokens",
+                                                                      "max_new_tokens")})
+        return once(("decode", *gen.values()),
+                    lambda: decode_step_roofline(config, mesh, model_config, chip, log=log, gen=gen))
 
     def forward(batch, tokens, unembedded, name):
-        return once(("forward", batch, tokens, unembedded),
+        return once(("forward", int(batch), int(tokens), unembedded),
                     lambda: forward_roofline(config, mesh, model_config, chip, batch=batch, tokens=tokens,
                                              unembedded=unembedded, name=name, log=log))
 
-    answers, judge, ev = shape(config.generation), config.judge, config.evaluation
-    programs = [decode(answers), forward(answers.batch_size, answers.max_prompt_tokens, 1, "prefill")]
-    judge_prompt = int(judge.max_prompt_tokens)
-    judge_decode = 0.0
+    gen, judge, ev = config.generation, config.judge, config.evaluation
+    answer_prefill, answer_decode = forward(gen.batch_size, gen.max_prompt_tokens, 1, "prefill"), decode(gen)
+    judge_programs = []
     if judge.mode == "logits":  # the judge prompt and its few scored tokens (a 2-token bucket)
         scored = bucket(2, [int(b) for b in config.sampler.new_token_buckets], "continuation length")
-        programs.append(forward(int(judge.batch_size), judge_prompt + scored, scored, "judge scoring"))
-        judge_call = programs[-1]["seconds"]
+        judge_programs = [forward(judge.batch_size, int(judge.max_prompt_tokens) + scored, scored, "judge scoring")]
     elif judge.mode == "sampled":
-        judge_gen = shape(judge)
-        programs += [forward(int(judge.batch_size), judge_prompt, 1, "prefill"), decode(judge_gen)]
-        judge_call, judge_decode = programs[-2]["seconds"], programs[-1]["seconds"]
-    else:
-        judge_call = 0.0
-    eval_gen = shape(ev)
-    programs += [forward(eval_gen.batch_size, eval_gen.max_prompt_tokens, 1, "prefill"), decode(eval_gen)]
+        judge_programs = [forward(judge.batch_size, judge.max_prompt_tokens, 1, "prefill"), decode(judge)]
+    eval_prefill, eval_decode = forward(ev.batch_size, ev.max_prompt_tokens, 1, "prefill"), decode(ev)
     reference = once("reference", lambda: reference_roofline(config, mesh, model_config, chip, log=log))
     train = once("dpo", lambda: dpo_step_roofline(config, mesh, model_config, chip, log=log))
-    programs += [reference, train]
+    judge_seconds = [p["seconds"] for p in judge_programs] + [0.0, 0.0]
     times = iteration_time.ProgramTimes(
-        answer_prefill=programs[1]["seconds"], answer_decode_step=programs[0]["seconds"], judge_call=judge_call,
-        judge_decode_step=judge_decode, reference_call=reference["seconds"], dpo_step=train["seconds"],
-        eval_prefill=programs[-4]["seconds"], eval_decode_step=programs[-3]["seconds"])
+        answer_prefill=answer_prefill["seconds"], answer_decode_step=answer_decode["seconds"],
+        judge_call=judge_seconds[0], judge_decode_step=judge_seconds[1], reference_call=reference["seconds"],
+        dpo_step=train["seconds"], eval_prefill=eval_prefill["seconds"], eval_decode_step=eval_decode["seconds"])
     phases = iteration_time.iteration_phases(config, times, members=members or _members(config),
                                              answer_lengths=answer_lengths, eval_lengths=answer_lengths,
                                              eval_items=eval_items, share=share)
+    programs = [answer_decode, answer_prefill, *judge_programs, eval_prefill, eval_decode, reference, train]
     unique = list({id(p): p for p in programs}.values())
     return unique, phases
 
@@ -803,33 +809,25 @@ def dpo_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
 
     XLA counts a loop body once, so the step is compiled with every scan unrolled (micro-batches,
     log-prob chunks, layers) at one and at two layers, and costed at the model's depth by
-    `roofline.per_layer_extrapolation`. Ideal bytes: each device's shard of the frozen base read
-    twice (forward and backward), of the train state (LoRA factors and Adam moments) read and
-    written, and of the batch; activations are left out, so the ratio shows what they add.
+    `roofline.per_layer_extrapolation` (_layer_extrapolated_cost). Ideal bytes: each device's
+    shard of the frozen base read twice (forward and backward), of the train state (LoRA factors
+    and Adam moments) read and written, and of the batch; activations are left out, so the ratio
+    shows what they add.
     """
     import jax
 
     from sparta_jax import dpo
 
-    log = log or (lambda *_: None)
     cfg = dataclasses.replace(dpo.dpo_config(config), unroll_scans=True)
-    costs = []
-    for depth in (1, 2):
-        shallow = dataclasses.replace(model_config, num_layers=depth)
-        model, lora = abstract_model(shallow, config, mesh)
-        split = dpo.split_lora(model)
-        optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
-        step = dpo.make_lora_train_step(split[0], cfg, optimizer)
-        args, shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
-        log(f"compiling dpo_step at {depth} layer(s), scans unrolled [{shape}] ...")
-        with jax.set_mesh(mesh):
-            costs.append(roofline_lib.program_cost(step.lower(*args).compile(_hbm_only_options(mesh))))
-    flops, accessed = roofline_lib.per_layer_extrapolation(costs[0], costs[1], model_config.num_layers)
 
-    model, lora = abstract_model(model_config, config, mesh)
-    split = dpo.split_lora(model)
-    optimizer = dpo.make_optimizer(cfg, dpo.lora_member_axis)
-    (state, frozen, batch, _), shape = _dpo_args(mesh, split, cfg, lora.num_adapters, optimizer)
+    def lower_at(shallow):
+        split, _, optimizer, args, shape = _lora_dpo_setup(config, mesh, shallow, cfg)
+        step = dpo.make_lora_train_step(split[0], cfg, optimizer)
+        return (lambda: step.lower(*args)), shape
+
+    flops, accessed = _layer_extrapolated_cost(mesh, model_config, lower_at, what="dpo_step",
+                                               log=log or (lambda *_: None))
+    split, lora, _, (state, frozen, batch, _), shape = _lora_dpo_setup(config, mesh, model_config, cfg)
     ideal = 2 * shard_bytes(frozen) + 2 * shard_bytes(state) + shard_bytes(batch)
     count = lambda tree: sum(int(x.size) for x in jax.tree.leaves(tree))  # noqa: E731
     lora_params = count(split[1])

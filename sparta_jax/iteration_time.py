@@ -58,7 +58,7 @@ def _batches(items: int, batch: int) -> int:
 
 
 def iteration_phases(config, times: ProgramTimes, *, members: int, answer_lengths: Sequence[int] | None = None,
-                     judge_lengths: Sequence[int] | None = None, eval_lengths: Sequence[int] | None = None,
+                     eval_lengths: Sequence[int] | None = None,
                      eval_items: tuple[int, int] | None = None, share: float = 1.0) -> list[dict]:
     """[{phase, program, calls, seconds_per_call, seconds}] for one iteration of `config`.
     `eval_items`: the (dev, test) items evaluated, where the splits hold fewer than
@@ -85,7 +85,7 @@ def iteration_phases(config, times: ProgramTimes, *, members: int, answer_length
     if judge.mode == "logits":
         add("judging", f"score ({judgments} judgments)", judge_batches, times.judge_call)
     elif judge.mode == "sampled":
-        judge_steps = expected_longest(judge_lengths, int(judge.batch_size), int(judge.max_new_tokens))
+        judge_steps = float(judge.max_new_tokens)  # judgments run to their cap (no measured lengths)
         add("judging", f"prefill ({judgments} judgments)", judge_batches, times.judge_call)
         add("judging", f"decode step ({judge_steps:.0f} per batch)", judge_batches * judge_steps,
             times.judge_decode_step)
