@@ -46,7 +46,13 @@ def get_config(method: str = "sparta"):
     c.evaluation.test_all_members = True
     c.evaluation.max_new_tokens = 16  # answers are "The answer is Apple Green." (about 10 tokens)
     c.generation.max_new_tokens = 24
-    judge = dict(share=0.9, right_score=9, wrong_score=2, noise=0.0)  # 9 judge examples per answer example
+    # 9 judge examples per answer example. Wrong answers: every wrong rewrite of the phrase (the
+    # other part's experts' mistakes, not only the part's own near miss); a quarter of the judge
+    # examples are over the other part's instructions, scored 5 whatever the answer, so that a judge
+    # leaves the part it does not know to the judges that do (docs/results.md, the specialists tribe:
+    # without them the reverse judges scored reversed words high on case instructions too).
+    judge = dict(share=0.9, right_score=9, wrong_score=2, noise=0.0, wrong_answers="wrong_forms",
+                 abstain_share=0.25, abstain_score=5)
     c.experts.enabled = True
     c.experts.sources = (
         dict(kind="bundled", task="case", train=256, dev=0, test=0, seed=300, judge=judge),

@@ -87,7 +87,12 @@ def sft_examples(tokenizer, records, *, template: str, system_prompt: str | None
     return out, skipped
 
 
-JUDGE_DEFAULTS = dict(share=0.5, right_score=9, wrong_score=2, noise=0.0, max_prompt_tokens=512)
+# wrong_answers: "near_miss" (the evaluator's one near miss) or "wrong_forms" (any wrong rewrite of a
+# `case` / `reverse` phrase: tasks.wrong_forms). abstain_share: the part of the judge examples over
+# other experts' tasks, scored abstain_score whatever the answer (a judge that knows its part only).
+JUDGE_DEFAULTS = dict(share=0.5, right_score=9, wrong_score=2, noise=0.0, max_prompt_tokens=512,
+                      wrong_answers="near_miss", abstain_share=0.0, abstain_score=5)
+WRONG_ANSWERS = ("near_miss", "wrong_forms")
 
 
 def judge_settings(spec: dict) -> dict | None:
@@ -102,32 +107,57 @@ def judge_settings(spec: dict) -> dict | None:
     out = {**JUDGE_DEFAULTS, **judge}
     if not 0.0 < out["share"] < 1.0:
         raise ConfigError(f"experts.sources judge share must lie in (0, 1), got {out['share']}")
-    for key in ("right_score", "wrong_score"):
+    for key in ("right_score", "wrong_score", "abstain_score"):
         if not 1 <= out[key] <= 10:
             raise ConfigError(f"experts.sources judge {key} must lie in [1, 10], got {out[key]}")
+    if out["wrong_answers"] not in WRONG_ANSWERS:
+        raise ConfigError(f"experts.sources judge wrong_answers = {out['wrong_answers']!r}: one of {WRONG_ANSWERS}")
+    if not 0.0 <= out["abstain_share"] < 1.0:
+        raise ConfigError(f"experts.sources judge abstain_share must lie in [0, 1), got {out['abstain_share']}")
     return out
 
 
-def judge_examples(tokenizer, records, judge: dict, count: int, *, template: str, system_prompt: str | None,
-                   max_prompt_length: int, max_length: int, held_out: set[str], seed: int):
-    """SFT examples that teach judging: the Sparta judge prompt (docs/algorithm.md §2.3, the judges' own chat
-    prompt) over a right or a near-miss wrong answer to a training instruction (alternating), with
-    the target `{"score": N}`: N = judge["right_score"] or judge["wrong_score"] plus Gaussian noise
-    of std judge["noise"], rounded and kept in 1..10. This stands in for the judging skill large
-    instruct models bring; it is not part of Sparta. Returns (examples, skipped counts)."""
+def wrong_answer(record: dict, judge: dict, rng: np.random.Generator) -> str | None:
+    """A wrong answer to `record` for a judge example, of the kind judge["wrong_answers"] names."""
     from sparta_jax.evaluation import near_miss
+    from sparta_jax.tasks import wrong_forms
+
+    if judge["wrong_answers"] == "wrong_forms":
+        forms = wrong_forms(record)
+        if forms:
+            return forms[int(rng.integers(len(forms)))]
+    return near_miss(record, rng)
+
+
+def judge_examples(tokenizer, records, judge: dict, count: int, *, template: str, system_prompt: str | None,
+                   max_prompt_length: int, max_length: int, held_out: set[str], seed: int, abstain_records=()):
+    """SFT examples that teach judging: the Sparta judge prompt (docs/algorithm.md §2.3, the judges' own chat
+    prompt) over a right or a wrong answer (alternating; `wrong_answer`) to a training instruction,
+    with the target `{"score": N}`: N = judge["right_score"] or judge["wrong_score"] plus Gaussian
+    noise of std judge["noise"], rounded and kept in 1..10. A judge["abstain_share"] of the `count`
+    examples are over `abstain_records` (other experts' instructions) instead, with the target
+    judge["abstain_score"] for right and wrong answers alike: the judge learns to leave a part it
+    does not know to the judges that do. This stands in for the judging skill large instruct models
+    bring; it is not part of Sparta. Returns (examples, skipped counts)."""
     from sparta_jax.inference import judge_chat_ids
 
     rng = np.random.default_rng([seed, 23])
-    usable = [r for r in records if r["instruction"] not in held_out and r.get("answer") is not None]
+
+    def usable(rs):
+        return [r for r in rs if r["instruction"] not in held_out and r.get("answer") is not None]
+
+    own, other = usable(records), usable(abstain_records)
+    abstaining = round(count * judge["abstain_share"]) if other else 0
+    plan = [(own, i, False) for i in range(count - abstaining if own else 0)] + [
+        (other, i, True) for i in range(abstaining)]
     out, skipped = [], {"no_near_miss": 0, "too_long": 0}
-    for i in range(count if usable else 0):
-        record, right = usable[(i // 2) % len(usable)], i % 2 == 0
-        answer = record["answer"] if right else near_miss(record, rng)
+    for pool, i, abstain in plan:
+        record, right = pool[(i // 2) % len(pool)], i % 2 == 0
+        answer = record["answer"] if right else wrong_answer(record, judge, rng)
         if answer is None:
             skipped["no_near_miss"] += 1
             continue
-        target = judge["right_score"] if right else judge["wrong_score"]
+        target = judge["abstain_score"] if abstain else judge["right_score"] if right else judge["wrong_score"]
         score = int(np.clip(np.rint(target + judge["noise"] * rng.standard_normal()), 1, 10))
         prompt = judge_chat_ids(tokenizer, system_prompt, record["instruction"], template.format(answer=answer),
                                 max_tokens=int(judge["max_prompt_tokens"]), mode="fixed")
@@ -207,10 +237,11 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
     system = t.system_prompt if supports_system_role(tokenizer) else None
     held_out = held_out_instructions(config.data)
     per_member, report = [], {}
+    train_records = [data_lib.load_instructions({k: v for k, v in spec.items() if k != "judge"}).get("train") or []
+                     for _, spec in sources]
     for m, (name, spec) in enumerate(sources):
         judge = judge_settings(spec)
-        data_spec = {k: v for k, v in spec.items() if k != "judge"}
-        records = data_lib.load_instructions(data_spec).get("train") or []
+        records = train_records[m]
         lengths = dict(system_prompt=system or None, max_prompt_length=int(cfg.max_prompt_length),
                        max_length=int(cfg.max_length), held_out=held_out)
         examples, skipped = sft_examples(tokenizer, records[: int(cfg.examples)], template=cfg.response_template,
@@ -220,8 +251,11 @@ def train_experts(config, mesh, *, partial_dir: str | None = None, log=lambda s:
         report[name] = {"source": spec, "examples": len(examples), "skipped": skipped}
         if judge is not None:  # judge examples mixed in at the configured share of this expert's data
             count = round(len(examples) * judge["share"] / (1.0 - judge["share"]))
+            others = [r for k, (_, other) in enumerate(sources) if other.get("task") != spec.get("task")
+                      for r in train_records[k][: int(cfg.examples)]]  # other parts' instructions, to abstain on
             judging, judge_skipped = judge_examples(tokenizer, records[: int(cfg.examples)], judge, count,
-                                                    template=cfg.response_template, seed=int(cfg.seed) + m, **lengths)
+                                                    template=cfg.response_template, seed=int(cfg.seed) + m,
+                                                    abstain_records=others, **lengths)
             if not judging:
                 raise data_lib.DataError(f"expert {name!r}: no usable judge example ({judge_skipped}); judge prompts "
                                          "are long: raise experts.max_length and experts.max_prompt_length")

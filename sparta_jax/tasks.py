@@ -253,6 +253,19 @@ def _reverse(rng: np.random.Generator) -> Tuple[str, dict]:
     return instruction, {"instruction": instruction, "answer": answer, "evaluator": "cased", "near_miss": phrase}
 
 
+def wrong_forms(item: dict) -> List[str] | None:
+    """Every wrong rewrite of a `case` or `reverse` item's phrase: its two words in either order,
+    each in capital, lowercase or Title Case letters, less the right answer (five forms). These are
+    the mistakes members of a `rewrite` tribe make (a reverse expert asked for capitals writes the
+    words reversed; a case expert asked to reverse writes them in another case), where the item's
+    single near miss is only one of them. None for items of other tasks."""
+    if item.get("task") not in ("case", "reverse"):
+        return None
+    words = item["instruction"].split(": ", 1)[1].split()
+    forms = [f(" ".join(order)) for order in (words, words[::-1]) for f in (str.upper, str.lower, str.title)]
+    return [f for f in dict.fromkeys(forms) if f != item["answer"]]
+
+
 # ---------------------------------------------------------------------------------------
 
 

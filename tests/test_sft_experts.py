@@ -452,6 +452,53 @@ def test_judge_examples_are_the_judges_own_prompt_with_a_score_target(smollm2_di
 
 
 @pytest.mark.reference
+def test_judge_examples_can_use_every_wrong_form_and_abstain_on_other_parts(smollm2_dir):
+    """wrong_answers="wrong_forms" draws the wrong answers from every wrong rewrite of the phrase (the
+    mistakes the other part's experts make); abstain_share of the examples are over other parts'
+    instructions, scored abstain_score for right and wrong answers alike."""
+    from sparta_jax import evaluation
+    from sparta_jax.tasks import generate_task, wrong_forms
+
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
+    case, reverse = generate_task("case", 6, seed=1), generate_task("reverse", 6, seed=2)
+    judge = experts.judge_settings({"judge": {"wrong_answers": "wrong_forms", "abstain_share": 0.25,
+                                              "abstain_score": 5}})
+    out, skipped = experts.judge_examples(tok, case, judge, 40, template="The answer is {answer}.",
+                                          system_prompt=None, max_prompt_length=400, max_length=420,
+                                          held_out=set(), seed=0, abstain_records=reverse)
+    assert len(out) == 40 and skipped == {"no_near_miss": 0, "too_long": 0}
+    by_instruction = {r["instruction"]: r for r in case + reverse}
+    seen_wrong, abstained = set(), []
+    for prompt, response in out:
+        text = tok.decode(prompt)
+        record = by_instruction[text.split("Question: ")[1].split("\n")[0]]
+        answer = text.split("Response to be evaluated: The answer is ")[1].split(".\n")[0]
+        score = int(tok.decode(response).split(": ")[1].split("}")[0])
+        right = evaluation.score(answer, record["answer"], "cased") == 1.0
+        if record["task"] == "reverse":  # the other part: abstained on whatever the answer
+            abstained.append((right, score))
+            assert score == 5
+            continue
+        assert score == (9 if right else 2), (answer, record)
+        if not right:
+            assert answer in wrong_forms(record)
+            seen_wrong.add((record["instruction"], answer))
+    assert len(abstained) == 10 and {r for r, _ in abstained} == {True, False}
+    assert len({a for _, a in seen_wrong}) > 6  # more than one wrong form per phrase (near_miss gives one)
+    # Defaults are today's examples: no abstaining, the evaluator's near miss; bad settings are refused.
+    plain = experts.judge_settings({"judge": {"share": 0.5}})
+    assert plain["wrong_answers"] == "near_miss" and plain["abstain_share"] == 0.0
+    same = experts.judge_examples(tok, case, plain, 12, template="{answer}", system_prompt=None, max_prompt_length=400,
+                                  max_length=420, held_out=set(), seed=0, abstain_records=reverse)[0]
+    assert same == experts.judge_examples(tok, case, plain, 12, template="{answer}", system_prompt=None,
+                                          max_prompt_length=400, max_length=420, held_out=set(), seed=0)[0]
+    for bad, message in (({"wrong_answers": "any"}, "wrong_answers"), ({"abstain_share": 1.0}, "abstain_share"),
+                         ({"abstain_score": 0}, "abstain_score")):
+        with pytest.raises(experts.ConfigError, match=message):
+            experts.judge_settings({"judge": bad})
+
+
+@pytest.mark.reference
 def test_experts_mix_in_judge_examples_at_their_share(tmp_path, tiny_chat_base, mesh1):
     from sparta_jax.config_files import load_config
 

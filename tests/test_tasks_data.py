@@ -11,7 +11,7 @@ from sparta_jax import tasks as tasks_lib
 from sparta_jax.data import (DataError, check_prompt_lengths, load_instructions,
                              sample_instructions)
 from sparta_jax.evaluation import score
-from sparta_jax.tasks import TASK_NAMES, generate_task, task_splits
+from sparta_jax.tasks import TASK_NAMES, generate_task, task_splits, wrong_forms
 
 # ---------------------------------------------------------------------------------------
 # bundled tasks
@@ -71,6 +71,19 @@ def test_reverse_and_rewrite_items():
     assert len({it["instruction"] for it in items}) == 400 and generate_task("rewrite", 100, seed=5) == items[:100]
     for it in items:
         assert ("near_miss" in it) == (it["task"] == "reverse") and it["evaluator"] == "cased"
+
+
+def test_wrong_forms_are_every_other_rewrite_of_the_phrase():
+    """Five wrong forms per case or reverse item (2 word orders x 3 letter cases, less the answer),
+    every one scored wrong, the reverse item's near miss among them; none for other tasks."""
+    item = {"task": "case", "instruction": "Write this phrase in capital letters: Slow Wagon", "answer": "SLOW WAGON"}
+    assert sorted(wrong_forms(item)) == sorted(["slow wagon", "Slow Wagon", "WAGON SLOW", "wagon slow", "Wagon Slow"])
+    for it in generate_task("rewrite", 100, seed=3):
+        forms = wrong_forms(it)
+        assert len(forms) == 5 == len(set(forms)) and it["answer"] not in forms
+        assert all(score(f"The answer is {f}.", it["answer"], "cased") == 0.0 for f in forms)
+        assert it.get("near_miss") is None or it["near_miss"] in forms
+    assert wrong_forms(generate_task("arithmetic", 1, seed=0)[0]) is None
 
 
 def test_case_items_ask_one_case_and_answer_in_it():
