@@ -12,6 +12,13 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist workers share the CPU. PyTorch's OpenMP threads spin while they wait, so two workers
+# with a thread per core each made the reference tests' PyTorch passes 5x slower (a SmolLM2 forward
+# pass: 2.7 s with 2 threads against 0.55 s with 1, beside another busy process on 2 cores). Each
+# worker gets its share of the cores; OpenMP reads this when torch is imported, after this file.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import pytest  # noqa: E402  (after the XLA flags above)
 
