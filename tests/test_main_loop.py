@@ -143,21 +143,43 @@ def test_killed_runs_resume_to_the_uninterrupted_result(finished_run, tiny_base,
         np.testing.assert_array_equal(params_a[key], params_b[key], err_msg=key)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--config.generation.temperature=-1"], "config.generation.temperature = -1"),
-    (["--config.dpo.grad_accum=3"], "config.dpo.grad_accum"),
-    (["--config.tribe.base=/nonexistent/model"], "tribe.base: model folder '/nonexistent/model' does not exist"),
-    (["--config.generation.max_prompt_tokens=1024", "--config.generation.max_new_tokens=16"],
+BAD_INPUTS = [  # (config fields set, the error's words)
+    ({"generation.temperature": -1.0}, "config.generation.temperature = -1"),
+    ({"dpo.grad_accum": 3}, "config.dpo.grad_accum"),
+    ({"tribe.base": "/nonexistent/model"}, "tribe.base: model folder '/nonexistent/model' does not exist"),
+    ({"generation.max_prompt_tokens": 1024, "generation.max_new_tokens": 16},
      "generation.max_prompt_tokens + generation.max_new_tokens = 1040 exceeds the model's context of 1024"),
-])
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_INPUTS)
+@pytest.mark.reference
+def test_bad_input_gives_a_clear_error_and_no_state(fields, message, tiny_base, tmp_path):
+    """In process: the run stops with the project's error (main prints it as one line) before it
+    writes a checkpoint."""
+    from sparta_jax.config_files import load_config
+    from sparta_jax.errors import SpartaError
+    from sparta_jax.train import run
+
+    config = load_config(TINY_CONFIG)
+    config.tribe.base = tiny_base
+    for key, value in fields.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    with pytest.raises((SpartaError, FileNotFoundError)) as caught:
+        run(config, str(tmp_path / "run"))
+    assert message in str(caught.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.mark.e2e
 @pytest.mark.reference
-def test_bad_input_gives_a_clear_error_and_no_state(extra, message, tiny_base, tmp_path, compile_cache):
+def test_bad_input_exits_1_with_one_line_and_no_traceback(tiny_base, tmp_path, compile_cache):
     workdir = tmp_path / "run"
-    proc = launch(str(workdir), overrides(tiny_base)[:1] + extra, compile_cache)
+    proc = launch(str(workdir), overrides(tiny_base)[:1] + ["--config.generation.temperature=-1"], compile_cache)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, out[-3000:]
-    assert message in out
+    assert "error: config.generation.temperature = -1" in out
     assert "Traceback" not in out
     assert not (workdir / "checkpoints").exists()
 
