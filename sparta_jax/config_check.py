@@ -69,8 +69,8 @@ def validate_config(config) -> None:
     _check(config, "instructions_per_iteration", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "seed", lambda v: isinstance(v, int), "must be an integer")
     if "report_every" in config:
-        _check(config, "report_every", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-               "must be an integer >= 0 (0: the report after the last iteration only)")
+        _check(config, "report_every", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
+               "must be an integer >= -1 (0: the report after the last iteration only; -1: no report)")
     if config.tribe.get("groups"):  # a mixed-base tribe: each group checked as a tribe of its own
         from sparta_jax.tribe import group_configs
 

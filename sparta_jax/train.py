@@ -153,9 +153,10 @@ def check_context(config, context: int) -> None:
 
 
 def report_due(config, t: int) -> bool:
-    """Whether iteration t rewrites the report: every `report_every` iterations, and the last."""
+    """Whether iteration t rewrites the report: every `report_every` iterations, and the last;
+    never when report_every < 0 (`python -m sparta_jax.report WORKDIR` writes it later)."""
     every = int(config.get("report_every", 1))
-    return t == config.iterations or (every > 0 and t % every == 0)
+    return every >= 0 and (t == config.iterations or (every > 0 and t % every == 0))
 
 
 def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics, judges) -> None:
@@ -333,7 +334,8 @@ def run(config, workdir: str) -> dict:
                 from sparta_jax.report import write_report
 
                 log(f"report: {write_report(workdir)}")
-        if jax.process_index() == 0 and not os.path.exists(os.path.join(workdir, "report", "report.html")):
+        if (jax.process_index() == 0 and int(config.get("report_every", 1)) >= 0
+                and not os.path.exists(os.path.join(workdir, "report", "report.html"))):
             from sparta_jax.report import write_report  # a run killed between its last checkpoint and report
 
             log(f"report: {write_report(workdir)}")

@@ -16,6 +16,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
 
 
+# Runs whose report no test reads skip it: its plots cost a tiny run as much as an iteration.
+NO_REPORT = "--config.report_every=-1"
+
+
 def overrides(base):
     return [f"--config.tribe.base={base}", "--config.instructions_per_iteration=4", "--config.generation.max_new_tokens=8",
             "--config.dpo.max_length=96", "--config.dpo.max_prompt_length=80"]

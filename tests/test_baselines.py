@@ -12,7 +12,7 @@ import pytest
 from sparta_jax import compare
 from sparta_jax.config_check import ConfigError
 from sparta_jax.tribe import actor_config
-from loop_runs import final_state, overrides, run_to_end, run_until
+from loop_runs import NO_REPORT, final_state, overrides, run_to_end, run_until
 
 SMALL = {  # fewer samples than the papers' defaults: a tiny random model, a CPU test
     "self_rewarding": ["--config.methods.self_rewarding.samples=2"],
@@ -23,7 +23,7 @@ SMALL = {  # fewer samples than the papers' defaults: a tiny random model, a CPU
 
 
 def _args(base, method):
-    return overrides(base) + [f"--config.method={method}", "--config.mode=fixed"] + SMALL[method]
+    return overrides(base) + [f"--config.method={method}", "--config.mode=fixed", NO_REPORT] + SMALL[method]
 
 
 @pytest.mark.parametrize("method", list(SMALL))

@@ -139,7 +139,7 @@ def test_unknown_override_key_exits_2_with_one_line_and_writes_nothing(tmp_path)
     assert not workdir.exists()
 
 
-def test_report_every_is_checked_and_the_last_iteration_always_reports():
+def test_report_every_is_checked_and_the_last_iteration_reports_unless_none_is_asked():
     from sparta_jax.train import report_due
 
     c = load_config(os.path.join(REPO, "configs", "default.py"))
@@ -149,7 +149,10 @@ def test_report_every_is_checked_and_the_last_iteration_always_reports():
     assert [t for t in range(1, 6) if report_due(c, t)] == [2, 4, 5]
     c.report_every = 0
     assert [t for t in range(1, 6) if report_due(c, t)] == [5]
-    for bad in (-1, -3):  # (ml_collections itself refuses a float or a string for an int field)
+    c.report_every = -1  # no report (test runs; `python -m sparta_jax.report` writes one later)
+    assert [t for t in range(1, 6) if report_due(c, t)] == []
+    validate_config(c)
+    for bad in (-2, -3):  # (ml_collections itself refuses a float or a string for an int field)
         c.report_every = bad
         with pytest.raises(ConfigError, match="config.report_every"):
             validate_config(c)

@@ -106,10 +106,10 @@ def test_a_gemma_members_duel_and_judge_prompts(models):
 
 @pytest.mark.e2e
 def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
-    """A LoRA tribe on a tiny random Gemma 3 with the embedded Gemma's tokenizer and template:
-    two iterations of duels, `logits` judging over Gemma's number tokens, DPO on responses that
-    end in <end_of_turn>, evaluation and checkpoints; the best member exported merged reloads in
-    transformers with our logits."""
+    """A LoRA tribe on a tiny random Gemma 3 with the embedded Gemma's tokenizer and template: one
+    iteration (a second runs the same code, tested on the SmolLM2 tribes) of duels, `logits` judging
+    over Gemma's number tokens, DPO on responses that end in <end_of_turn>, evaluation and a
+    checkpoint; the best member exported merged reloads in transformers with our logits."""
     import subprocess
     import sys
 
@@ -122,12 +122,12 @@ def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     run = subprocess.run([sys.executable, "-m", "sparta_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}",
-                          f"--config.tribe.base={base}", "--config.mode=fixed", "--config.instructions_per_iteration=4",
+                          f"--config.tribe.base={base}", "--config.mode=fixed", "--config.iterations=1", "--config.instructions_per_iteration=4",
                           "--config.generation.max_new_tokens=8", "--config.dpo.max_length=96",
-                          "--config.dpo.max_prompt_length=80"], cwd=repo, env=env, capture_output=True, text=True,
+                          "--config.dpo.max_prompt_length=80", "--config.report_every=-1"], cwd=repo, env=env, capture_output=True, text=True,
                          timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    for t in (1, 2):
+    for t in (1,):
         summary = json.load(open(os.path.join(workdir, f"iteration_00{t}", "summary.json")))
         assert summary["unparseable_scores"] == 0 and summary["pairs_trained"] == summary["pairs"] > 0
     out = tmp_path / "exported"

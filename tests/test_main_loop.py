@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from loop_runs import REPO, TINY_CONFIG, final_state, launch, overrides, run_to_end, run_until
+from loop_runs import NO_REPORT, REPO, TINY_CONFIG, final_state, launch, overrides, run_to_end, run_until
 from sparta_jax.sparta import duel_from_json
 from tiny_models import save_tiny_chat_model
 
@@ -131,8 +131,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(finished_run, tiny_base,
     killed = str(tmp_path / "killed")
     for marker in ("iteration 1 answers:", "iteration 1 judging:", "iteration 1 DPO:", "iteration 1:",
                    "iteration 2 DPO:"):
-        run_until(killed, overrides(tiny_base), compile_cache, marker)
-    out = run_to_end(killed, overrides(tiny_base), compile_cache)
+        run_until(killed, overrides(tiny_base) + [NO_REPORT], compile_cache, marker)
+    out = run_to_end(killed, overrides(tiny_base) + [NO_REPORT], compile_cache)
     assert "resumed from the checkpoint after iteration" in out
     params_a, reps_a, prefs_a = final_state(reference)
     params_b, reps_b, prefs_b = final_state(killed)
@@ -221,7 +221,7 @@ def test_two_processes_equal_one(tiny_base, compile_cache, tmp_path):
     base_env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache,
                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     args = [sys.executable, "-m", "sparta_jax.main", f"--config={TINY_CONFIG}", *overrides(tiny_base),
-            "--config.iterations=1"]
+            "--config.iterations=1", NO_REPORT]
 
     single = subprocess.run(args + [f"--workdir={tmp_path / 'one'}"], cwd=REPO, capture_output=True, text=True,
                             env={**base_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=900)
@@ -335,7 +335,8 @@ def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm
     from sparta_jax.export import load_run_tribe
 
     folders = [save_tiny_chat_model(tmp_path / f"m{i}", smollm2_dir, seed=i + 1) for i in range(3)]
-    extra = overrides(tiny_base) + ["--config.tribe.kind=full", f"--config.tribe.member_folders={tuple(folders)}"]
+    extra = overrides(tiny_base) + ["--config.tribe.kind=full", f"--config.tribe.member_folders={tuple(folders)}",
+                                    NO_REPORT]
     reference = str(tmp_path / "reference")
     out = run_to_end(reference, extra, compile_cache)
     assert "iteration 2:" in out

@@ -449,9 +449,9 @@ E2E_TASKS = ("gsm8k", "normad_value", "alpaca")
 @pytest.mark.e2e
 @pytest.mark.reference
 def test_cpu_form_runs_end_to_end_with_real_evaluation(task, tiny_base, compile_cache, tmp_path):
-    from loop_runs import run_to_end
+    from loop_runs import NO_REPORT, run_to_end
 
-    extra = [f"--config.tribe.base={tiny_base}", "--config.instructions_per_iteration=4",
+    extra = [f"--config.tribe.base={tiny_base}", NO_REPORT, "--config.instructions_per_iteration=4",
              "--config.generation.max_new_tokens=8",
              *(f"--config.data.{key}={value}" for key, value in tiny_data(task, tmp_path).items())]
     if task == "alpaca":
