@@ -152,11 +152,16 @@ def check_context(config, context: int) -> None:
                               f"model's context of {context} tokens")
 
 
+def writes_report(config) -> bool:
+    """False when report_every < 0: no report (`python -m sparta_jax.report WORKDIR` writes it later)."""
+    return int(config.get("report_every", 1)) >= 0
+
+
 def report_due(config, t: int) -> bool:
-    """Whether iteration t rewrites the report: every `report_every` iterations, and the last;
-    never when report_every < 0 (`python -m sparta_jax.report WORKDIR` writes it later)."""
+    """Whether iteration t rewrites the report: every `report_every` iterations, and the last
+    (never without `writes_report`)."""
     every = int(config.get("report_every", 1))
-    return every >= 0 and (t == config.iterations or (every > 0 and t % every == 0))
+    return writes_report(config) and (t == config.iterations or (every > 0 and t % every == 0))
 
 
 def evaluation_phase(config, tribe: Tribe, t: int, data: dict, workdir: str, metrics, judges) -> None:
@@ -334,7 +339,7 @@ def run(config, workdir: str) -> dict:
                 from sparta_jax.report import write_report
 
                 log(f"report: {write_report(workdir)}")
-        if (jax.process_index() == 0 and int(config.get("report_every", 1)) >= 0
+        if (jax.process_index() == 0 and writes_report(config)
                 and not os.path.exists(os.path.join(workdir, "report", "report.html"))):
             from sparta_jax.report import write_report  # a run killed between its last checkpoint and report
 
