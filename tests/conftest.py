@@ -24,54 +24,64 @@ import pytest  # noqa: E402  (after the XLA flags above)
 
 
 def pytest_configure(config):
-    """Every Python process a test launches shares one persistent XLA compilation cache: the runs'
-    programs (the tiny tribes share their shapes) compile once per session, not once per process.
-    Set here, in the environment the launched processes inherit, after this process has imported
-    jax, so the tests' own in-process compiles stay uncached. pytest-xdist workers inherit it from
-    the controller, so they share the folder too; a size limit turns on JAX's file lock around the
-    cache's reads and writes, so two processes never read an entry half written."""
+    """One folder per test session, shared by the pytest-xdist workers (they inherit its path from
+    the controller) and every Python process a test launches:
+    - `xla_cache`: a persistent XLA compilation cache, so the runs' programs (the tiny tribes share
+      their shapes) compile once per session, not once per process. Set here, in the environment
+      the launched processes inherit, after this process has imported jax, so the tests' own
+      in-process compiles stay uncached; a size limit turns on JAX's file lock around the cache's
+      reads and writes, so two processes never read an entry half written.
+    - `models`: the embedded models' HF folders, unpacked once per session, not once per worker
+      (Gemma 3 270M's takes most of a minute). materialize() locks the build, so a second worker
+      waits for the first one's folder."""
     import tempfile
 
     import jax  # noqa: F401  (reads its JAX_* settings now, before they are set for the children)
 
-    if "SPARTA_TEST_COMPILE_CACHE" not in os.environ:
-        os.environ["SPARTA_TEST_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="sparta_jax_test_xla_cache_")
-        config._sparta_made_compile_cache = os.environ["SPARTA_TEST_COMPILE_CACHE"]
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SPARTA_TEST_COMPILE_CACHE"]
+    if "SPARTA_TEST_SESSION_DIR" not in os.environ:
+        os.environ["SPARTA_TEST_SESSION_DIR"] = tempfile.mkdtemp(prefix="sparta_jax_test_session_")
+        config._sparta_made_session_dir = os.environ["SPARTA_TEST_SESSION_DIR"]
+    cache = os.path.join(os.environ["SPARTA_TEST_SESSION_DIR"], "xla_cache")
+    os.makedirs(cache, exist_ok=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 * 1024**3)
 
 
 def pytest_unconfigure(config):
-    """The session's compilation cache goes with the process that made it (pytest_configure)."""
+    """The session's folder goes with the process that made it (pytest_configure)."""
     import shutil
 
-    made = getattr(config, "_sparta_made_compile_cache", None)
+    made = getattr(config, "_sparta_made_session_dir", None)
     if made:
         shutil.rmtree(made, ignore_errors=True)
-        os.environ.pop("SPARTA_TEST_COMPILE_CACHE", None)
+        os.environ.pop("SPARTA_TEST_SESSION_DIR", None)
+
+
+def session_folder(name: str) -> str:
+    return os.path.join(os.environ["SPARTA_TEST_SESSION_DIR"], name)
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory):
+def smollm2_dir():
     """The embedded SmolLM2-135M-Instruct as a HF folder, built once per test session."""
     from sparta_jax.models.embedded import materialize_smollm2
 
-    return materialize_smollm2(str(tmp_path_factory.mktemp("sparta_cache")))
+    return materialize_smollm2(session_folder("models"))
 
 
 @pytest.fixture(scope="session")
-def gemma_dir(tmp_path_factory):
+def gemma_dir():
     """The embedded Gemma 3 270M as a HF folder, built once per test session."""
     from sparta_jax.models.embedded_gemma import materialize_gemma3_270m
 
-    return materialize_gemma3_270m(str(tmp_path_factory.mktemp("gemma_cache")))
+    return materialize_gemma3_270m(session_folder("models"))
 
 
 @pytest.fixture(scope="session")
 def compile_cache():
     """The persistent XLA compilation cache every launched process shares (pytest_configure)."""
-    return os.environ["SPARTA_TEST_COMPILE_CACHE"]
+    return session_folder("xla_cache")
 
 
 @pytest.fixture(scope="module")

@@ -76,3 +76,18 @@ def _flatten(tree, prefix=""):
             out.update(_flatten(v, f"{prefix}/{k}"))
         return out
     return {prefix: tree}
+
+
+def export_in_process(*args):
+    """`python -m sparta_jax.export ARGS` run in this process: (exit status, stdout, stderr). A launched
+    process would pay the imports and the tribe's start again; its exit status is tested once
+    (test_main_loop.py, whole members refused as PEFT adapters)."""
+    import contextlib
+    import io
+
+    from sparta_jax import export
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = export.main([str(a) for a in args])
+    return status, out.getvalue(), err.getvalue()

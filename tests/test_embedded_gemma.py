@@ -113,6 +113,7 @@ def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
     import subprocess
     import sys
 
+    from loop_runs import export_in_process
     from sparta_jax.export import load_run_tribe
     from tiny_models import save_tiny_gemma_chat_model
 
@@ -130,11 +131,9 @@ def test_a_gemma_tribe_runs_the_loop_and_exports_a_member(gemma_dir, tmp_path):
     summary = json.load(open(os.path.join(workdir, "iteration_001", "summary.json")))
     assert summary["unparseable_scores"] == 0 and summary["pairs_trained"] == summary["pairs"] > 0
     out = tmp_path / "exported"
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", "best",
-                           "--out", str(out), "--merged"], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    best = proc.stdout.split()[0]
+    status, stdout, err = export_in_process("--workdir", workdir, "--member", "best", "--out", out, "--merged")
+    assert status == 0, err[-3000:]
+    best = stdout.split()[0]
     tribe, _ = load_run_tribe(workdir)
     ids = np.asarray([combat_ids(tribe)])
     ours = np.asarray(tribe.model(jnp.asarray(ids), adapter_ids=jnp.asarray([tribe.index(best)])))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from loop_runs import NO_REPORT, REPO, TINY_CONFIG, final_state, launch, overrides, run_to_end, run_until
+from loop_runs import (NO_REPORT, REPO, TINY_CONFIG, export_in_process, final_state, launch, overrides, run_to_end,
+                       run_until)
 from sparta_jax.sparta import duel_from_json
 from tiny_models import save_tiny_chat_model
 
@@ -256,12 +257,10 @@ def test_export_best_member_reloads_with_the_same_logits(finished_run, tmp_path,
     from sparta_jax.export import load_run_tribe
 
     workdir, _ = finished_run
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", "best",
-                           "--out", str(tmp_path / "out"), kind], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, stdout, err = export_in_process("--workdir", workdir, "--member", "best", "--out", tmp_path / "out", kind)
+    assert status == 0, err[-3000:]
     best = json.load(open(os.path.join(workdir, "iteration_002", "evaluation.json")))["best_member"]
-    assert proc.stdout.startswith(f"{best} (after iteration 2)")
+    assert stdout.startswith(f"{best} (after iteration 2)")
     tribe, _ = load_run_tribe(workdir)
     ids = np.asarray([tribe.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
     ours = np.asarray(tribe.model(jnp.asarray(ids), adapter_ids=jnp.asarray([tribe.index(best)])))
@@ -356,10 +355,8 @@ def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm
         start = f.get_tensor("model.layers.0.self_attn.q_proj.weight").T  # HF stores [out, in]
     assert q.shape == (3, 2, 64, 64) and 0 < np.abs(q[1, 0] - start).max() < 0.1
 
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", reference, "--member", "m1",
-                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, _, err = export_in_process("--workdir", reference, "--member", "m1", "--out", tmp_path / "out")
+    assert status == 0, err[-3000:]
     tribe, _ = load_run_tribe(reference)
     ids = np.asarray([tribe.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])
     ours = np.asarray(tribe.model.member(1)(jnp.asarray(ids)))

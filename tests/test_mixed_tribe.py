@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 from sparta_jax.config_check import ConfigError, validate_config
 from sparta_jax.config_files import load_config
 from sparta_jax.tribe import group_configs
-from loop_runs import REPO, TINY_CONFIG, final_state, run_to_end, run_until
+from loop_runs import TINY_CONFIG, export_in_process, final_state, run_to_end, run_until
 from tiny_models import save_tiny_chat_model, save_tiny_gemma_chat_model
 
 
@@ -93,6 +91,7 @@ def mixed_config(tmp_path_factory, smollm2_dir, gemma_dir):
         f"                      dict(name='full', base={full[0]!r}, kind='full', member_folders={tuple(full)!r}))\n"
         "    c.instructions_per_iteration = 4\n"
         "    c.generation.max_new_tokens = 8\n"
+        "    c.dpo.max_length, c.dpo.max_prompt_length = 96, 80\n"
         "    return c\n")
     return str(path)
 
@@ -194,10 +193,8 @@ def test_a_member_of_either_group_exports_and_reloads_with_the_same_logits(mixed
 
 
     workdir, _ = mixed_run
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", workdir, "--member", member,
-                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, _, err = export_in_process("--workdir", workdir, "--member", member, "--out", tmp_path / "out")
+    assert status == 0, err[-3000:]
     tribe, _ = mixed_tribe
     group = tribe.group(tribe.index(member))
     ids = np.asarray([group.tokenizer.encode("What is 2 + 3? Give the final answer as a number.")])

@@ -451,8 +451,10 @@ E2E_TASKS = ("gsm8k", "normad_value", "alpaca")
 def test_cpu_form_runs_end_to_end_with_real_evaluation(task, tiny_base, compile_cache, tmp_path):
     from loop_runs import NO_REPORT, run_to_end
 
+    # Fewer items than the cpu form's 8 dev and 24 test (checked above): every item of a tiny random
+    # model's answers runs to the task's whole budget, 512 tokens for gsm8k.
     extra = [f"--config.tribe.base={tiny_base}", NO_REPORT, "--config.instructions_per_iteration=4",
-             "--config.generation.max_new_tokens=8",
+             "--config.generation.max_new_tokens=8", "--config.evaluation.dev=4", "--config.evaluation.test=8",
              *(f"--config.data.{key}={value}" for key, value in tiny_data(task, tmp_path).items())]
     if task == "alpaca":
         extra.append(f"--config.evaluation.judge={tiny_base}")  # a fast stand-in for the embedded judge
@@ -462,8 +464,8 @@ def test_cpu_form_runs_end_to_end_with_real_evaluation(task, tiny_base, compile_
     assert config["evaluation"]["max_new_tokens"] == NEW_TOKENS[task]
     for t in (0, 1):
         ev = json.loads((workdir / f"iteration_00{t}" / "evaluation.json").read_text())
-        assert ev["best_test"]["n"] == config["evaluation"]["test"] == 24
-        assert all(s["n"] == config["evaluation"]["dev"] == 8 for s in ev["dev"].values())
+        assert ev["best_test"]["n"] == config["evaluation"]["test"] == 8
+        assert all(s["n"] == config["evaluation"]["dev"] == 4 for s in ev["dev"].values())
     # A tiny random model seldom writes its end token: its answers run to the budget, past 32 tokens.
     longest = max(_tokens(e["best_member_output"], tiny_base) for e in ev["examples"])
     assert longest > 32, longest

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from sparta_jax import compare, selection
 from sparta_jax.run_summary import evaluation_lines
 from sparta_jax.stats import mcnemar_exact
-from loop_runs import REPO, overrides, run_to_end
+from loop_runs import export_in_process, overrides, run_to_end
 
 
 def entry(accuracy, scores=None, n=10):
@@ -91,10 +89,7 @@ def test_best_dev_weights_are_kept_and_exported(tmp_path, tiny_base, compile_cac
     with RunCheckpointer(os.path.join(workdir, selection.BEST_DEV_DIR), create=False) as kept:
         assert kept.all_steps() == [best.iteration]
     assert "(last: the gain claimed)" in out
-    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", str(workdir), "--member", "best",
-                           "--out", str(tmp_path / "best"), "--peft"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith(f"{best.member} (after iteration {best.iteration}) -> ")
+    status, stdout, err = export_in_process("--workdir", workdir, "--member", "best", "--out", tmp_path / "best",
+                                            "--peft")
+    assert status == 0, err[-3000:]
+    assert stdout.startswith(f"{best.member} (after iteration {best.iteration}) -> ")

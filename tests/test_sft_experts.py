@@ -18,6 +18,7 @@ from flax import nnx
 from sparta_jax import dpo, experts, sft, sharding
 from sparta_jax.models import weights as names
 from sparta_jax.models.loading import from_pretrained
+from loop_runs import export_in_process
 from tiny_models import TINY, save_hf_model, save_tiny_chat_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,10 +275,9 @@ def test_cli_builds_caches_and_the_loop_starts_from_the_experts(tmp_path, tiny_c
     html = (workdir / "report" / "report.html").read_text()
     assert "panel-error" not in html.replace(".panel-error", "") and html.count("data:image/png;base64,") == 9
     # Export rebuilds the tribe from those folders and the trained checkpoint.
-    out = subprocess.run([sys.executable, "-m", "sparta_jax.export", "--workdir", str(workdir), "--member",
-                          "word_problems", "--out", str(tmp_path / "exported"), "--peft"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    status, _, err = export_in_process("--workdir", workdir, "--member", "word_problems", "--out",
+                                       tmp_path / "exported", "--peft")
+    assert status == 0, err[-3000:]
     assert peft.PeftConfig.from_pretrained(str(tmp_path / "exported")).r == 4
 
     # experts.copies (configs/sweeps/diversity.py): each cached expert in two members, equal weights.
