@@ -22,6 +22,8 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 import pytest  # noqa: E402  (after the XLA flags above)
 
+from session_folders import built_once, session_folder  # noqa: E402
+
 
 def pytest_configure(config):
     """One folder per test session, shared by the pytest-xdist workers (they inherit its path from
@@ -58,10 +60,6 @@ def pytest_unconfigure(config):
         os.environ.pop("SPARTA_TEST_SESSION_DIR", None)
 
 
-def session_folder(name: str) -> str:
-    return os.path.join(os.environ["SPARTA_TEST_SESSION_DIR"], name)
-
-
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """The embedded SmolLM2-135M-Instruct as a HF folder, built once per test session."""
@@ -84,14 +82,13 @@ def compile_cache():
     return session_folder("xla_cache")
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory, smollm2_dir):
-    """A tiny random Llama that speaks SmolLM2's tokenizer: real chat templates, fast runs."""
+@pytest.fixture(scope="session")
+def tiny_base(smollm2_dir):
+    """A tiny random Llama that speaks SmolLM2's tokenizer: real chat templates, fast runs. One
+    folder for the session, so runs that tests in different workers share (built_once) name one base."""
     from tiny_models import save_tiny_chat_model
 
-    folder = tmp_path_factory.mktemp("tiny_base")
-    save_tiny_chat_model(folder, smollm2_dir)
-    return str(folder)
+    return built_once("tiny_base", lambda folder: save_tiny_chat_model(folder, smollm2_dir))
 
 
 # ----------------------------------------------------------------------------- test tiers
