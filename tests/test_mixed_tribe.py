@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 import ml_collections
 import numpy as np
@@ -19,6 +20,7 @@ from sparta_jax.config_check import ConfigError, validate_config
 from sparta_jax.config_files import load_config
 from sparta_jax.tribe import group_configs
 from loop_runs import TINY_CONFIG, export_in_process, final_state, run_to_end, run_until
+from session_folders import built_once
 from tiny_models import save_tiny_chat_model, save_tiny_gemma_chat_model
 
 
@@ -72,12 +74,10 @@ def test_a_baseline_on_a_mixed_tribe_trains_its_member_within_its_own_group():
 
 
 # ----------------------------------------------------------------------------- a mixed run
-@pytest.fixture(scope="module")
-def mixed_config(tmp_path_factory, smollm2_dir, gemma_dir):
-    """A config file: 2 tiny Llama LoRA members (SmolLM2's tokenizer), 2 tiny Gemma 3 LoRA members
-    (Gemma 3 270M's tokenizer, 262k vocabulary) and 2 whole tiny Llamas (tribe.kind "full"), 4
-    instructions per iteration."""
-    root = tmp_path_factory.mktemp("mixed")
+def write_mixed_config(root, smollm2_dir, gemma_dir) -> str:
+    """A config file in `root`: 2 tiny Llama LoRA members (SmolLM2's tokenizer), 2 tiny Gemma 3 LoRA
+    members (Gemma 3 270M's tokenizer, 262k vocabulary) and 2 whole tiny Llamas (tribe.kind "full"), 2
+    instructions per iteration (a duel each: Gemma's 262k-token logits make every pair dear on CPU)."""
     llama = save_tiny_chat_model(root / "llama", smollm2_dir)
     gemma = save_tiny_gemma_chat_model(root / "gemma", gemma_dir)
     full = [save_tiny_chat_model(root / f"full_{k}", smollm2_dir, seed=seed) for seed, k in ((1, "a"), (2, "b"))]
@@ -89,17 +89,34 @@ def mixed_config(tmp_path_factory, smollm2_dir, gemma_dir):
         f"    c.tribe.groups = (dict(name='llama', base={llama!r}, members=2),\n"
         f"                      dict(name='gemma', base={gemma!r}, members=2),\n"
         f"                      dict(name='full', base={full[0]!r}, kind='full', member_folders={tuple(full)!r}))\n"
-        "    c.instructions_per_iteration = 4\n"
+        "    c.instructions_per_iteration = 2\n"
         "    c.generation.max_new_tokens = 8\n"
         "    c.dpo.max_length, c.dpo.max_prompt_length = 96, 80\n"
         "    return c\n")
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def mixed_run(mixed_config, compile_cache, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("mixed_run") / "run")
-    return workdir, run_to_end(workdir, [], compile_cache, mixed_config)
+@pytest.fixture(scope="session")
+def mixed_setup(smollm2_dir, gemma_dir, compile_cache):
+    """(config file, finished run's workdir, its output): the mixed tribe's 2 iterations, run once per
+    session whichever worker asks first (its tests may run in either) and read only."""
+    def build(folder):
+        root = pathlib.Path(folder)
+        config = write_mixed_config(root, smollm2_dir, gemma_dir)
+        (root / "output.txt").write_text(run_to_end(str(root / "run"), [], compile_cache, config))
+
+    root = pathlib.Path(built_once("mixed_run", build))
+    return str(root / "mixed_config.py"), str(root / "run"), (root / "output.txt").read_text()
+
+
+@pytest.fixture(scope="session")
+def mixed_config(mixed_setup):
+    return mixed_setup[0]
+
+
+@pytest.fixture(scope="session")
+def mixed_run(mixed_setup):
+    return mixed_setup[1], mixed_setup[2]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +152,7 @@ def test_duels_cross_groups_and_judges_read_answers_in_their_own_template(mixed_
     from sparta_jax.sparta import Matchup
 
     workdir, out = mixed_run
-    assert "pairs from 4 duels" in out
+    assert "pairs from 2 duels" in out
     groups = {"llama_0": "llama", "llama_1": "llama", "gemma_0": "gemma", "gemma_1": "gemma", "full_a": "full",
               "full_b": "full"}
     duels = [json.loads(line) for t in (1, 2) for line in open(os.path.join(workdir, f"iteration_00{t}", "duels.jsonl"))]
