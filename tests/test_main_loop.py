@@ -141,8 +141,10 @@ def test_two_iterations_write_every_output(finished_run, tiny_base, tmp_path):
 def test_killed_runs_resume_to_the_uninterrupted_result(finished_run, tiny_base, compile_cache, tmp_path):
     reference, _ = finished_run  # the same command, run through uninterrupted
     killed = str(tmp_path / "killed")
-    for marker in ("iteration 1 answers:", "iteration 1 judging:", "iteration 1 DPO:", "iteration 1:",
-                   "iteration 2 DPO:"):
+    # Killed with the answers on disk; with the judgments too, in DPO (rating is recomputed from the
+    # judgments on every start, so a kill between judging and DPO leaves what this one does); with the
+    # first checkpoint handed to its background save; in the second iteration's DPO.
+    for marker in ("iteration 1 answers:", "iteration 1 DPO:", "iteration 1:", "iteration 2 DPO:"):
         run_until(killed, overrides(tiny_base) + [NO_REPORT], compile_cache, marker)
     out = run_to_end(killed, overrides(tiny_base) + [NO_REPORT], compile_cache)
     assert "resumed from the checkpoint after iteration" in out
