@@ -46,12 +46,10 @@ def pytest_configure(config):
         config._sparta_made_session_dir = os.environ["SPARTA_TEST_SESSION_DIR"]
     cache = os.path.join(os.environ["SPARTA_TEST_SESSION_DIR"], "xla_cache")
     os.makedirs(cache, exist_ok=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 * 1024**3)
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_compilation_cache_max_size", 8 * 1024**3)
+    for name, value in (("jax_compilation_cache_dir", cache), ("jax_persistent_cache_min_compile_time_secs", 0),
+                        ("jax_compilation_cache_max_size", 8 * 1024**3)):
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
 
 
 def pytest_unconfigure(config):

@@ -78,16 +78,37 @@ def _flatten(tree, prefix=""):
     return {prefix: tree}
 
 
-def export_in_process(*args):
-    """`python -m sparta_jax.export ARGS` run in this process: (exit status, stdout, stderr). A launched
-    process would pay the imports and the tribe's start again; its exit status is tested once
-    (test_main_loop.py, whole members refused as PEFT adapters)."""
+def cli_in_process(main, *args):
+    """A CLI's `main(ARGS)` run in this process: (exit status, stdout, stderr). A launched process
+    would pay the imports and the model's start again; each CLI's launched form is tested once
+    (export: whole members refused as PEFT adapters, test_main_loop.py; generate: test_generate_cli.py)."""
     import contextlib
     import io
 
-    from sparta_jax import export
-
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = export.main([str(a) for a in args])
+        status = main([str(a) for a in args])
     return status, out.getvalue(), err.getvalue()
+
+
+def export_in_process(*args):
+    """`python -m sparta_jax.export ARGS` in this process (cli_in_process)."""
+    from sparta_jax import export
+
+    return cli_in_process(export.main, *args)
+
+
+def run_once(name, extra, cache, config=TINY_CONFIG):
+    """(workdir, output) of a run to its end, made once per test session in its shared folder
+    (session_folders.built_once) and read only after. `config` is a config file, or a function that
+    writes one into the folder and returns its path."""
+    from session_folders import built_once
+
+    def build(folder):
+        path = config(folder) if callable(config) else config
+        out = run_to_end(os.path.join(folder, "run"), extra, cache, path)
+        with open(os.path.join(folder, "output.txt"), "w") as f:
+            f.write(out)
+
+    folder = built_once(name, build)
+    return os.path.join(folder, "run"), open(os.path.join(folder, "output.txt")).read()

@@ -33,15 +33,12 @@ def test_greedy_answer_on_stdout(smollm2_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout == "The capital of France is Paris.\n"
     # With the adapter: in this process (the launched command's output and status are checked above).
-    import contextlib
-    import io
-
+    from loop_runs import cli_in_process
     from sparta_jax import generate
 
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        assert generate.main(args + ["--adapter", str(tmp_path / "adapter")]) == 0
-    assert stdout.getvalue() == "The capital of France is Paris.\n"
+    status, stdout, err = cli_in_process(generate.main, *args, "--adapter", tmp_path / "adapter")
+    assert status == 0, err[-2000:]
+    assert stdout == "The capital of France is Paris.\n"
 
 
 def test_errors_are_one_line_and_nonzero(tmp_path):

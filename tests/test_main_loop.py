@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from loop_runs import (NO_REPORT, REPO, TINY_CONFIG, export_in_process, final_state, launch, overrides, run_to_end,
-                       run_until)
-from session_folders import built_once
+from loop_runs import (NO_REPORT, REPO, TINY_CONFIG, export_in_process, final_state, launch, overrides, run_once,
+                       run_to_end, run_until)
 from sparta_jax.sparta import duel_from_json
 from tiny_models import save_tiny_chat_model
 
@@ -22,13 +21,7 @@ from tiny_models import save_tiny_chat_model
 def finished_run(tiny_base, compile_cache):
     """The tiny tribe's 2 iterations, run once per session (its tests may run in either worker) and
     read only: a test that runs more in it works on a copy."""
-    def run(folder):
-        out = run_to_end(os.path.join(folder, "run"), overrides(tiny_base), compile_cache)
-        with open(os.path.join(folder, "output.txt"), "w") as f:
-            f.write(out)
-
-    folder = built_once("finished_run", run)
-    return os.path.join(folder, "run"), open(os.path.join(folder, "output.txt")).read()
+    return run_once("finished_run", overrides(tiny_base), compile_cache)
 
 
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's own prefix, e.g. "I1201 23:23:04.649756"
@@ -336,7 +329,7 @@ def test_unknown_random_shape_is_a_clear_error(tmp_path, compile_cache):
 
 @pytest.mark.e2e
 @pytest.mark.reference
-def test_full_parameter_tribe_trains_whole_members_and_resumes(tiny_base, smollm2_dir, compile_cache, tmp_path):
+def test_full_parameter_tribe_trains_whole_members_and_exports(tiny_base, smollm2_dir, compile_cache, tmp_path):
     """tribe.kind='full': three whole models (tribe.member_folders), every weight trained by DPO,
     and an exported member reloads in transformers with the logits of our member. A killed run of
     whole members resumes to the uninterrupted result: test_mixed_tribe.py's run, whose `full` group

@@ -19,8 +19,7 @@ import pytest
 from sparta_jax.config_check import ConfigError, validate_config
 from sparta_jax.config_files import load_config
 from sparta_jax.tribe import group_configs
-from loop_runs import TINY_CONFIG, export_in_process, final_state, run_to_end, run_until
-from session_folders import built_once
+from loop_runs import TINY_CONFIG, export_in_process, final_state, run_once, run_to_end, run_until
 from tiny_models import save_tiny_chat_model, save_tiny_gemma_chat_model
 
 
@@ -97,26 +96,16 @@ def write_mixed_config(root, smollm2_dir, gemma_dir) -> str:
 
 
 @pytest.fixture(scope="session")
-def mixed_setup(smollm2_dir, gemma_dir, compile_cache):
-    """(config file, finished run's workdir, its output): the mixed tribe's 2 iterations, run once per
-    session whichever worker asks first (its tests may run in either) and read only."""
-    def build(folder):
-        root = pathlib.Path(folder)
-        config = write_mixed_config(root, smollm2_dir, gemma_dir)
-        (root / "output.txt").write_text(run_to_end(str(root / "run"), [], compile_cache, config))
-
-    root = pathlib.Path(built_once("mixed_run", build))
-    return str(root / "mixed_config.py"), str(root / "run"), (root / "output.txt").read_text()
+def mixed_run(smollm2_dir, gemma_dir, compile_cache):
+    """(workdir, output): the mixed tribe's 2 iterations, run once per session whichever worker asks
+    first (its tests may run in either) and read only; its config file lies beside the workdir."""
+    return run_once("mixed_run", [], compile_cache,
+                    lambda folder: write_mixed_config(pathlib.Path(folder), smollm2_dir, gemma_dir))
 
 
 @pytest.fixture(scope="session")
-def mixed_config(mixed_setup):
-    return mixed_setup[0]
-
-
-@pytest.fixture(scope="session")
-def mixed_run(mixed_setup):
-    return mixed_setup[1], mixed_setup[2]
+def mixed_config(mixed_run):
+    return os.path.join(os.path.dirname(mixed_run[0]), "mixed_config.py")
 
 
 @pytest.fixture(scope="module")
