@@ -2,7 +2,8 @@
 from setuptools import find_packages, setup
 
 # Ranges are the versions this project is tested with (CPU CI: jax 0.10.2, flax 0.12.8,
-# transformers 5.24; the H100 benchmark host: jax 0.11.2, flax 0.12.10, transformers 5.17).
+# transformers 5.24; the H200 of 2026-12-04: jax 0.11.2, flax 0.12.10, orbax 0.12.4,
+# transformers 5.17, parity tests passing there. flax 0.12.8 does not import on jax 0.11.2).
 INSTALL_REQUIRES = [
     "jax>=0.10.2,<0.12",
     "flax>=0.12.8,<0.13",
