@@ -438,11 +438,9 @@ def test_spin_is_refused_before_anything_is_built_where_training_prompts_have_no
     assert not os.path.exists(tmp_path / "run" / "config.json")
 
 
-# A run per kind of source and answer, about a minute each on a 2-core CPU (the first pays the
-# compiles): a copy of a public dataset with 512-token numeric answers, released train / test / valid
-# files with 128-token answers, and open-ended answers scored by a named judge. The other tasks differ
-# in data layout and evaluator only, both checked above; add them here for a full sweep.
-E2E_TASKS = ("gsm8k", "normad_value", "alpaca")
+# Every task's cpu form end to end, in its own layout and with its own evaluator: 30 to 75 s each on
+# a 2-core CPU (the 512-token tasks the longest).
+E2E_TASKS = RUNNABLE
 
 
 @pytest.mark.parametrize("task", E2E_TASKS)
@@ -466,6 +464,11 @@ def test_cpu_form_runs_end_to_end_with_real_evaluation(task, tiny_base, compile_
         ev = json.loads((workdir / f"iteration_00{t}" / "evaluation.json").read_text())
         assert ev["best_test"]["n"] == config["evaluation"]["test"] == 8
         assert all(s["n"] == config["evaluation"]["dev"] == 4 for s in ev["dev"].values())
+    if task == "truthfulqa":  # options scored by likelihood, nothing generated: MC1 with MC2 beside it
+        assert len(ev["best_test"]["scores"]) == len(ev["best_test"]["mc2_scores"]) == 8
+        assert 0.0 <= ev["best_test"]["mc2"] <= 1.0 and ev["best_test"]["mc2"] != 0.5  # 2 options, untied
+        assert {e["best_member_output"] for e in ev["examples"]} <= {"Nothing happens.", "You die."}
+        return
     # A tiny random model seldom writes its end token: its answers run to the budget, past 32 tokens.
     longest = max(_tokens(e["best_member_output"], tiny_base) for e in ev["examples"])
     assert longest > 32, longest
