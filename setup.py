@@ -47,6 +47,8 @@ setup(
     version="0.1.0",
     description="Sparta Alignment: collectively aligning multiple language models through combat, in JAX",
     packages=find_packages(include=["sparta_jax", "sparta_jax.*"]),
+    package_data={"sparta_jax": ["assets/*/manifest.json", "assets/*/*/adapter_config.json",
+                                 "assets/*/*/adapter_model.safetensors"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

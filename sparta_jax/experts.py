@@ -1,6 +1,7 @@
 """Diverse starting experts: one LoRA adapter per member, each fine-tuned (SFT) on its own data.
 
     python -m sparta_jax.experts --config=configs/demo.py      # prints the adapter folders
+    python -m sparta_jax.experts --config=configs/specialists.py --package=sparta_jax/assets/specialists
 
 The paper's tribe starts from experts (one base, adapters tuned on different data sets); this
 makes such a tribe. `config.experts.sources` lists one data source per member (the specs of
@@ -13,6 +14,10 @@ folders), where key hashes the base model's files and every setting that shapes 
 A finished set has `experts.json` written last and the folder renamed into place, so a killed
 build is never taken for a finished one. With `experts.enabled`, the main loop calls
 `ensure_experts` and starts from these folders, building them first when they are missing.
+
+`--package=DIR` also copies a built set to DIR with a manifest (the command and settings that
+made it, each file's sha256). Sets under sparta_jax/assets/ ship with the package, so a config
+can start from them with no build (`packaged_experts`; configs/default.py does).
 """
 from __future__ import annotations
 
@@ -179,17 +184,22 @@ def _base_fingerprint(base_path: str) -> dict:
     return {"path": os.path.abspath(base_path), "files": files}
 
 
-def cache_key(config, base_path: str) -> str:
-    """A hash of the base model's files and every setting that shapes the experts."""
+def expert_settings(config) -> dict:
+    """Every setting that shapes the experts, apart from the base model's files (JSON-ready)."""
     t = config.tribe
-    blob = {
-        "base": _base_fingerprint(base_path),
+    settings = {
         "lora": [int(t.lora_rank), float(t.lora_alpha), list(t.lora_targets)],
         "system_prompt": t.system_prompt, "dtype": [t.dtype, t.param_dtype],
         "experts": {k: _plain(v) for k, v in config.experts.items()
                     if k not in ("enabled", "dir", "checkpoint_every", "copies")},  # copies: the tribe, not the experts
         "held_out_from": _plain(config.data), "format": 1,
     }
+    return json.loads(json.dumps(settings, default=list))
+
+
+def cache_key(config, base_path: str) -> str:
+    """A hash of the base model's files and every setting that shapes the experts."""
+    blob = {"base": _base_fingerprint(base_path), **expert_settings(config)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -380,6 +390,76 @@ def _write_experts(adapters: dict, report, base, final, config) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------- sets shipped with the package
+PACKAGED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+PACKAGED_MANIFEST = "manifest.json"
+EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded base (tests/test_smollm2_jax.py: same logits)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_experts(config, folders, out: str, command: str) -> dict:
+    """Copies a built set (its PEFT folders, member order) to `out` with a manifest: the command
+    and settings that made it (`expert_settings`: what the cache key hashes, less the base
+    model's files, which the configured base names), the build report, and each file's size and
+    sha256. Returns the manifest."""
+    names = [os.path.basename(f) for f in folders]
+    built = read_manifest(os.path.dirname(folders[0])) or {}
+    tmp = out.rstrip("/") + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    files = {}
+    for folder, name in zip(folders, names):
+        os.makedirs(os.path.join(tmp, name))
+        with open(os.path.join(folder, "adapter_config.json")) as f:
+            adapter_config = json.load(f)
+        # The builder's local path means nothing elsewhere: name the base as PEFT users load it.
+        adapter_config["base_model_name_or_path"] = (EMBEDDED_HF_ID if config.tribe.base == "embedded"
+                                                     else config.tribe.base)
+        write_text_atomic(os.path.join(tmp, name, "adapter_config.json"), json.dumps(adapter_config, indent=2) + "\n")
+        shutil.copyfile(os.path.join(folder, "adapter_model.safetensors"),
+                        os.path.join(tmp, name, "adapter_model.safetensors"))
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            path = os.path.join(tmp, name, f)
+            files[f"{name}/{f}"] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+    manifest = {"names": names, "base": config.tribe.base, "command": command,
+                "settings": expert_settings(config), "files": files,
+                "build": {k: built[k] for k in ("members", "steps") if k in built}}
+    write_text_atomic(os.path.join(tmp, PACKAGED_MANIFEST), json.dumps(manifest, indent=1, default=list) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return manifest
+
+
+def packaged_experts(name: str) -> tuple[str, ...]:
+    """The adapter folders of a set shipped in sparta_jax/assets/NAME, in member order."""
+    folder = os.path.join(PACKAGED_ROOT, name)
+    try:
+        with open(os.path.join(folder, PACKAGED_MANIFEST)) as f:
+            names = json.load(f)["names"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"no packaged expert set {name!r} in {PACKAGED_ROOT} ({e}): the package was installed "
+                          "without its assets; reinstall it with `pip install -e .`") from None
+    return tuple(os.path.join(folder, n) for n in names)
+
+
+def verify_packaged(folder: str) -> dict:
+    """The manifest of a packaged set's folder, once every file's size and sha256 match it (else
+    ConfigError)."""
+    with open(os.path.join(folder, PACKAGED_MANIFEST)) as f:
+        manifest = json.load(f)
+    for rel, want in manifest["files"].items():
+        path = os.path.join(folder, rel)
+        if not os.path.isfile(path) or os.path.getsize(path) != want["bytes"] or _sha256(path) != want["sha256"]:
+            raise ConfigError(f"packaged expert file {path} does not match its manifest (size or sha256)")
+    return manifest
+
+
 # ------------------------------------------------------------------------------------- CLI
 def main(argv):
     from sparta_jax import sharding
@@ -402,6 +482,10 @@ def main(argv):
         return 1
     if jax.process_index() == 0:
         print("\n".join(folders))
+        if _PACKAGE.value:
+            command = "python -m sparta_jax.experts " + " ".join(a for a in sys.argv[1:] if not a.startswith("--package"))
+            manifest = package_experts(config, folders, _PACKAGE.value, command)
+            print(f"packaged into {_PACKAGE.value}: {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
     return 0
 
 
@@ -411,6 +495,8 @@ if __name__ == "__main__":
 
     _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Run config (a file with get_config()).")
     _FORCE = flags.DEFINE_bool("force", False, "Retrain even when a cached set exists.")
+    _PACKAGE = flags.DEFINE_string("package", "", "Also copy the set, with a manifest, into this folder "
+                                   "(sparta_jax/assets/NAME ships it with the package).")
     from sparta_jax.config_files import parse_flags_checked
 
     app.run(lambda argv: sys.exit(main(argv)),

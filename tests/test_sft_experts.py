@@ -514,3 +514,58 @@ def test_experts_mix_in_judge_examples_at_their_share(tmp_path, tiny_chat_base, 
     assert first["judge_examples"] == round(first["examples"] / 3) > 0  # a quarter of the mix
     assert "judge_examples" not in second
     assert first["loss_last_step"] < first["loss_first_step"]
+
+
+# ------------------------------------------------------------------- the set shipped with the package
+def test_packaged_specialists_match_their_manifest_and_config(tmp_path):
+    """sparta_jax/assets/specialists: every file's size and sha256 as its manifest says, 20 MB at most,
+    built by the command it names, with the settings configs/specialists.py gives today (so that
+    command rebuilds this set); a changed byte is caught."""
+    import shutil
+
+    from sparta_jax.config_files import load_config
+    from sparta_jax.errors import ConfigError
+
+    folder = os.path.join(experts.PACKAGED_ROOT, "specialists")
+    manifest = experts.verify_packaged(folder)
+    config = load_config(os.path.join(REPO, "configs", "specialists.py"))
+    assert manifest["names"] == list(config.experts.names) == ["case_1", "case_2", "reverse_1", "reverse_2"]
+    assert manifest["settings"] == experts.expert_settings(config)
+    assert manifest["base"] == config.tribe.base == "embedded"
+    assert manifest["command"] == "python -m sparta_jax.experts --config=configs/specialists.py"
+    assert sum(f["bytes"] for f in manifest["files"].values()) <= 20e6
+    assert experts.packaged_experts("specialists") == tuple(os.path.join(folder, n) for n in manifest["names"])
+    for name in manifest["names"]:
+        spec = json.load(open(os.path.join(folder, name, "adapter_config.json")))
+        assert [spec["r"], spec["lora_alpha"], spec["target_modules"]] == manifest["settings"]["lora"]
+        assert spec["base_model_name_or_path"] == experts.EMBEDDED_HF_ID
+    assert manifest["build"]["steps"] > 0 and all(manifest["build"]["members"][n]["examples"] > 0
+                                                  for n in manifest["names"])
+
+    copy = tmp_path / "specialists"
+    shutil.copytree(folder, copy)
+    weights = copy / "reverse_1" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="reverse_1/adapter_model.safetensors does not match its manifest"):
+        experts.verify_packaged(str(copy))
+    with pytest.raises(ConfigError, match="no packaged expert set 'nothing'"):
+        experts.packaged_experts("nothing")
+
+
+@pytest.mark.reference
+def test_packaged_specialists_load_in_peft_and_here_with_the_same_logits(smollm2_dir):
+    """Each shipped adapter over the embedded base: PEFT's logits (the reference) equal ours."""
+    folders = experts.packaged_experts("specialists")
+    model, tokenizer = from_pretrained(smollm2_dir, dtype=jnp.float32, adapters=list(folders))
+    ids = tokenizer.encode("Rewrite in Title Case: apple green", add_special_tokens=False)
+    base = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    plain = base(torch.tensor([ids])).logits[0].detach().numpy()
+    for m, folder in enumerate(folders):
+        ours = np.asarray(model(jnp.asarray([ids]), adapter_ids=jnp.asarray([m]))[0])
+        ref = peft.PeftModel.from_pretrained(base, folder).eval()
+        theirs = ref(torch.tensor([ids])).logits[0].detach().numpy()
+        base = ref.unload()  # the bare base again for the next adapter
+        np.testing.assert_allclose(ours, theirs, atol=2e-4, rtol=0)
+        assert np.abs(theirs - plain).max() > 0.1, folder  # the adapter changes the function
