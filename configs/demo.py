@@ -23,7 +23,7 @@ from sparta_jax.config_files import sibling_config
 
 
 def get_config():
-    c = sibling_config(__file__, "default")
+    c = sibling_config(__file__, "base")
     c.iterations = 2
     c.instructions_per_iteration = 64
     c.data.task = "arithmetic"

@@ -29,7 +29,7 @@ public dataset by name (kind "hf": fetched by `datasets`, or a local copy with
   dataset).  alpaca: the released instructions.
 - truthfulqa: the released training prompts; dev (100) and test (717) from the public MC questions.
 
-Evaluation: greedy decoding (temperature 0, as configs/default.py); prompts of up to 1024 tokens
+Evaluation: greedy decoding (temperature 0, as configs/base.py); prompts of up to 1024 tokens
 (NormAd's country backgrounds and MATH problems run past 512, and a prompt is cut from its
 end, which would drop the question). Per task, the TPU form's dev items (the best member is
 picked on them), test items (the whole test split; "all" = every item) and answer budget:
@@ -62,7 +62,7 @@ prompts carry no MC targets), so its dev split is a seeded 100 of them and its t
 717 (sparta_jax/paper_tasks.py): the only task whose dev comes out of its test, and the paper's
 figure is on all 817.
 
-`cpu` form: configs/default.py's tribe (four SmolLM2-135M-Instruct LoRA members, `logits`
+`cpu` form: configs/base.py's tribe (four SmolLM2-135M-Instruct LoRA members, `logits`
 judges, the `fixed` mode and its CPU DPO settings: its docstring says why) on the TPU form's data
 source and evaluator, with the same answer budgets, sized to finish in about 15 minutes on a
 2-core CPU (`CPU_SIZES`; paper.py:gsm8k,cpu took 14 min 41 s on the 2-core machine while other
@@ -147,7 +147,7 @@ def tpu_settings(c: ml_collections.ConfigDict) -> None:
     c.judge.mode = "sampled"
     c.judge.max_new_tokens = 256
     c.judge.batch_size = 512
-    c.mode = "faithful"  # the released code (configs/default.py repairs it on CPU)
+    c.mode = "faithful"  # the released code (configs/base.py repairs it on CPU)
     c.dpo.learning_rate = 1e-6
     c.dpo.epochs = 1
     c.dpo.warmup_ratio = 0.1
@@ -156,7 +156,7 @@ def tpu_settings(c: ml_collections.ConfigDict) -> None:
     c.dpo.max_length = 512
     c.dpo.max_prompt_length = 256
     c.dpo.logps_chunk = 128
-    c.dpo.remat = True  # 7B activations: recompute them (configs/default.py turns this off on CPU)
+    c.dpo.remat = True  # 7B activations: recompute them (configs/base.py turns this off on CPU)
     c.sampler.cache_dtype = "bfloat16"
     c.sampler.candidates = 64
     c.checkpoint.max_to_keep = 3
@@ -177,7 +177,7 @@ def get_config(arg: str = "gsm8k"):
     task, _, form = arg.partition(",")
     if task not in TASKS or form not in ("", "cpu"):
         raise ValueError(f"paper.py:{arg}: write TASK or TASK,cpu with TASK one of {', '.join(TASK_NAMES)}")
-    c = sibling_config(__file__, "default")
+    c = sibling_config(__file__, "base")
     if form == "cpu":
         c.iterations = CPU_SIZES["iterations"]
         c.instructions_per_iteration = CPU_SIZES["instructions_per_iteration"]

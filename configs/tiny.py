@@ -3,7 +3,7 @@ from sparta_jax.config_files import sibling_config
 
 
 def get_config():
-    c = sibling_config(__file__, "default")
+    c = sibling_config(__file__, "base")
     c.mode = "faithful"  # the tests exercise the released code's rules
     c.instructions_per_iteration = 6
     c.tribe.members = 3

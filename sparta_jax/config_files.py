@@ -1,5 +1,5 @@
 """Run configs are Python files with `get_config()` (ml_collections `--config=`), loaded by path:
-a config that builds on another (configs/tiny.py on configs/default.py, a user's file on
+a config that builds on another (configs/tiny.py on configs/base.py, a user's file on
 configs/tiny.py) uses these instead of importing it, so it works wherever the repo sits."""
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ def load(name):
     return load_config(os.path.join(REPO, "configs", f"{name}.py"))
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "demo", "competent_judges", "tpu_v4", "gpu_h100"])
+@pytest.mark.parametrize("name", ["default", "base", "tiny", "demo", "specialists", "competent_judges", "tpu_v4", "gpu_h100"])
 def test_shipped_configs_pass(name):
     validate_config(load(name))
 
@@ -65,7 +65,7 @@ def _full(config):
 
 
 def test_judge_mode_names_the_control():
-    config = load("default")
+    config = load("base")
     config.judge.mode = "oracle"
     with pytest.raises(ConfigError, match=r"config\.judge\.mode = 'oracle': must be 'sampled', 'logits' or 'verifier'"):
         validate_config(config)
@@ -142,7 +142,7 @@ def test_unknown_override_key_exits_2_with_one_line_and_writes_nothing(tmp_path)
 def test_report_every_is_checked_and_the_last_iteration_reports_unless_none_is_asked():
     from sparta_jax.train import report_due
 
-    c = load_config(os.path.join(REPO, "configs", "default.py"))
+    c = load_config(os.path.join(REPO, "configs", "base.py"))
     c.iterations = 5
     assert [t for t in range(1, 6) if report_due(c, t)] == [1, 2, 3, 4, 5]  # the default: every iteration
     c.report_every = 2

@@ -109,7 +109,7 @@ def test_suffix_tree_layout_by_hand():
 def embedded_tribe(smollm2_dir):
     from sparta_jax.tribe import build_tribe
 
-    config = load_config("configs/default.py")
+    config = load_config("configs/base.py")
     config.tribe.base = smollm2_dir
     config.tribe.members = 3
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
