@@ -136,7 +136,7 @@ def cpu_case():
     path = materialize_smollm2()
     rows = []
     batch = None
-    # remat on is DPOConfig's default and the 7B configs'; configs/default.py (CPU) turns it off.
+    # remat on is DPOConfig's default and the 7B configs'; configs/base.py (CPU) turns it off.
     for members, remat in ((1, True), (1, False), (4, False)):
         cfg = dpo.DPOConfig(learning_rate=1e-6, logps_chunk=128, remat=remat)
         lora = uniform_lora_config(members, rank=16, alpha=32.0)
