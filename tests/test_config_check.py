@@ -18,6 +18,23 @@ def test_shipped_configs_pass(name):
     validate_config(load(name))
 
 
+def test_default_is_the_specialists_in_short():
+    """configs/default.py is configs/specialists.py from the shipped experts, changed only where its
+    docstring says (README's quickstart figures are of exactly this)."""
+    from sparta_jax.experts import packaged_experts
+
+    default, specialists = load("default").to_dict(), load("specialists").to_dict()
+    changed = {(section, key) for section in default for key in (default[section] if isinstance(default[section], dict)
+                                                                 else [None])
+               if (default[section] if key is None else default[section][key])
+               != (specialists[section] if key is None else specialists[section][key])}
+    assert changed == {("experts", "enabled"), ("tribe", "adapters"), ("iterations", None), ("dpo", "epochs"),
+                       ("evaluation", "dev"), ("evaluation", "test"), ("evaluation", "batch_size")}
+    assert default["tribe"]["adapters"] == packaged_experts("specialists") and not default["experts"]["enabled"]
+    assert (default["iterations"], default["dpo"]["epochs"], default["evaluation"]["dev"],
+            default["evaluation"]["test"], default["evaluation"]["test_all_members"]) == (1, 4, 20, 100, True)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: setattr(c.experts, "sources", c.experts.sources[:2]), "config.experts.sources"),
     (lambda c: setattr(c.experts, "response_template", "no placeholder"), "config.experts.response_template"),
