@@ -406,10 +406,29 @@ def init_train_state(params, optimizer, cfg, total_steps: int, step: int = 0) ->
     Moments shard like their parameters; scalars are replicated over the same mesh, exactly
     as the train step returns them (so its second call compiles nothing)."""
     scalar = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
-    state = TrainState(params, optimizer.init(params), scalar(step), scalar(warmup_steps(cfg, total_steps)),
-                       scalar(total_steps))
+    # One compiled program: optax's init run eagerly dispatches (and compiles) every small op of
+    # every transform on its own, seconds per DPO phase even for a tiny model.
+    opt_state = jax.jit(optimizer.init, out_shardings=optimizer_state_shardings(optimizer, params))(params)
+    state = TrainState(params, opt_state, scalar(step), scalar(warmup_steps(cfg, total_steps)), scalar(total_steps))
     replicated = _replicated(jax.tree.leaves(params)[0])
     return jax.tree.map(lambda x: jax.device_put(x, replicated) if x.ndim == 0 else x, state)
+
+
+def optimizer_state_shardings(optimizer, params):
+    """Shardings for `optimizer.init(params)`: a state leaf that follows a parameter (its tree path
+    ends with the parameter's, as Adam's moments do) shards like it; the rest (counters) is
+    replicated. A jitted init needs them: zeros depend on no input, so XLA would put them on one
+    device."""
+    replicated = _replicated(jax.tree.leaves(params)[0])
+    by_path = {jax.tree_util.keystr(path): (leaf.shape, leaf.sharding)
+               for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+    def sharding_of(path, leaf):
+        key = jax.tree_util.keystr(path)
+        matches = [p for p, (shape, _) in by_path.items() if key.endswith(p) and leaf.shape == shape]
+        return by_path[max(matches, key=len)][1] if matches else replicated
+
+    return jax.tree_util.tree_map_with_path(sharding_of, jax.eval_shape(optimizer.init, params))
 
 
 # --------------------------------------------------------------------------- conveniences

@@ -265,6 +265,19 @@ def test_train_step_keeps_shardings_and_compiles_once(base_dir):
     state = dpo.init_train_state(trainable, opt, cfg, 4)
     before = [x.sharding for x in jax.tree.leaves(state)]
     assert any(not s.is_fully_replicated for s in before)  # the test means something: some leaves are split
+    # Every moment tree (Adam's mu and nu) is split exactly as the parameters it follows.
+    params_structure, moments = jax.tree.structure(state.params), []
+    pending = [state.opt_state]
+    while pending:
+        node = pending.pop()
+        if jax.tree.structure(node) == params_structure:
+            moments.append(node)
+        elif isinstance(node, (tuple, list)):
+            pending.extend(node)
+    assert len(moments) >= 2
+    for tree in moments:
+        for moment, param in zip(jax.tree.leaves(tree), jax.tree.leaves(state.params)):
+            assert moment.sharding.is_equivalent_to(param.sharding, param.ndim), (moment.sharding, param.sharding)
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, *_, **__: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
