@@ -36,7 +36,7 @@ import numpy as np
 from sparta_jax import checkpoints, data as data_lib, dpo, sft
 from sparta_jax.errors import ConfigError
 from sparta_jax.metrics import Progress
-from sparta_jax.models.embedded import default_cache_dir
+from sparta_jax.models.embedded import default_cache_dir, file_sha256
 from sparta_jax.preference_batches import prompt_ids, truncate
 from sparta_jax.sampling import to_host
 from sparta_jax.sparta import write_text_atomic
@@ -396,14 +396,6 @@ PACKAGED_MANIFEST = "manifest.json"
 EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded base (tests/test_smollm2_jax.py: same logits)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_experts(config, folders, out: str, command: str) -> dict:
     """Copies a built set (its PEFT folders, member order) to `out` with a manifest: the command
     and settings that made it (`expert_settings`: what the cache key hashes, less the base
@@ -426,7 +418,7 @@ def package_experts(config, folders, out: str, command: str) -> dict:
                         os.path.join(tmp, name, "adapter_model.safetensors"))
         for f in ("adapter_config.json", "adapter_model.safetensors"):
             path = os.path.join(tmp, name, f)
-            files[f"{name}/{f}"] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+            files[f"{name}/{f}"] = {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
     manifest = {"names": names, "base": config.tribe.base, "command": command,
                 "settings": expert_settings(config), "files": files,
                 "build": {k: built[k] for k in ("members", "steps") if k in built}}
@@ -455,7 +447,7 @@ def verify_packaged(folder: str) -> dict:
         manifest = json.load(f)
     for rel, want in manifest["files"].items():
         path = os.path.join(folder, rel)
-        if not os.path.isfile(path) or os.path.getsize(path) != want["bytes"] or _sha256(path) != want["sha256"]:
+        if not os.path.isfile(path) or os.path.getsize(path) != want["bytes"] or file_sha256(path) != want["sha256"]:
             raise ConfigError(f"packaged expert file {path} does not match its manifest (size or sha256)")
     return manifest
 

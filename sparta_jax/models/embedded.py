@@ -99,7 +99,7 @@ def smollm2_gguf_path() -> str:
     )
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -474,7 +474,7 @@ def _is_complete(folder: str, gguf_path: str, gguf_sha: list[str], format_versio
     if marker.get("gguf_mtime_ns") == st.st_mtime_ns:
         return True
     if not gguf_sha:  # same size, new mtime (e.g. a reinstall): compare contents
-        gguf_sha.append(_sha256(gguf_path))
+        gguf_sha.append(file_sha256(gguf_path))
     return marker.get("gguf_sha256") == gguf_sha[0]
 
 
@@ -547,7 +547,7 @@ def materialize(source: EmbeddedSource, cache_dir: str | None = None) -> str:
         try:
             source.build_into(tmp, gguf_path)
             if not sha:
-                sha.append(_sha256(gguf_path))
+                sha.append(file_sha256(gguf_path))
             st = os.stat(gguf_path)
             marker = {
                 "format_version": version,
