@@ -76,3 +76,18 @@ def test_a_group_of_a_mixed_tribe_takes_its_share_and_trains_on_every_pair():
     assert half["judging", "prefill"]["program"] == "prefill (4000 judgments)"  # 2000 x 4 judges / 2
     assert half["DPO", "train step"]["calls"] == whole["DPO", "train step"] == 63
     assert half["evaluation", "prefill"]["program"] == "prefill (1260 answers)"  # (6 x 200 + 1319) / 2
+
+
+def test_finished_row_share_of_static_batches():
+    """benchmarks/finished_rows.py's arithmetic, by hand: a batch decodes for its longest answer, and
+    every step after an answer ended spends its row."""
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from finished_rows import batch_shares, released_prompts
+
+    # [10, 20]: 20 steps, 30 of 40 row-steps live; [30, 40]: 70 of 80; [5]: one row, nothing spent.
+    assert batch_shares([10, 20, 30, 40, 5], 2) == [(2, 20, 0.25), (2, 40, 0.125), (1, 5, 0.0)]
+    prompts = released_prompts()
+    assert [source for source, _ in prompts].count("gsm8k test") == 3 and len(prompts) == 12
+    assert all(text.endswith("Let's solve this problem step by step.") for s, text in prompts if s.startswith("MATH"))
