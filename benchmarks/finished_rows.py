@@ -1,6 +1,7 @@
 """How much of a static batch's decoding goes to answers that already ended.
 
     python benchmarks/finished_rows.py [--config=configs/paper.py:gsm8k,cpu] [--rows=64] [--append FILE]
+        [--lengths_out=lengths.json]   # the answer lengths, for `python -m sparta_jax.aot --iteration --answer_lengths`
 
 A static batch decodes until its longest row ends (the sampler's loop stops once every row has),
 so every step spends a row on each answer that ended before it. Per batch that share of the
@@ -101,6 +102,9 @@ def main(argv):
               f"Answer lengths: median {q[0]:.0f}, 90th percentile {q[1]:.0f}, longest {max(lengths)} tokens; "
               f"{sum(stopped)} of {len(jobs)} ended with the end token, {len(jobs) - sum(stopped)} at the budget."]
     publish("\n".join(lines), _APPEND.value)
+    if _LENGTHS_OUT.value:
+        with open(_LENGTHS_OUT.value, "w") as f:
+            json.dump(lengths, f)
 
 
 if __name__ == "__main__":  # flags defined here only: the tests import this module's functions
@@ -112,4 +116,5 @@ if __name__ == "__main__":  # flags defined here only: the tests import this mod
     _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Run config: its tribe and generation settings.")
     _ROWS = flags.DEFINE_integer("rows", 64, "Answers to generate.")
     _APPEND = flags.DEFINE_string("append", "", "Also append the table to this file.")
+    _LENGTHS_OUT = flags.DEFINE_string("lengths_out", "", "Also write the answer lengths (a JSON list) here.")
     app.run(main, flags_parser=lambda argv: parse_flags_checked(argv, DEFAULT_CONFIG))
