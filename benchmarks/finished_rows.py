@@ -34,14 +34,16 @@ DEFAULT_CONFIG = os.path.join(REPO, "configs", "paper.py") + ":gsm8k,cpu"
 def released_prompts() -> list[tuple[str, str]]:
     """(source, instruction) of the released GSM8K and MATH prompts in tests/data/paper_formats, in
     the released wording (GSM8K: instruction + question; MATH: problem + the step-by-step cue)."""
-    out = []
-    for record in json.load(open(os.path.join(FORMATS, "gsm8k", "questions.json"))):
-        out.append(("gsm8k train", f"{record['instruction']}\n{record['input']}"))
-    for line in open(os.path.join(FORMATS, "gsm8k", "test.json")):
-        out.append(("gsm8k test", json.loads(line)["question"]))
+    def lines(*path):
+        with open(os.path.join(FORMATS, *path)) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    with open(os.path.join(FORMATS, "gsm8k", "questions.json")) as f:
+        out = [("gsm8k train", f"{r['instruction']}\n{r['input']}") for r in json.load(f)]
+    out += [("gsm8k test", r["question"]) for r in lines("gsm8k", "test.json")]
     for level in ("easy", "medium"):
-        for line in open(os.path.join(FORMATS, "MATH", "train_by_difficulty", f"{level}.jsonl")):
-            out.append((f"MATH {level}", json.loads(line)["problem"] + " Let's solve this problem step by step."))
+        out += [(f"MATH {level}", r["problem"] + " Let's solve this problem step by step.")
+                for r in lines("MATH", "train_by_difficulty", f"{level}.jsonl")]
     return out
 
 

@@ -7,12 +7,12 @@
 # then run `bash benchmarks/gpu_session.sh` with carry [".gpu"] and timeout_s 600. The device image
 # has its own jax, flax, optax and orbax (a flax carried from here need not match its jax: flax
 # 0.12.8 failed to import on jax 0.11.2) but no ml_collections or tensorboardX, and nothing can be
-# fetched there, so those two go to /tmp/site (no build step) and the repo is on PYTHONPATH. First a correctness check
-# on the GPU (our logits, KV cache and LoRA against transformers and PEFT, f32 at highest matmul
-# precision), then the benchmarks. Each table lands in $OUT/*.md, versions and step times in
-# $OUT/session.txt, the logs in $OUT/logs.tgz; a step
-# that fails or runs out of time leaves its log and the rest go on (the iteration logs each
-# phase's seconds as it ends). `--smoke` runs of the first two scripts are in the tests
+# fetched there, so those two go to /tmp/site (no build step) and the repo is on PYTHONPATH.
+# First a correctness check on the GPU (our logits, KV cache and LoRA against transformers and
+# PEFT, f32 at highest matmul precision), then the benchmarks. Each table lands in $OUT/*.md,
+# versions and step times in $OUT/session.txt, the logs in $OUT/logs.tgz; a step that fails or
+# runs out of time leaves its log and the rest go on (the iteration logs each phase's seconds as
+# it ends). `--smoke` runs of the first two scripts are in the tests
 # (tests/test_gpu_benchmarks_smoke.py), so no line here is untried.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_session}

@@ -18,7 +18,7 @@ Where this departs from the paper (whose settings stay in configs/tpu_v4.py), an
   warmup): fresh LoRA adapters (B = 0) on 12 pairs barely move at the paper's rate; the DPO loss
   on the iteration's pairs then ends near log 2 and the answers do not change. These settings
   take it well below that, with every pair's chosen answer preferred (summary.json:
-  dpo_loss_after, dpo_reward_accuracy_after; docs/results.md, "The quickstart run"). A warmup
+  dpo_loss_after, dpo_reward_accuracy_after; docs/results.md, "The base run"). A warmup
   step of a dozen starts at rate 0 and would only repeat the first step.
 - DPO max length 96 / prompt 48 tokens (paper 512 / 256): the bundled prompts are under 40
   tokens with the chat template and answers are cut at 48 new tokens; padding to 512 would

@@ -10,7 +10,7 @@ the `reverse` half, and each learnt to judge its own half. The best member at th
 knows one half; the rest of the tribe knows the other, and Sparta's pairs teach it.
 
 Everything is configs/specialists.py (the measured setting: 3 iterations, 400 test items;
-docs/results.md, "A tribe of specialists") except what makes it short:
+docs/results.md, "The specialists tribe") except what makes it short:
 - one iteration of 48 duels, its pairs trained for 4 epochs (specialists.py: 2 epochs, and each
   iteration's pairs replayed in the next two; the rise there came when iteration 1's pairs were
   trained again in iteration 2);
