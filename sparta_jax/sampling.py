@@ -42,12 +42,16 @@ class SamplerConfig:
     max_stop_ids: int = 4  # stop-token slots per row
     candidates: int | None = 64  # sampling considers the best `candidates` logits (>= top_k)
     cache_dtype: str = "bfloat16"
+    # `generate(..., rows=R)`: how many finished rows are refilled with waiting prompts together
+    # (one prefill of that many prompts). 0: no refill, static batches of R rows.
+    refill_rows: int = 0
 
     @classmethod
     def from_config(cls, sampler_cfg) -> "SamplerConfig":
         """From a run config's `sampler` section."""
         return cls(prompt_buckets=tuple(sampler_cfg.prompt_buckets), new_token_buckets=tuple(sampler_cfg.new_token_buckets),
-                   candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype))
+                   candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype),
+                   refill_rows=int(sampler_cfg.get("refill_rows", 0)))
 
 
 @dataclasses.dataclass
@@ -56,6 +60,7 @@ class Generation:
     lengths: np.ndarray  # [batch] tokens generated, the stop token included
     finish_reasons: list[str]  # "stop" (a stop token was sampled) or "length"
     texts: list[str] | None = None  # decoded without the stop token
+    decode_steps: int | None = None  # decode steps the queue (`rows=`) took; None for a static batch
 
 
 def bucket(value: int, buckets: Sequence[int], what: str) -> int:
@@ -139,6 +144,7 @@ class Sampler:
         self.pad_id = int(pad_id or 0)
         self.trace_count = 0  # how many programs were traced (each trace is a compilation)
         self._generate = jax.jit(self._generate_impl, static_argnames=("max_new",))
+        self._generate_queue = jax.jit(self._generate_queue_impl, static_argnames=("rows", "max_new"))
         self._score = jax.jit(self._score_impl)
         self._table = jax.jit(self._table_impl, static_argnames=("tree",))
         self._generate_stacked = jax.jit(_per_member(self._generate_impl, ("rows", "rows", "rows", "member")),
@@ -206,13 +212,28 @@ class Sampler:
     # -------------------------------------------------------------------------- generation
     def generate(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]], *, rng,
                  adapter_ids=None, temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=64, stop_ids=None,
-                 decode: bool = True) -> Generation:
-        """Generate for token-id prompts. Per-row settings may be scalars or length-batch lists."""
+                 decode: bool = True, rows: int | None = None) -> Generation:
+        """Generate for token-id prompts. Per-row settings may be scalars or length-batch lists.
+
+        By default every prompt gets a row of one static batch. With `rows` and
+        `SamplerConfig.refill_rows` > 0 (and an adapter model, not a MemberStack), the prompts
+        wait in a queue and `rows` rows decode them: a row whose answer has ended takes the next
+        waiting prompt, inside the jitted loop (`_generate_queue_impl`). Each prompt then draws
+        from its own keys, so its answer does not depend on the row or step it was decoded in.
+        """
         n = len(prompts)
         if n == 0:
             return Generation(np.zeros((0, 0), np.int32), np.zeros((0,), np.int32), [], [] if decode else None)
-        state, members, slots, rows = self._layout(model, adapter_ids, n)
-        ids, mask = self._prompt_rows(prompts, slots, rows)  # filler rows generate nothing (max_new_tokens 0)
+        queued = rows is not None and self.config.refill_rows > 0 and not isinstance(model, MemberStack)
+        if queued:
+            # The queue's length is rows x a power of two: a handful of programs serve every n.
+            rows = self._batch_rows(min(int(rows), n))
+            queue = rows * (1 << (-(-n // rows) - 1).bit_length())
+            state, members, slots = nnx.split(model)[1], 0, np.arange(n)
+            ids, mask = self._prompt_rows(prompts, slots, queue)
+        else:
+            state, members, slots, queue = self._layout(model, adapter_ids, n)
+            ids, mask = self._prompt_rows(prompts, slots, queue)  # filler rows generate nothing (max_new_tokens 0)
         prompt_len = ids.shape[1]
         max_new_rows = _per_row(max_new_tokens, n, np.int32)
         max_new = bucket(int(max_new_rows.max()), self.config.new_token_buckets, "max_new_tokens")
@@ -220,7 +241,31 @@ class Sampler:
             raise PromptTooLongError(
                 f"prompt bucket {prompt_len} + {max_new} new tokens exceeds the model's context of "
                 f"{self.model_config.max_position_embeddings} tokens")
+        row_params = self._row_params(n, slots, queue, members, adapter_ids=adapter_ids, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, max_new_rows=max_new_rows, stop_ids=stop_ids)
+        ids, mask = self._place(ids, mask)
+        placed = dict(zip(row_params, self._place(*row_params.values())))
+        steps = None
+        if queued:
+            out, steps = self._generate_queue(state, ids, mask, placed, jnp.asarray(n, jnp.int32), rng, rows=rows,
+                                              max_new=max_new)
+            steps = int(to_host(steps))
+        elif members:
+            out = self._generate_stacked(state, ids, mask, placed, jax.random.split(rng, members), max_new=max_new)
+        else:
+            out = self._generate(state, ids, mask, placed, rng, max_new=max_new)
+        tokens, lengths, stopped = (to_host(x)[slots] for x in out)
+        tokens = tokens[:, : int(max_new_rows.max())]  # the budget bucket's extra columns are all pad
+        reasons = ["stop" if s else "length" for s in stopped]
+        texts = None
+        if decode:
+            texts = [self.tokenizer.decode(tokens[r, : lengths[r] - int(stopped[r])]) for r in range(n)]
+        return Generation(tokens, lengths, reasons, texts, decode_steps=steps)
 
+    def _row_params(self, n: int, slots: np.ndarray, rows: int, members: int, *, adapter_ids, temperature, top_k,
+                    top_p, max_new_rows, stop_ids) -> dict[str, np.ndarray]:
+        """Each row's sampling settings, adapter and stop ids, at their slots of `rows`; filler
+        rows get a budget of 0 (they generate nothing)."""
         if stop_ids is None:
             eos = getattr(self.tokenizer, "eos_token_id", None)
             stop_ids = [] if eos is None else [eos]
@@ -234,7 +279,7 @@ class Sampler:
         def fill(values, dtype, filler):
             return _fill(_per_row(values, n, dtype), slots, rows, filler)
 
-        row_params = dict(
+        params = dict(
             adapter_ids=self._row_adapters(adapter_ids, n, slots, rows, members),
             temperature=fill(temperature, np.float32, 0.0),
             top_k=fill(top_k, np.int32, 0),
@@ -242,22 +287,10 @@ class Sampler:
             max_new_tokens=fill(max_new_rows, np.int32, 0),
             stop_ids=stops,
         )
-        if self.config.candidates is not None and int(row_params["top_k"].max()) > self.config.candidates:
-            raise ValueError(f"top_k {int(row_params['top_k'].max())} exceeds SamplerConfig.candidates "
+        if self.config.candidates is not None and int(params["top_k"].max()) > self.config.candidates:
+            raise ValueError(f"top_k {int(params['top_k'].max())} exceeds SamplerConfig.candidates "
                              f"{self.config.candidates}")
-        ids, mask = self._place(ids, mask)
-        placed = dict(zip(row_params, self._place(*row_params.values())))
-        if members:
-            out = self._generate_stacked(state, ids, mask, placed, jax.random.split(rng, members), max_new=max_new)
-        else:
-            out = self._generate(state, ids, mask, placed, rng, max_new=max_new)
-        tokens, lengths, stopped = (to_host(x)[slots] for x in out)
-        tokens = tokens[:, : int(max_new_rows.max())]  # the budget bucket's extra columns are all pad
-        reasons = ["stop" if s else "length" for s in stopped]
-        texts = None
-        if decode:
-            texts = [self.tokenizer.decode(tokens[r, : lengths[r] - int(stopped[r])]) for r in range(n)]
-        return Generation(tokens, lengths, reasons, texts)
+        return params
 
     def _generate_impl(self, state, ids, mask, p, rng, *, max_new: int):
         self.trace_count += 1
@@ -294,6 +327,75 @@ class Sampler:
         )
         _, _, _, tokens, _, lengths, stopped = jax.lax.while_loop(cond, body, init)
         return tokens, lengths, stopped
+
+    def _generate_queue_impl(self, state, ids, mask, p, n_real, rng, *, rows: int, max_new: int):
+        """Continuous batching: `rows` rows decode a queue of prompts ([queue, ...] arrays, the
+        first `n_real` real). Each step samples a token for every live row and feeds it back;
+        when at least `refill_rows` rows have finished (or every waiting prompt has a free row),
+        the next waiting prompts are prefilled together and take those rows: their cache rows are
+        overwritten, so each row keeps its own slot index (a per-row cache index). A prompt's
+        t-th token is drawn with key fold_in(fold_in(rng, prompt), t). Outputs are per prompt."""
+        self.trace_count += 1
+        model = nnx.merge(self.graphdef, state)
+        queue, prompt_len = ids.shape
+        refill = min(self.config.refill_rows, rows)
+        cache_dtype = jnp.dtype(self.config.cache_dtype)
+        layers = model.layer_weights()  # sliced once here, so no decode step slices the stacks
+
+        def prefill(prompt):  # prompt indices [k] -> (last-position logits [k, vocab], per-row-index cache)
+            logits, cache = model.prefill(ids[prompt], mask[prompt], prompt_len + max_new,
+                                          adapter_ids=p["adapter_ids"][prompt], cache_dtype=cache_dtype)
+            return logits[:, -1], cache.replace(index=jnp.full(prompt.shape, prompt_len, jnp.int32))
+
+        def take_rows(carry):
+            """The next waiting prompts into the first free rows (at most `refill` of them)."""
+            step, last_logits, cache, serving, row_len, done, next_prompt, out = carry
+            free_rows = jnp.argsort(~done, stable=True)[:refill]  # finished rows first
+            k = jnp.arange(refill)
+            valid = k < jnp.minimum(jnp.sum(done), n_real - next_prompt)
+            prompt = jnp.minimum(next_prompt + k, queue - 1)
+            new_logits, new_cache = prefill(prompt)
+            target = jnp.where(valid, free_rows, rows)  # out of range: dropped
+
+            def put(old, new):
+                return old.at[target].set(new.astype(old.dtype), mode="drop")
+
+            cache = jax.tree.map(put, cache, new_cache)
+            return (step, put(last_logits, new_logits), cache, put(serving, prompt), put(row_len, jnp.zeros_like(k)),
+                    put(done, p["max_new_tokens"][prompt] <= 0), next_prompt + jnp.sum(valid), out)
+
+        def cond(carry):
+            _, _, _, _, _, done, next_prompt, _ = carry
+            return ~jnp.all(done) | (next_prompt < n_real)
+
+        def body(carry):
+            waiting = n_real - carry[6]
+            free = jnp.sum(carry[5])
+            carry = jax.lax.cond((waiting > 0) & (free >= jnp.minimum(refill, waiting)), take_rows, lambda c: c, carry)
+            step, last_logits, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped) = carry
+            live = ~done
+            keys = jax.vmap(lambda i, t: jax.random.fold_in(jax.random.fold_in(rng, i), t))(serving, row_len)
+            token = sample_tokens(keys, last_logits, p["temperature"][serving], p["top_k"][serving],
+                                  p["top_p"][serving], self.config.candidates)
+            token = jnp.where(live, token, self.pad_id)
+            at = jnp.where(live, serving, queue)  # a finished row writes nothing
+            tokens = tokens.at[at, row_len].set(token, mode="drop")
+            hit_stop = live & jnp.any(token[:, None] == p["stop_ids"][serving], axis=-1)
+            row_len = row_len + live.astype(jnp.int32)
+            lengths = lengths.at[at].set(row_len, mode="drop")
+            stopped = stopped.at[at].set(hit_stop, mode="drop")
+            done = done | hit_stop | (row_len >= p["max_new_tokens"][serving])
+            last_logits, cache = decode_step(model, layers, token, live, cache, p["adapter_ids"][serving])
+            return step + 1, last_logits, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped)
+
+        first = jnp.arange(rows)
+        last_logits, cache = prefill(first)
+        out = (jnp.full((queue, max_new), self.pad_id, jnp.int32), jnp.zeros((queue,), jnp.int32),
+               jnp.zeros((queue,), jnp.bool_))
+        init = (jnp.zeros((), jnp.int32), last_logits, cache, first, jnp.zeros((rows,), jnp.int32),
+                (p["max_new_tokens"][first] <= 0) | (first >= n_real), jnp.minimum(n_real, rows), out)
+        final = jax.lax.while_loop(cond, body, init)
+        return final[-1], final[0]
 
     # ----------------------------------------------------------------------------- scoring
     def score_continuations(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]],

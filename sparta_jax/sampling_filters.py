@@ -48,9 +48,15 @@ def filtered_logits(logits, temperature, top_k, top_p, candidates: int | None = 
 
 
 def sample_tokens(rng, logits, temperature, top_k, top_p, candidates: int | None = None):
-    """One token per row: argmax where temperature == 0, else a draw from the filtered logits."""
+    """One token per row: argmax where temperature == 0, else a draw from the filtered logits.
+
+    `rng` is one typed key for the batch, or a [batch] array of typed keys, one per row (a row's
+    draw then depends on its own key only, not on where it sits in the batch)."""
     values, ids = filtered_candidates(logits, temperature, top_k, top_p, candidates)
-    choice = jax.random.categorical(rng, values, axis=-1)
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1:
+        choice = jax.vmap(lambda key, v: jax.random.categorical(key, v))(rng, values)
+    else:
+        choice = jax.random.categorical(rng, values, axis=-1)
     sampled = jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0]
     greedy = jnp.argmax(logits, axis=-1)
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)

@@ -217,6 +217,89 @@ def test_sharded_generation_equals_one_device(lora_model):
     np.testing.assert_array_equal(one.tokens, eight.tokens)
 
 
+# ------------------------------------------------------------------ refilled rows (queue)
+def queue_sampler(model, refill_rows, mesh=None):
+    return Sampler(model, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="float32", refill_rows=refill_rows))
+
+
+@pytest.mark.parametrize("refill_rows", [1, 3])
+def test_refilled_rows_equal_one_static_batch(lora_model, refill_rows):
+    """Greedy answers from 3 rows refilled as answers end equal one static batch of every prompt:
+    per-row budgets and stop ids, mixed adapters, prompts of different lengths."""
+    _, model = lora_model
+    prompts = random_prompts(11, TINY["vocab_size"], seed=7)
+    budgets = [int(b) for b in np.random.default_rng(7).integers(1, 30, size=11)]
+    kw = dict(rng=jax.random.key(0), adapter_ids=[0, 1, 2, NO_ADAPTER, 1, 0, 2, 2, 1, 0, NO_ADAPTER],
+              max_new_tokens=budgets, stop_ids=[11, 12], decode=False)
+    static = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32")).generate(model, prompts, **kw)
+    queued = queue_sampler(model, refill_rows).generate(model, prompts, rows=3, **kw)
+    assert "stop" in static.finish_reasons and "length" in static.finish_reasons  # both endings occur
+    np.testing.assert_array_equal(queued.tokens, static.tokens)
+    np.testing.assert_array_equal(queued.lengths, static.lengths)
+    assert queued.finish_reasons == static.finish_reasons
+    # 3 rows decoded all 11 answers: more steps than the longest answer, fewer than a batch of 3 at a time.
+    batches_of_3 = sum(max(static.lengths[i: i + 3]) for i in range(0, 11, 3))
+    assert max(static.lengths) < queued.decode_steps <= batches_of_3 + 11
+
+
+@pytest.mark.parametrize("family", ["mistral_window", "gemma3"])
+def test_refilled_rows_equal_static_batch_with_sliding_windows(family, tmp_path, mesh1):
+    """A refilled row's window counts from its own slots (its cache index is its own)."""
+    save_hf_model(family, tmp_path)
+    model, _ = from_pretrained(str(tmp_path), dtype=jnp.float32, mesh=mesh1, load_tokenizer=False)
+    prompts = random_prompts(7, TINY["vocab_size"], seed=8)
+    kw = dict(rng=jax.random.key(0), max_new_tokens=[3, 12, 5, 9, 14, 2, 11], stop_ids=[], decode=False)
+    static = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32")).generate(model, prompts, **kw)
+    queued = queue_sampler(model, 1).generate(model, prompts, rows=2, **kw)
+    np.testing.assert_array_equal(queued.tokens, static.tokens)
+
+
+def test_sampled_answers_do_not_depend_on_rows(lora_model):
+    """With sampling each prompt draws from its own keys: 2 refilled rows, 4, and every prompt in
+    a row of its own give the same answers (and different keys give different ones)."""
+    _, model = lora_model
+    sampler = queue_sampler(model, 1)
+    prompts = random_prompts(9, TINY["vocab_size"], seed=9)
+    kw = dict(adapter_ids=[0, 1, 2] * 3, temperature=1.0, top_k=20, top_p=0.9, max_new_tokens=[20, 4, 13] * 3,
+              stop_ids=[5], decode=False)
+    runs = [sampler.generate(model, prompts, rng=jax.random.key(4), rows=rows, **kw) for rows in (2, 4, 9)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.tokens, runs[0].tokens)
+        np.testing.assert_array_equal(other.lengths, runs[0].lengths)
+    assert runs[0].decode_steps > runs[1].decode_steps > runs[2].decode_steps
+    changed = sampler.generate(model, prompts, rng=jax.random.key(5), rows=2, **kw)
+    assert (changed.tokens != runs[0].tokens).any()
+
+
+def test_queue_programs_compile_once_per_bucket(lora_model):
+    _, model = lora_model
+    sampler = queue_sampler(model, 2)
+    for n in (5, 7, 8):  # queue of 4 rows x 2
+        sampler.generate(model, random_prompts(n, TINY["vocab_size"], seed=n), rng=jax.random.key(0), rows=4,
+                         max_new_tokens=6, stop_ids=[], decode=False)
+    assert sampler.trace_count == 1
+    sampler.generate(model, random_prompts(9, TINY["vocab_size"], seed=9), rng=jax.random.key(0), rows=4,
+                     max_new_tokens=6, stop_ids=[], decode=False)  # queue 4 x 4
+    assert sampler.trace_count == 2
+
+
+def test_refilled_rows_sharded_equal_one_device(lora_model):
+    folder, model1 = lora_model
+    mesh8 = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    model8, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=mesh8, load_tokenizer=False,
+                                lora=model1.lora_config)
+    for name, var in model1.lora.arrays().items():
+        target = getattr(model8.lora, name)
+        target.set_value(jax.device_put(var, target[...].sharding))
+    prompts = random_prompts(10, TINY["vocab_size"], seed=10)
+    kw = dict(adapter_ids=[0, 1, 2, NO_ADAPTER, 0] * 2, rng=jax.random.key(3), max_new_tokens=[4, 11, 7, 2, 9] * 2,
+              stop_ids=[], decode=False, rows=4)
+    one = queue_sampler(model1, 2).generate(model1, prompts, **kw)
+    eight = queue_sampler(model8, 2, mesh=mesh8).generate(model8, prompts, **kw)
+    np.testing.assert_array_equal(one.tokens, eight.tokens)
+    assert one.decode_steps == eight.decode_steps
+
+
 def test_prompt_longer_than_context_is_refused(lora_model):
     _, model = lora_model
     sampler = Sampler(model, pad_id=0)

@@ -41,7 +41,9 @@ class KVCache:
     contracts the last axis with the queries and the slot axis with the probabilities, so it
     reads the cache where it lies, with no transpose); key_mask [batch, max_length] marks slots
     holding real tokens; next_position [batch] is the RoPE position of each row's next real
-    token; index is the next free slot (shared by all rows: rows are left padded).
+    token; index is the next free slot: a scalar shared by all rows (rows are left padded), or
+    [batch], one per row (a sampler that refills finished rows with new prompts: each row then
+    writes at its own slot, a scatter instead of one slice).
     """
 
     k: tuple[jax.Array, ...]
@@ -296,6 +298,7 @@ class LlamaForCausalLM(nnx.Module):
             adapter_ids = jnp.full((batch,), NO_ADAPTER, jnp.int32)
 
         real_so_far = jnp.cumsum(attention_mask.astype(jnp.int32), axis=1)
+        per_row = cache is not None and cache.index.ndim == 1
         if cache is None:
             positions = jnp.maximum(real_so_far - 1, 0)
             query_slots = jnp.arange(length)
@@ -303,11 +306,16 @@ class LlamaForCausalLM(nnx.Module):
             key_mask = attention_mask
         else:
             positions = jnp.maximum(cache.next_position[:, None] + real_so_far - 1, 0)
-            query_slots = cache.index + jnp.arange(length)
             key_slots = jnp.arange(cache.max_length)
-            key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, cache.index))
+            if per_row:
+                query_slots = cache.index[:, None] + jnp.arange(length)  # [batch, length]
+                key_mask = _write_rows(cache.key_mask, attention_mask, cache.index, axis=0)
+            else:
+                query_slots = cache.index + jnp.arange(length)
+                key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, cache.index))
+        row_query_slots = query_slots if per_row else query_slots[None]  # [batch or 1, length]
 
-        visible = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])
+        visible = key_mask[:, None, :] & (key_slots[None, None, :] <= row_query_slots[:, :, None])
         if suffix_tree is not None:
             if cache is not None:
                 raise ValueError("suffix_tree is for cache-free forward passes")
@@ -325,7 +333,7 @@ class LlamaForCausalLM(nnx.Module):
             if cache is None:
                 distance = positions[:, :, None] - positions[:, None, :]
             else:
-                distance = (query_slots[:, None] - key_slots[None, :])[None]
+                distance = row_query_slots[:, :, None] - key_slots[None, None, :]
             local_visible = visible & (distance < c.sliding_window)
         ropes = {}
         for kind, rope in (("global", c.rope), ("local", c.local_rope or c.rope)):
@@ -422,9 +430,15 @@ class LlamaForCausalLM(nnx.Module):
             for i, (w, lw) in enumerate(layers):  # unrolled: see the module docstring
                 def kv(k, v, i=i):
                     # Write the new tokens into this layer's cache in place, then attend over it.
-                    slot = (0, 0, cache.index, 0)
-                    keys[i] = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 1, 3).astype(keys[i].dtype), slot)
-                    values[i] = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), slot)
+                    k = k.transpose(0, 2, 1, 3).astype(keys[i].dtype)
+                    v = v.transpose(0, 2, 1, 3).astype(values[i].dtype)
+                    if per_row:
+                        keys[i] = _write_rows(keys[i], k, cache.index, axis=1)
+                        values[i] = _write_rows(values[i], v, cache.index, axis=1)
+                    else:
+                        slot = (0, 0, cache.index, 0)
+                        keys[i] = jax.lax.dynamic_update_slice(keys[i], k, slot)
+                        values[i] = jax.lax.dynamic_update_slice(values[i], v, slot)
                     return keys[i].astype(self.dtype), values[i].astype(self.dtype), True
 
                 x = layer(x, w, lw, kv, sliding[i])
@@ -434,6 +448,18 @@ class LlamaForCausalLM(nnx.Module):
                 index=cache.index + length,
             )
         return norm(x, self.final_norm[...]), new_cache
+
+
+def _write_rows(cache_array, new, index, *, axis: int):
+    """Row b of `new` written into row b of `cache_array` from slot index[b] along `axis` (the
+    slot axis of one row): a per-row dynamic_update_slice, which XLA lowers to one scatter."""
+
+    def write(row, update, start):
+        at = [0] * row.ndim
+        at[axis] = start
+        return jax.lax.dynamic_update_slice(row, update, tuple(at))
+
+    return jax.vmap(write)(cache_array, new, index)
 
 
 def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarray, np.ndarray]:
