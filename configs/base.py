@@ -92,7 +92,10 @@ def get_config() -> ml_collections.ConfigDict:
         max_length=96, max_prompt_length=48, logps_chunk=64, remat=False))  # not the paper's: see the docstring
     c.sampler = ml_collections.ConfigDict(dict(
         prompt_buckets=(64, 128, 256, 512, 1024), new_token_buckets=(16, 32, 64, 128, 256, 512),
-        candidates=64, cache_dtype="float32"))
+        candidates=64, cache_dtype="float32",
+        # > 0: rows whose answer ended take the next waiting prompt inside the decode loop, this
+        # many prefilled together; each generate call then queues queue_batches x batch_size prompts
+        refill_rows=0, queue_batches=8))
     c.evaluation = ml_collections.ConfigDict(dict(
         enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
         judge="tribe",  # open-ended ("judged") items: scored by the other members, or by this model folder

@@ -566,8 +566,9 @@ def _layer_shardings(layers, stacked_shape, mesh):
                   jax.tree_util.tree_map_with_path(one("lora"), lw)) for w, lw in layers)
 
 
-def _cache_sds(mesh, model_config, rows: int, length: int, dtype):
-    """The KV cache as the decode loop carries it: rows over the batch axes, kv heads over tensor."""
+def _cache_sds(mesh, model_config, rows: int, length: int, dtype, per_row_index: bool = False):
+    """The KV cache as the decode loop carries it: rows over the batch axes, kv heads over tensor;
+    with `per_row_index` each row's own write slot (the refilled rows' loop)."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     import jax
@@ -584,7 +585,8 @@ def _cache_sds(mesh, model_config, rows: int, length: int, dtype):
         v=tuple(_sds(a.shape, a.dtype, layer) for a in abstract.v),
         key_mask=_batch_sds(mesh, abstract.key_mask.shape, abstract.key_mask.dtype),
         next_position=_batch_sds(mesh, abstract.next_position.shape, abstract.next_position.dtype),
-        index=_replicated(mesh, (), abstract.index.dtype),
+        index=(_batch_sds(mesh, (rows,), abstract.index.dtype) if per_row_index
+               else _replicated(mesh, (), abstract.index.dtype)),
     )
 
 
@@ -614,7 +616,8 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     length = (bucket(int(gen.max_prompt_tokens), sampler.config.prompt_buckets, "prompt length")
               + bucket(int(gen.max_new_tokens), sampler.config.new_token_buckets, "max_new_tokens"))
     layers = _layer_shardings(abstract_layers, lambda prefix, name: state[prefix][name].shape, mesh)
-    cache = _cache_sds(mesh, model_config, rows, length, jnp.dtype(sampler.config.cache_dtype))
+    per_row = sampler.config.refill_rows > 0  # the refilled rows' loop: each row writes at its own slot
+    cache = _cache_sds(mesh, model_config, rows, length, jnp.dtype(sampler.config.cache_dtype), per_row)
     token = _batch_sds(mesh, (rows,), jnp.int32)
     live = _batch_sds(mesh, (rows,), jnp.bool_)
     adapter_ids = _batch_sds(mesh, (rows,), jnp.int32)
@@ -644,7 +647,8 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
         compiled = jax.jit(step, in_shardings=shardings, out_shardings=out_shardings,
                            donate_argnums=(4,)).lower(*args).compile(_hbm_only_options(mesh))
     flops, accessed = roofline_lib.program_cost(compiled)
-    row = roofline_lib.decode_row(f"decode step ({rows} rows, cache {length})", flops=flops, bytes_accessed=accessed,
+    name = f"decode step ({rows} rows, cache {length}{', per-row slots' if per_row else ''})"
+    row = roofline_lib.decode_row(name, flops=flops, bytes_accessed=accessed,
                                   ideal_bytes=ideal, chip=chip, tokens_per_step=rows, chips=mesh.devices.size)
     row["copies"] = roofline_lib.large_copies(compiled.as_text(), layer_bytes)
     return row
@@ -782,15 +786,23 @@ def iteration_roofline(config, mesh, model_config, chip, *, answer_lengths=None,
     eval_prefill, eval_decode = forward(ev.batch_size, ev.max_prompt_tokens, 1, "prefill"), decode(ev)
     reference = once("reference", lambda: reference_roofline(config, mesh, model_config, chip, log=log))
     train = once("dpo", lambda: dpo_step_roofline(config, mesh, model_config, chip, log=log))
+    refill = int(config.sampler.get("refill_rows", 0))
+    refill_programs = []
+    if refill:  # a refill prefills refill_rows prompts (into rows of the running loop)
+        refill_programs = [forward(refill, gen.max_prompt_tokens, 1, "refill prefill"),
+                           forward(refill, ev.max_prompt_tokens, 1, "refill prefill")]
+    refill_seconds = [p["seconds"] for p in refill_programs] or [0.0, 0.0]
     judge_seconds = [p["seconds"] for p in judge_programs] + [0.0, 0.0]
     times = iteration_time.ProgramTimes(
         answer_prefill=answer_prefill["seconds"], answer_decode_step=answer_decode["seconds"],
         judge_call=judge_seconds[0], judge_decode_step=judge_seconds[1], reference_call=reference["seconds"],
-        dpo_step=train["seconds"], eval_prefill=eval_prefill["seconds"], eval_decode_step=eval_decode["seconds"])
+        dpo_step=train["seconds"], eval_prefill=eval_prefill["seconds"], eval_decode_step=eval_decode["seconds"],
+        refill_prefill=refill_seconds[0], eval_refill_prefill=refill_seconds[1])
     phases = iteration_time.iteration_phases(config, times, members=members or _members(config),
                                              answer_lengths=answer_lengths, eval_lengths=answer_lengths,
                                              eval_items=eval_items, share=share)
-    programs = [answer_decode, answer_prefill, *judge_programs, eval_prefill, eval_decode, reference, train]
+    programs = [answer_decode, answer_prefill, *refill_programs, *judge_programs, eval_prefill, eval_decode,
+                reference, train]
     unique = list({id(p): p for p in programs}.values())
     return unique, phases
 

@@ -100,6 +100,10 @@ def validate_config(config) -> None:
                f"must fit the largest sampler.new_token_buckets entry ({max(config.sampler.new_token_buckets)})")
         _check(config, f"{section}.max_prompt_tokens", lambda v: v <= max(config.sampler.prompt_buckets),
                f"must fit the largest sampler.prompt_buckets entry ({max(config.sampler.prompt_buckets)})")
+    if "refill_rows" in config.sampler:  # configs written before the refill have static batches
+        _check(config, "sampler.refill_rows", lambda v: isinstance(v, int) and v >= 0,
+               "must be an integer >= 0 (0: static batches; else how many finished rows are refilled together)")
+        _check(config, "sampler.queue_batches", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     _check(config, "judge.mode", lambda v: v in ("sampled", "logits", "verifier"),
            "must be 'sampled', 'logits' or 'verifier' (a control: the task's answer checker in place of judges)")
     _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic", "uniform"),

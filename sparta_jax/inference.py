@@ -99,13 +99,18 @@ def generate_texts(tribe: Tribe | MixedTribe, jobs: Sequence[tuple[int, list[int
 
 
 def _generate_group(tribe: Tribe, jobs, *, gen_cfg, rng, batch_size: int, progress) -> list[str]:
+    """Static batches of `batch_size` rows; or, with `sampler.refill_rows` > 0, calls of
+    `sampler.queue_batches` x batch_size prompts, each decoded by batch_size rows refilled as
+    answers end (sparta_jax/sampling.py). Progress is reported after each call."""
     order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]))
     out: list[str] = [""] * len(jobs)
-    for b, rows in enumerate(_in_batches(len(jobs), batch_size, order)):
+    queued = tribe.sampler.config.refill_rows > 0
+    per_call = batch_size * (tribe.sampler.config.queue_batches if queued else 1)
+    for b, rows in enumerate(_in_batches(len(jobs), per_call, order)):
         result = tribe.sampler.generate(
             tribe.model, [jobs[i][1] for i in rows], rng=jax.random.fold_in(rng, b),
             adapter_ids=[jobs[i][0] for i in rows], temperature=gen_cfg.temperature, top_k=gen_cfg.top_k,
-            top_p=gen_cfg.top_p, max_new_tokens=gen_cfg.max_new_tokens)
+            top_p=gen_cfg.top_p, max_new_tokens=gen_cfg.max_new_tokens, rows=batch_size if queued else None)
         for i, text in zip(rows, result.texts):
             out[i] = text
         progress(len(rows))

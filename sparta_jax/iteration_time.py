@@ -6,7 +6,9 @@ What one iteration runs (docs/algorithm.md §2; sparta_jax/train.py):
 
 - answers: both duelists answer each of `instructions_per_iteration` instructions, in batches of
   `generation.batch_size` rows: a prefill per batch, then decode steps until the batch's longest
-  answer ends (a static batch decodes every row until then);
+  answer ends (a static batch decodes every row until then); with `sampler.refill_rows` > 0,
+  the rows take waiting prompts as answers end: the steps and refill prefills of that schedule
+  (`queue_schedule`);
 - judging: every other member scores both answers of every duel. `logits` mode: one scoring
   forward per `judge.batch_size` judge prompts; `sampled`: each judge writes up to
   `judge.max_new_tokens` tokens (a prefill and decode steps per batch); `verifier`: no model;
@@ -40,6 +42,9 @@ class ProgramTimes:
     dpo_step: float
     eval_prefill: float
     eval_decode_step: float
+    # With sampler.refill_rows > 0: one prefill of that many prompts into finished rows.
+    refill_prefill: float = 0.0
+    eval_refill_prefill: float = 0.0
 
 
 def expected_longest(lengths: Sequence[int] | None, rows: int, cap: int) -> float:
@@ -51,6 +56,31 @@ def expected_longest(lengths: Sequence[int] | None, rows: int, cap: int) -> floa
     # E[max] = sum_k P(max >= k) = sum_k (1 - F(k - 1) ** rows), F the empirical CDF
     below = np.array([(values < k).mean() for k in range(1, cap + 1)])
     return float(np.sum(1.0 - below ** rows))
+
+
+def queue_schedule(lengths: Sequence[int], rows: int, refill_rows: int) -> tuple[int, int]:
+    """(decode steps, refills) of the sampler's refilled rows (`Sampler.generate(rows=...)` with
+    SamplerConfig.refill_rows) over answers of these lengths, in queue order: the jitted loop's own
+    schedule, step for step. Each step first refills while at least min(refill_rows, waiting)
+    rows are free (each refill one prefill of up to refill_rows prompts), then decodes one token
+    per live row."""
+    lengths = np.asarray(lengths, np.int64)
+    n, refill = len(lengths), min(int(refill_rows), int(rows))
+    if refill < 1:
+        raise ValueError("refill_rows must be >= 1")
+    left = np.zeros(rows, np.int64)  # tokens each row still has to write; 0: free
+    first = min(n, rows)
+    left[:first] = lengths[:first]
+    next_prompt, steps, refills = first, 0, 0
+    while (left > 0).any() or next_prompt < n:
+        while next_prompt < n and (free := np.flatnonzero(left == 0)).size >= min(refill, n - next_prompt):
+            take = free[: min(refill, n - next_prompt)]
+            left[take] = lengths[next_prompt: next_prompt + len(take)]
+            next_prompt += len(take)
+            refills += 1
+        left = np.maximum(left - 1, 0)
+        steps += 1
+    return steps, refills
 
 
 def _batches(items: int, batch: int) -> int:
@@ -74,11 +104,29 @@ def iteration_phases(config, times: ProgramTimes, *, members: int, answer_length
         rows.append(dict(phase=phase, program=program, calls=float(calls), seconds_per_call=float(per_call),
                          seconds=float(calls) * float(per_call)))
 
-    answers = round(2 * duels * share)
-    batches = _batches(answers, int(gen.batch_size))
-    steps = expected_longest(answer_lengths, int(gen.batch_size), int(gen.max_new_tokens))
-    add("answers", f"prefill ({batches} batches)", batches, times.answer_prefill)
-    add("answers", f"decode step ({steps:.0f} per batch)", batches * steps, times.answer_decode_step)
+    refill = int(config.sampler.get("refill_rows", 0))
+    queue_batches = int(config.sampler.get("queue_batches", 8))
+
+    def generation(phase, answers, section, lengths, prefill, decode_step, refill_prefill):
+        batch, cap = int(section.batch_size), int(section.max_new_tokens)
+        if not refill:
+            batches = _batches(answers, batch)
+            steps = expected_longest(lengths, batch, cap)
+            add(phase, f"prefill ({answers} answers, {batches} batches)", batches, prefill)
+            add(phase, f"decode step ({steps:.0f} per batch)", batches * steps, decode_step)
+            return
+        # Refilled rows: the loop's own schedule over the lengths in turn (all at the cap without
+        # measured ones), one call per queue_batches x batch answers, as inference makes them.
+        sizes = np.minimum(np.resize(np.asarray(lengths or [cap], np.int64), answers), cap)
+        per_call = batch * queue_batches
+        calls = [queue_schedule(sizes[i: i + per_call], batch, refill) for i in range(0, answers, per_call)]
+        steps, refills = sum(c[0] for c in calls), sum(c[1] for c in calls)
+        add(phase, f"prefill ({answers} answers, {len(calls)} calls' first rows)", len(calls), prefill)
+        add(phase, f"refill prefill ({refill} rows)", refills, refill_prefill)
+        add(phase, f"decode step ({steps} in {len(calls)} calls)", steps, decode_step)
+
+    generation("answers", round(2 * duels * share), gen, answer_lengths, times.answer_prefill,
+               times.answer_decode_step, times.refill_prefill)
 
     judgments = round(2 * duels * max(members - 2, 0) * share)
     judge_batches = _batches(judgments, int(judge.batch_size))
@@ -101,11 +149,8 @@ def iteration_phases(config, times: ProgramTimes, *, members: int, answer_length
         dev_items, test_items = eval_items or (int(ev.dev), int(ev.test))
         test_answers = test_items * (members if ev.get("test_all_members", False) else 1)
         eval_answers = round(share * (members * dev_items + test_answers))
-        eval_batches = _batches(eval_answers, int(ev.batch_size))
-        eval_steps = expected_longest(eval_lengths, int(ev.batch_size), int(ev.max_new_tokens))
-        add("evaluation", f"prefill ({eval_answers} answers)", eval_batches, times.eval_prefill)
-        add("evaluation", f"decode step ({eval_steps:.0f} per batch)", eval_batches * eval_steps,
-            times.eval_decode_step)
+        generation("evaluation", eval_answers, ev, eval_lengths, times.eval_prefill, times.eval_decode_step,
+                   times.eval_refill_prefill)
     return rows
 
 

@@ -45,13 +45,17 @@ class SamplerConfig:
     # `generate(..., rows=R)`: how many finished rows are refilled with waiting prompts together
     # (one prefill of that many prompts). 0: no refill, static batches of R rows.
     refill_rows: int = 0
+    # With refill: the prompts of one `generate` call in the tribe's inference, as a multiple of
+    # its rows (the queue's tail, where rows run out of prompts, is paid once per call).
+    queue_batches: int = 8
 
     @classmethod
     def from_config(cls, sampler_cfg) -> "SamplerConfig":
         """From a run config's `sampler` section."""
         return cls(prompt_buckets=tuple(sampler_cfg.prompt_buckets), new_token_buckets=tuple(sampler_cfg.new_token_buckets),
                    candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype),
-                   refill_rows=int(sampler_cfg.get("refill_rows", 0)))
+                   refill_rows=int(sampler_cfg.get("refill_rows", 0)),
+                   queue_batches=int(sampler_cfg.get("queue_batches", 8)))
 
 
 @dataclasses.dataclass
@@ -332,7 +336,8 @@ class Sampler:
         """Continuous batching: `rows` rows decode a queue of prompts ([queue, ...] arrays, the
         first `n_real` real). Each step samples a token for every live row and feeds it back;
         when at least `refill_rows` rows have finished (or every waiting prompt has a free row),
-        the next waiting prompts are prefilled together and take those rows: their cache rows are
+        the next waiting prompts are prefilled together and take those rows (again while that
+        many rows are still free): their cache rows are
         overwritten, so each row keeps its own slot index (a per-row cache index). A prompt's
         t-th token is drawn with key fold_in(fold_in(rng, prompt), t). Outputs are per prompt."""
         self.trace_count += 1
@@ -368,10 +373,12 @@ class Sampler:
             _, _, _, _, _, done, next_prompt, _ = carry
             return ~jnp.all(done) | (next_prompt < n_real)
 
-        def body(carry):
+        def refill_due(carry):  # enough free rows for the next refill (or for every waiting prompt)
             waiting = n_real - carry[6]
-            free = jnp.sum(carry[5])
-            carry = jax.lax.cond((waiting > 0) & (free >= jnp.minimum(refill, waiting)), take_rows, lambda c: c, carry)
+            return (waiting > 0) & (jnp.sum(carry[5]) >= jnp.minimum(refill, waiting))
+
+        def body(carry):
+            carry = jax.lax.while_loop(refill_due, take_rows, carry)  # usually 0 or 1 refills
             step, last_logits, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped) = carry
             live = ~done
             keys = jax.vmap(lambda i, t: jax.random.fold_in(jax.random.fold_in(rng, i), t))(serving, row_len)

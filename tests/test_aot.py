@@ -300,7 +300,7 @@ def test_cli_mixed_tribe_table_names_groups_and_their_neighbours(tmp_path):
     # --iteration: each group at its own shapes, at half the answers (3 of 6 members), every pair trained
     phases = json.loads((tmp_path / "aot.json").read_text())["iteration"]["phases"]
     prefills = [r["program"] for r in phases if r["phase"] == "answers" and "prefill" in r["program"]]
-    assert prefills == ["a: prefill (1 batches)", "b: prefill (1 batches)"]  # 6 of the 12 answers each, batches of 8
+    assert prefills == ["a: prefill (6 answers, 1 batches)", "b: prefill (6 answers, 1 batches)"]  # 6 of the 12 answers each, batches of 8
     steps = [r["calls"] for r in phases if r["phase"] == "DPO"]
     assert steps == [3, 3]  # 6 pairs, 2 a step, in each group
     assert "one iteration" in out.stdout

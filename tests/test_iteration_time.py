@@ -5,7 +5,8 @@ import os
 import pytest
 
 from sparta_jax.config_files import load_config
-from sparta_jax.iteration_time import ProgramTimes, expected_longest, format_iteration, iteration_phases, phase_totals
+from sparta_jax.iteration_time import (ProgramTimes, expected_longest, format_iteration, iteration_phases, phase_totals,
+                                       queue_schedule)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMES = ProgramTimes(answer_prefill=2.0, answer_decode_step=0.01, judge_call=3.0, judge_decode_step=0.02,
@@ -72,10 +73,10 @@ def test_a_group_of_a_mixed_tribe_takes_its_share_and_trains_on_every_pair():
     c = load_config(os.path.join(REPO, "configs", "tpu_v4.py"))
     whole = {(r["phase"], r["program"].split(" (")[0]): r["calls"] for r in iteration_phases(c, TIMES, members=6)}
     half = {(r["phase"], r["program"].split(" (")[0]): r for r in iteration_phases(c, TIMES, members=6, share=0.5)}
-    assert half["answers", "prefill"]["program"] == "prefill (4 batches)" and whole["answers", "prefill"] == 8
+    assert half["answers", "prefill"]["program"] == "prefill (1000 answers, 4 batches)" and whole["answers", "prefill"] == 8
     assert half["judging", "prefill"]["program"] == "prefill (4000 judgments)"  # 2000 x 4 judges / 2
     assert half["DPO", "train step"]["calls"] == whole["DPO", "train step"] == 63
-    assert half["evaluation", "prefill"]["program"] == "prefill (1260 answers)"  # (6 x 200 + 1319) / 2
+    assert half["evaluation", "prefill"]["program"] == "prefill (1260 answers, 5 batches)"  # (6 x 200 + 1319) / 2
 
 
 def test_finished_row_share_of_static_batches():
@@ -91,3 +92,41 @@ def test_finished_row_share_of_static_batches():
     prompts = released_prompts()
     assert [source for source, _ in prompts].count("gsm8k test") == 3 and len(prompts) == 12
     assert all(text.endswith("Let's solve this problem step by step.") for s, text in prompts if s.startswith("MATH"))
+
+
+def test_queue_schedule_by_hand():
+    # 2 rows, refill 1 at a time: the rows take answers 3 and 1; answer 1's row is free after
+    # step 1 and takes answer 2 at step 2 (steps 2-3); answer 4 waits for a free row: both are
+    # free after step 3, it takes one at step 4 and ends after step 7.
+    assert queue_schedule([3, 1, 2, 4], rows=2, refill_rows=1) == (7, 2)
+    # Refill 2 at a time: the free row waits for a second one (after step 3), then both refill.
+    assert queue_schedule([3, 1, 2, 4], rows=2, refill_rows=2) == (7, 1)
+    # Static batches would take 3 + 4 steps; a queue with every answer in its own row, the longest.
+    assert queue_schedule([3, 1, 2, 4], rows=4, refill_rows=1) == (4, 0)
+    # The last waiting prompt is refilled alone even when refill_rows asks for more.
+    assert queue_schedule([2, 2, 5], rows=2, refill_rows=2) == (7, 1)
+    assert queue_schedule([0, 0, 0], rows=2, refill_rows=1) == (1, 1)  # an empty answer's refill still takes a step
+    # Both rows free at once with refill_rows 1: two refills before the step, no row idles.
+    assert queue_schedule([1] * 6, rows=2, refill_rows=1) == (3, 4)
+
+
+def test_refilled_rows_follow_the_queue_schedule():
+    """sampler.refill_rows > 0: each call of queue_batches x batch answers is costed by its schedule
+    (lengths taken in turn), its first rows' prefill and its refill prefills."""
+    c = load_config(os.path.join(REPO, "configs", "tpu_v4.py"))
+    c.sampler.refill_rows, c.sampler.queue_batches = 32, 4  # calls of 1024 answers: 1024 + 976
+    c.evaluation.enabled = False
+    times = ProgramTimes(**{**TIMES.__dict__, "refill_prefill": 0.5})
+    lengths = [100, 300, 512, 700]  # 700 is capped at max_new_tokens (512)
+    by = {(r["phase"], r["program"].split(" (")[0]): r for r in iteration_phases(c, times, members=10,
+                                                                               answer_lengths=lengths)}
+    capped = [100, 300, 512, 512] * 500
+    first, second = queue_schedule(capped[:1024], 256, 32), queue_schedule(capped[1024:], 256, 32)
+    assert by["answers", "prefill"]["calls"] == 2
+    assert by["answers", "decode step"]["calls"] == first[0] + second[0]
+    assert by["answers", "refill prefill"]["calls"] == first[1] + second[1]
+    assert by["answers", "refill prefill"]["seconds"] == pytest.approx((first[1] + second[1]) * 0.5)
+    # Fewer steps than static batches, which wait for a 512-token answer in every batch.
+    assert first[0] + second[0] < 8 * 512
+    # (1024 - 256) / 32 = 24 refills fill the first call's queue; 976 - 256 = 720 -> 22.5, so 23.
+    assert (first[1], second[1]) == (24, 23)
