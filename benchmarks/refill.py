@@ -8,7 +8,8 @@ lengths measured by benchmarks/finished_rows.py (benchmarks/data/, the embedded 
 answers at the paper's 512-token budget; no stop tokens, so every method writes the same
 tokens). Static: batches of `--rows` rows, each decoded until its longest answer ends (what the
 sampler did before the refill). Refilled: one `generate(rows=...)` call whose rows take the next
-waiting prompt when their answer ends, `--refill` of them prefilled together. Each row is timed
+waiting prompt when their answer ends, `--refill` of them prefilled together (one queue per
+prompt-length bucket, as the sampler runs them). Each row is timed
 after a compiling call, best of `--repeats`; the decode steps come from the loop itself and match
 `sparta_jax.iteration_time.queue_schedule`.
 """
@@ -44,7 +45,7 @@ def main() -> None:
 
     from sparta_jax.iteration_time import queue_schedule
     from sparta_jax.models.loading import from_pretrained
-    from sparta_jax.sampling import Sampler, SamplerConfig
+    from sparta_jax.sampling import Sampler, SamplerConfig, bucket
     from sparta_jax.tribe import resolve_base
 
     with open(LENGTHS) as f:
@@ -85,7 +86,11 @@ def main() -> None:
             return int(out.decode_steps)
 
         seconds, steps = timed(queued)
-        predicted, refills = queue_schedule(lengths, args.rows, refill)
+        # One queue per prompt-length bucket (the sampler's rule): the schedules add up.
+        buckets = np.array([bucket(len(p), sampler.config.prompt_buckets, "prompt length") for p in prompts])
+        schedules = [queue_schedule([lengths[i] for i in np.flatnonzero(buckets == b)], args.rows, refill)
+                     for b in sorted(set(buckets.tolist()))]
+        predicted, refills = sum(s[0] for s in schedules), sum(s[1] for s in schedules)
         assert steps == predicted, (steps, predicted)
         results.append((f"refilled, {refill} at a time", seconds, steps, refills))
 

@@ -216,19 +216,28 @@ class Sampler:
     # -------------------------------------------------------------------------- generation
     def generate(self, model: LlamaForCausalLM | MemberStack, prompts: Sequence[Sequence[int]], *, rng,
                  adapter_ids=None, temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=64, stop_ids=None,
-                 decode: bool = True, rows: int | None = None) -> Generation:
+                 decode: bool = True, rows: int | None = None, key_ids: Sequence[int] | None = None) -> Generation:
         """Generate for token-id prompts. Per-row settings may be scalars or length-batch lists.
 
         By default every prompt gets a row of one static batch. With `rows` and
         `SamplerConfig.refill_rows` > 0 (and an adapter model, not a MemberStack), the prompts
         wait in a queue and `rows` rows decode them: a row whose answer has ended takes the next
         waiting prompt, inside the jitted loop (`_generate_queue_impl`). Each prompt then draws
-        from its own keys, so its answer does not depend on the row or step it was decoded in.
+        from its own keys (folded from `key_ids`, default its index), so its answer does not
+        depend on the row or step it was decoded in. Prompts of different length buckets queue
+        apart, one loop per bucket: every refill prefills a whole bucket, so one long prompt
+        would otherwise make every prompt's prefill as long as its.
         """
         n = len(prompts)
         if n == 0:
             return Generation(np.zeros((0, 0), np.int32), np.zeros((0,), np.int32), [], [] if decode else None)
         queued = rows is not None and self.config.refill_rows > 0 and not isinstance(model, MemberStack)
+        if queued and len({bucket(len(p), self.config.prompt_buckets, "prompt length") for p in prompts}) > 1:
+            settings = dict(adapter_ids=adapter_ids, temperature=temperature, top_k=top_k, top_p=top_p,
+                            max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+            return self._generate_by_bucket(model, prompts, rng=rng, rows=rows, decode=decode,
+                                            key_ids=np.arange(n) if key_ids is None else np.asarray(key_ids),
+                                            **settings)
         if queued:
             # The queue's length is rows x a power of two: a handful of programs serve every n.
             rows = self._batch_rows(min(int(rows), n))
@@ -251,6 +260,8 @@ class Sampler:
         placed = dict(zip(row_params, self._place(*row_params.values())))
         steps = None
         if queued:
+            keys = _fill(np.arange(n) if key_ids is None else np.asarray(key_ids, np.int32), slots, queue, 0)
+            placed["key_ids"] = self._place(keys.astype(np.int32))[0]
             out, steps = self._generate_queue(state, ids, mask, placed, jnp.asarray(n, jnp.int32), rng, rows=rows,
                                               max_new=max_new)
             steps = int(to_host(steps))
@@ -265,6 +276,31 @@ class Sampler:
         if decode:
             texts = [self.tokenizer.decode(tokens[r, : lengths[r] - int(stopped[r])]) for r in range(n)]
         return Generation(tokens, lengths, reasons, texts, decode_steps=steps)
+
+    def _generate_by_bucket(self, model, prompts, *, rng, rows, decode, key_ids, stop_ids, **per_row) -> Generation:
+        """`generate` in queue mode, one queue per prompt-length bucket; outputs in prompt order."""
+        n = len(prompts)
+        buckets = np.array([bucket(len(p), self.config.prompt_buckets, "prompt length") for p in prompts])
+        per_row_stops = stop_ids is not None and len(stop_ids) and isinstance(stop_ids[0], (list, tuple))
+        parts = []
+        for b in sorted(set(buckets.tolist())):
+            idx = np.flatnonzero(buckets == b)
+            pick = lambda v: v if np.ndim(v) == 0 or v is None else [v[i] for i in idx]  # noqa: E731
+            parts.append((idx, self.generate(
+                model, [prompts[i] for i in idx], rng=rng, rows=rows, decode=decode, key_ids=key_ids[idx],
+                stop_ids=[stop_ids[i] for i in idx] if per_row_stops else stop_ids,
+                **{k: pick(v) for k, v in per_row.items()})))
+        width = max(g.tokens.shape[1] for _, g in parts)
+        tokens = np.full((n, width), self.pad_id, np.int32)
+        lengths, reasons, texts = np.zeros((n,), np.int32), [""] * n, [""] * n
+        for idx, g in parts:
+            tokens[idx, : g.tokens.shape[1]] = g.tokens
+            lengths[idx] = g.lengths
+            for j, i in enumerate(idx):
+                reasons[i] = g.finish_reasons[j]
+                texts[i] = g.texts[j] if decode else ""
+        return Generation(tokens, lengths, reasons, texts if decode else None,
+                          decode_steps=sum(g.decode_steps for _, g in parts))
 
     def _row_params(self, n: int, slots: np.ndarray, rows: int, members: int, *, adapter_ids, temperature, top_k,
                     top_p, max_new_rows, stop_ids) -> dict[str, np.ndarray]:
@@ -339,7 +375,8 @@ class Sampler:
         the next waiting prompts are prefilled together and take those rows (again while that
         many rows are still free): their cache rows are
         overwritten, so each row keeps its own slot index (a per-row cache index). A prompt's
-        t-th token is drawn with key fold_in(fold_in(rng, prompt), t). Outputs are per prompt."""
+        t-th token is drawn with key fold_in(fold_in(rng, key_ids[prompt]), t). Outputs are per
+        prompt."""
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
         queue, prompt_len = ids.shape
@@ -381,7 +418,8 @@ class Sampler:
             carry = jax.lax.while_loop(refill_due, take_rows, carry)  # usually 0 or 1 refills
             step, last_logits, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped) = carry
             live = ~done
-            keys = jax.vmap(lambda i, t: jax.random.fold_in(jax.random.fold_in(rng, i), t))(serving, row_len)
+            keys = jax.vmap(lambda i, t: jax.random.fold_in(jax.random.fold_in(rng, i), t))(p["key_ids"][serving],
+                                                                                          row_len)
             token = sample_tokens(keys, last_logits, p["temperature"][serving], p["top_k"][serving],
                                   p["top_p"][serving], self.config.candidates)
             token = jnp.where(live, token, self.pad_id)

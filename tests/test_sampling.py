@@ -244,6 +244,31 @@ def test_refilled_rows_equal_one_static_batch(lora_model, refill_rows):
     assert queued.decode_steps < sum(max(static.lengths[i: i + 3]) for i in range(0, 11, 3))
 
 
+def test_prompts_of_different_buckets_queue_apart(lora_model):
+    """Prompts of 3-19 tokens (bucket 32) and of 40-60 (bucket 64) run as two queues, each
+    prefilling at its own bucket; answers equal one static batch, in the prompts' order, and
+    sampled answers keep their keys (their index in the call) whatever queue they ran in."""
+    _, model = lora_model
+    short, long = random_prompts(5, TINY["vocab_size"], seed=11), random_prompts(3, TINY["vocab_size"], 12, 40, 60)
+    prompts = [long[0], *short[:3], long[1], *short[3:], long[2]]
+    budgets = [9, 4, 14, 6, 11, 3, 8, 12]
+    kw = dict(rng=jax.random.key(0), adapter_ids=[0, 1, 2, 0, 1, 2, 0, 1], max_new_tokens=budgets, stop_ids=[],
+              decode=False)
+    static = Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32")).generate(model, prompts, **kw)
+    sampler = queue_sampler(model, 1)
+    queued = sampler.generate(model, prompts, rows=2, **kw)
+    np.testing.assert_array_equal(queued.tokens, static.tokens)
+    in_bucket = lambda rows: [budgets[i] for i in rows]  # noqa: E731
+    assert queued.decode_steps == (queue_schedule(in_bucket([1, 2, 3, 5, 6]), 2, 1)[0]
+                                   + queue_schedule(in_bucket([0, 4, 7]), 2, 1)[0])
+    assert sampler.trace_count == 2  # one program per bucket
+    sampled = dict(kw, temperature=1.0, top_k=20)
+    together = sampler.generate(model, prompts, rows=2, **sampled)
+    alone = sampler.generate(model, [prompts[i] for i in (1, 2, 3, 5, 6)], rows=2, key_ids=[1, 2, 3, 5, 6],
+                             **dict(sampled, adapter_ids=[1, 2, 0, 2, 0], max_new_tokens=in_bucket([1, 2, 3, 5, 6])))
+    np.testing.assert_array_equal(together.tokens[[1, 2, 3, 5, 6], :14], alone.tokens)
+
+
 @pytest.mark.parametrize("family", ["mistral_window", "gemma3"])
 def test_refilled_rows_equal_static_batch_with_sliding_windows(family, tmp_path, mesh1):
     """A refilled row's window counts from its own slots (its cache index is its own)."""
