@@ -244,6 +244,26 @@ def test_cli_roofline_table_on_fake_devices(tmp_path):
     assert refused.returncode == 2 and "--peak_tflops" in refused.stderr
 
 
+@pytest.mark.e2e
+def test_cli_iteration_prices_refilled_rows(tmp_path):
+    """--config.sampler.refill_rows=2: the decode step writes per-row cache slots, a refill prefill
+    of 2 prompts is compiled, and the answers are priced by the loop's schedule."""
+    import json
+
+    from sparta_jax.iteration_time import queue_schedule
+
+    out = _cli("--programs=judge_score", "--iteration", "--peak_tflops=1", "--hbm_gbps=100",
+               "--config.sampler.refill_rows=2", f"--json_out={tmp_path / 'aot.json'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    iteration = json.loads((tmp_path / "aot.json").read_text())["iteration"]
+    programs = {r["program"]: r for r in iteration["programs"]}
+    assert "decode step (8 rows, cache 80, per-row slots)" in programs and "refill prefill (2 x 64)" in programs
+    answers = {r["program"].split(" (")[0]: r for r in iteration["phases"] if r["phase"] == "answers"}
+    steps, refills = queue_schedule([12] * 12, 8, 2)  # tiny.py: 12 answers, 8 rows, all at the 12-token cap
+    assert (answers["decode step"]["calls"], answers["refill prefill"]["calls"]) == (steps, refills) == (24, 2)
+    assert answers["refill prefill"]["seconds_per_call"] == programs["refill prefill (2 x 64)"]["seconds"]
+
+
 def mixed_tiny_config():
     """Two groups of the tiny shape: group a as tiny.py's tribe, group b 2 members of rank 8."""
     config = tiny_config()

@@ -28,6 +28,7 @@ def test_paper_gsm8k_iteration_by_hand():
     sampled judges (256 tokens, batches of 512), 16 pairs a DPO step, evaluation of 10 x 200 dev
     and 1319 test answers in batches of 256."""
     c = load_config(os.path.join(REPO, "configs", "tpu_v4.py"))
+    c.sampler.refill_rows = 0  # static batches (the refill: test_refilled_rows_follow_the_queue_schedule)
     rows = iteration_phases(c, TIMES, members=10)
     by = {(r["phase"], r["program"].split(" (")[0]): r for r in rows}
     assert by["answers", "prefill"]["calls"] == 8  # 2000 answers / 256
@@ -50,6 +51,7 @@ def test_paper_gsm8k_iteration_by_hand():
 
 def test_counts_follow_the_judge_mode_replay_epochs_and_eval_items():
     c = load_config(os.path.join(REPO, "configs", "tpu_v4.py"))
+    c.sampler.refill_rows = 0  # static batches
     c.judge.mode, c.judge.batch_size = "logits", 100
     c.dpo.replay_iterations, c.dpo.epochs, c.dpo.pairs_per_step = 1, 2, 32
     c.evaluation.test_all_members = True
@@ -71,6 +73,7 @@ def test_a_group_of_a_mixed_tribe_takes_its_share_and_trains_on_every_pair():
     """Two groups of 3 of a 6-member tribe: each writes half the answers and judgments (4 judges a
     duel, drawn from both groups), answers the dev items with its 3 members, and trains on all pairs."""
     c = load_config(os.path.join(REPO, "configs", "tpu_v4.py"))
+    c.sampler.refill_rows = 0  # static batches
     whole = {(r["phase"], r["program"].split(" (")[0]): r["calls"] for r in iteration_phases(c, TIMES, members=6)}
     half = {(r["phase"], r["program"].split(" (")[0]): r for r in iteration_phases(c, TIMES, members=6, share=0.5)}
     assert half["answers", "prefill"]["program"] == "prefill (1000 answers, 4 batches)" and whole["answers", "prefill"] == 8
