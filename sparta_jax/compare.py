@@ -42,6 +42,8 @@ def arm_label(config: dict) -> str:
         return "verifier control (not Sparta)"
     if config.get("label"):
         return str(config["label"])
+    if config.get("method") == "spin":  # no judgments: the data's reference answers are chosen
+        return f"{method_label(config)}, the reference answers chosen over its own"
     if config.get("method", "sparta") != "sparta":  # a baseline judges itself
         return f"{method_label(config)}, its own {judge} judgments"
     scheme = (config.get("reputation") or {}).get("scheme")

@@ -70,7 +70,7 @@ def test_paper_table_layout_best_cells_and_paired_tests(tmp_path):
     assert "| method | arithmetic | word_problems |" in md
     assert "| Sparta | **0.600 [" in md and "| SPIN | 0.300 [" in md
     assert not table["notes"]
-    assert [a["label"] for a in arms] == ["Sparta, logits judges, static reputation", "SPIN, its own logits judgments",
+    assert [a["label"] for a in arms] == ["Sparta, logits judges, static reputation", "SPIN, the reference answers chosen over its own",
                                           "Sparta, logits judges, uniform reputation", "SPPO, its own logits judgments"]
 
 
