@@ -373,10 +373,9 @@ class Sampler:
         first `n_real` real). Each step samples a token for every live row and feeds it back;
         when at least `refill_rows` rows have finished (or every waiting prompt has a free row),
         the next waiting prompts are prefilled together and take those rows (again while that
-        many rows are still free): their cache rows are
-        overwritten, so each row keeps its own slot index (a per-row cache index). A prompt's
-        t-th token is drawn with key fold_in(fold_in(rng, key_ids[prompt]), t). Outputs are per
-        prompt."""
+        many rows are still free): their cache rows are overwritten, so each row keeps its own
+        slot index (a per-row cache index). A prompt's t-th token is drawn with key
+        fold_in(fold_in(rng, key_ids[prompt]), t). Outputs are per prompt."""
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
         queue, prompt_len = ids.shape
@@ -411,8 +410,9 @@ class Sampler:
             return ~jnp.all(done) | (next_prompt < n_real)
 
         def refill_due(carry):  # enough free rows for the next refill (or for every waiting prompt)
-            waiting = n_real - carry[6]
-            return (waiting > 0) & (jnp.sum(carry[5]) >= jnp.minimum(refill, waiting))
+            _, _, _, _, _, done, next_prompt, _ = carry
+            waiting = n_real - next_prompt
+            return (waiting > 0) & (jnp.sum(done) >= jnp.minimum(refill, waiting))
 
         def body(carry):
             carry = jax.lax.while_loop(refill_due, take_rows, carry)  # usually 0 or 1 refills
