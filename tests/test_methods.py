@@ -171,7 +171,10 @@ class ScriptedSampler:
     the meta-judge prefers the judgment whose score is higher (by candidate log-probs)."""
 
     def __init__(self, tokenizer):
+        from sparta_jax.sampling import SamplerConfig
+
         self.tokenizer = tokenizer
+        self.config = SamplerConfig()  # static batches, as a run's sampler by default
         self.calls = []
 
     def generate(self, model, prompts, *, rng, adapter_ids, **kwargs):
