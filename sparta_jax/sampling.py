@@ -54,8 +54,8 @@ class SamplerConfig:
         """From a run config's `sampler` section."""
         return cls(prompt_buckets=tuple(sampler_cfg.prompt_buckets), new_token_buckets=tuple(sampler_cfg.new_token_buckets),
                    candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype),
-                   refill_rows=int(sampler_cfg.get("refill_rows", 0)),
-                   queue_batches=int(sampler_cfg.get("queue_batches", 8)))
+                   refill_rows=int(sampler_cfg.get("refill_rows", cls.refill_rows)),
+                   queue_batches=int(sampler_cfg.get("queue_batches", cls.queue_batches)))
 
 
 @dataclasses.dataclass
@@ -232,21 +232,21 @@ class Sampler:
         if n == 0:
             return Generation(np.zeros((0, 0), np.int32), np.zeros((0,), np.int32), [], [] if decode else None)
         queued = rows is not None and self.config.refill_rows > 0 and not isinstance(model, MemberStack)
-        if queued and len({bucket(len(p), self.config.prompt_buckets, "prompt length") for p in prompts}) > 1:
-            settings = dict(adapter_ids=adapter_ids, temperature=temperature, top_k=top_k, top_p=top_p,
-                            max_new_tokens=max_new_tokens, stop_ids=stop_ids)
-            return self._generate_by_bucket(model, prompts, rng=rng, rows=rows, decode=decode,
-                                            key_ids=np.arange(n) if key_ids is None else np.asarray(key_ids),
-                                            **settings)
         if queued:
+            buckets = np.array([bucket(len(p), self.config.prompt_buckets, "prompt length") for p in prompts])
+            if len(set(buckets.tolist())) > 1:
+                settings = dict(adapter_ids=adapter_ids, temperature=temperature, top_k=top_k, top_p=top_p,
+                                max_new_tokens=max_new_tokens)
+                return self._generate_by_bucket(model, prompts, buckets, rng=rng, rows=rows, decode=decode,
+                                                key_ids=np.arange(n) if key_ids is None else np.asarray(key_ids),
+                                                stop_ids=self._stop_rows(stop_ids, n), **settings)
             # The queue's length is rows x a power of two: a handful of programs serve every n.
             rows = self._batch_rows(min(int(rows), n))
             queue = rows * (1 << (-(-n // rows) - 1).bit_length())
             state, members, slots = nnx.split(model)[1], 0, np.arange(n)
-            ids, mask = self._prompt_rows(prompts, slots, queue)
         else:
             state, members, slots, queue = self._layout(model, adapter_ids, n)
-            ids, mask = self._prompt_rows(prompts, slots, queue)  # filler rows generate nothing (max_new_tokens 0)
+        ids, mask = self._prompt_rows(prompts, slots, queue)  # filler rows generate nothing (max_new_tokens 0)
         prompt_len = ids.shape[1]
         max_new_rows = _per_row(max_new_tokens, n, np.int32)
         max_new = bucket(int(max_new_rows.max()), self.config.new_token_buckets, "max_new_tokens")
@@ -277,19 +277,19 @@ class Sampler:
             texts = [self.tokenizer.decode(tokens[r, : lengths[r] - int(stopped[r])]) for r in range(n)]
         return Generation(tokens, lengths, reasons, texts, decode_steps=steps)
 
-    def _generate_by_bucket(self, model, prompts, *, rng, rows, decode, key_ids, stop_ids, **per_row) -> Generation:
-        """`generate` in queue mode, one queue per prompt-length bucket; outputs in prompt order."""
+    def _generate_by_bucket(self, model, prompts, buckets: np.ndarray, *, rng, rows, decode, key_ids, stop_ids,
+                            **per_row) -> Generation:
+        """`generate` in queue mode, one queue per prompt-length bucket (`buckets`: each prompt's);
+        outputs in prompt order. `stop_ids` holds each prompt's list."""
         n = len(prompts)
-        buckets = np.array([bucket(len(p), self.config.prompt_buckets, "prompt length") for p in prompts])
-        per_row_stops = stop_ids is not None and len(stop_ids) and isinstance(stop_ids[0], (list, tuple))
         parts = []
         for b in sorted(set(buckets.tolist())):
             idx = np.flatnonzero(buckets == b)
-            pick = lambda v: v if np.ndim(v) == 0 or v is None else [v[i] for i in idx]  # noqa: E731
+            # A per-row setting is cut to the bucket's rows; a scalar (or None) serves them all.
+            pick = lambda v: v if np.ndim(v) == 0 else [v[i] for i in idx]  # noqa: E731
             parts.append((idx, self.generate(
                 model, [prompts[i] for i in idx], rng=rng, rows=rows, decode=decode, key_ids=key_ids[idx],
-                stop_ids=[stop_ids[i] for i in idx] if per_row_stops else stop_ids,
-                **{k: pick(v) for k, v in per_row.items()})))
+                stop_ids=[stop_ids[i] for i in idx], **{k: pick(v) for k, v in per_row.items()})))
         width = max(g.tokens.shape[1] for _, g in parts)
         tokens = np.full((n, width), self.pad_id, np.int32)
         lengths, reasons, texts = np.zeros((n,), np.int32), [""] * n, [""] * n
@@ -302,18 +302,24 @@ class Sampler:
         return Generation(tokens, lengths, reasons, texts if decode else None,
                           decode_steps=sum(g.decode_steps for _, g in parts))
 
-    def _row_params(self, n: int, slots: np.ndarray, rows: int, members: int, *, adapter_ids, temperature, top_k,
-                    top_p, max_new_rows, stop_ids) -> dict[str, np.ndarray]:
-        """Each row's sampling settings, adapter and stop ids, at their slots of `rows`; filler
-        rows get a budget of 0 (they generate nothing)."""
+    def _stop_rows(self, stop_ids, n: int) -> list:
+        """Each of the n rows' stop ids: `stop_ids` is one list for every row, a list per row, or
+        None (the tokenizer's end token)."""
         if stop_ids is None:
             eos = getattr(self.tokenizer, "eos_token_id", None)
             stop_ids = [] if eos is None else [eos]
-        stops = np.full((rows, self.config.max_stop_ids), -1, np.int32)
         stop_rows = stop_ids if (len(stop_ids) and isinstance(stop_ids[0], (list, tuple))) else [stop_ids] * n
         for r, s in enumerate(stop_rows):
             if len(s) > self.config.max_stop_ids:
                 raise ValueError(f"row {r}: {len(s)} stop ids, at most {self.config.max_stop_ids}")
+        return stop_rows
+
+    def _row_params(self, n: int, slots: np.ndarray, rows: int, members: int, *, adapter_ids, temperature, top_k,
+                    top_p, max_new_rows, stop_ids) -> dict[str, np.ndarray]:
+        """Each row's sampling settings, adapter and stop ids, at their slots of `rows`; filler
+        rows get a budget of 0 (they generate nothing)."""
+        stops = np.full((rows, self.config.max_stop_ids), -1, np.int32)
+        for r, s in enumerate(self._stop_rows(stop_ids, n)):
             stops[slots[r], : len(s)] = s
 
         def fill(values, dtype, filler):

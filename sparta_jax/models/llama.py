@@ -298,7 +298,6 @@ class LlamaForCausalLM(nnx.Module):
             adapter_ids = jnp.full((batch,), NO_ADAPTER, jnp.int32)
 
         real_so_far = jnp.cumsum(attention_mask.astype(jnp.int32), axis=1)
-        per_row = cache is not None and cache.index.ndim == 1
         if cache is None:
             positions = jnp.maximum(real_so_far - 1, 0)
             query_slots = jnp.arange(length)
@@ -306,14 +305,10 @@ class LlamaForCausalLM(nnx.Module):
             key_mask = attention_mask
         else:
             positions = jnp.maximum(cache.next_position[:, None] + real_so_far - 1, 0)
+            query_slots = cache.index[..., None] + jnp.arange(length)  # [length], or [batch, length] per row
             key_slots = jnp.arange(cache.max_length)
-            if per_row:
-                query_slots = cache.index[:, None] + jnp.arange(length)  # [batch, length]
-                key_mask = _write_rows(cache.key_mask, attention_mask, cache.index, axis=0)
-            else:
-                query_slots = cache.index + jnp.arange(length)
-                key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, cache.index))
-        row_query_slots = query_slots if per_row else query_slots[None]  # [batch or 1, length]
+            key_mask = _write_slots(cache.key_mask, attention_mask, cache.index, axis=1)
+        row_query_slots = jnp.atleast_2d(query_slots)  # [batch or 1, length]
 
         visible = key_mask[:, None, :] & (key_slots[None, None, :] <= row_query_slots[:, :, None])
         if suffix_tree is not None:
@@ -432,13 +427,8 @@ class LlamaForCausalLM(nnx.Module):
                     # Write the new tokens into this layer's cache in place, then attend over it.
                     k = k.transpose(0, 2, 1, 3).astype(keys[i].dtype)
                     v = v.transpose(0, 2, 1, 3).astype(values[i].dtype)
-                    if per_row:
-                        keys[i] = _write_rows(keys[i], k, cache.index, axis=1)
-                        values[i] = _write_rows(values[i], v, cache.index, axis=1)
-                    else:
-                        slot = (0, 0, cache.index, 0)
-                        keys[i] = jax.lax.dynamic_update_slice(keys[i], k, slot)
-                        values[i] = jax.lax.dynamic_update_slice(values[i], v, slot)
+                    keys[i] = _write_slots(keys[i], k, cache.index, axis=2)
+                    values[i] = _write_slots(values[i], v, cache.index, axis=2)
                     return keys[i].astype(self.dtype), values[i].astype(self.dtype), True
 
                 x = layer(x, w, lw, kv, sliding[i])
@@ -450,16 +440,21 @@ class LlamaForCausalLM(nnx.Module):
         return norm(x, self.final_norm[...]), new_cache
 
 
-def _write_rows(cache_array, new, index, *, axis: int):
-    """Row b of `new` written into row b of `cache_array` from slot index[b] along `axis` (the
-    slot axis of one row): a per-row dynamic_update_slice, which XLA lowers to one scatter."""
+def _write_slots(cache_array, new, index, *, axis: int):
+    """`new` written into `cache_array` [batch, ...] from slot `index` along its slot `axis`.
 
-    def write(row, update, start):
-        at = [0] * row.ndim
-        at[axis] = start
-        return jax.lax.dynamic_update_slice(row, update, tuple(at))
+    A scalar index (every row at the same slot) is one dynamic_update_slice; a [batch] index
+    writes row b from slot index[b]: a per-row dynamic_update_slice, which XLA lowers to one
+    scatter."""
 
-    return jax.vmap(write)(cache_array, new, index)
+    def write(array, update, start, slot_axis):
+        at = [0] * array.ndim
+        at[slot_axis] = start
+        return jax.lax.dynamic_update_slice(array, update, tuple(at))
+
+    if index.ndim == 0:
+        return write(cache_array, new, index, axis)
+    return jax.vmap(lambda row, update, start: write(row, update, start, axis - 1))(cache_array, new, index)
 
 
 def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarray, np.ndarray]:
