@@ -35,15 +35,16 @@ step() {  # step NAME SECONDS COMMAND...
   tar czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
 }
 # Limits from the H200 run of 2026-12-04 (correctness 85 s before the refill tests joined it,
-# sampler 136 s, dpo 65 s, iteration about 210 s), 580 s in all for the device tool's 600 s call.
+# sampler 136 s before its per-step-slicing row joined it, dpo 65 s, iteration about 210 s),
+# 580 s in all for the device tool's 600 s call.
 # Correctness on the GPU before any speed: the parity tests, with jax on the GPU (the reference side
 # runs in torch on the CPU); 8 host devices would be the CPU's, so the mesh tests are left out.
 # The refilled rows' tests (answers equal one static batch) run on the GPU too: gpu_h100.py refills.
-JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest step correctness 130 "$PY" -m pytest -q -p no:cacheprovider \
+JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest step correctness 125 "$PY" -m pytest -q -p no:cacheprovider \
   tests/test_models.py tests/test_sampling.py -k "logits_match or kv_cache_incremental or lora_stack_matches_peft \
-  or mixed_adapter or refilled_rows_equal_one_static_batch or buckets_queue_apart"
-step sampler 150 "$PY" benchmarks/sampler.py --case gpu
-step dpo 90 "$PY" benchmarks/dpo.py --case gpu
+  or mixed_adapter or refilled_rows_equal_one_static_batch or buckets_queue_apart or sliced_in_each_step"
+step sampler 165 "$PY" benchmarks/sampler.py --case gpu
+step dpo 80 "$PY" benchmarks/dpo.py --case gpu
 # One iteration of configs/gpu_h100.py: ten LoRA r64 members on random Qwen2.5-7B weights, 100
 # duels; logits judges (random weights never write a parseable score, so sampled judging would
 # leave DPO without pairs).

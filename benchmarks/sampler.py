@@ -13,6 +13,8 @@ gpu: the Qwen2.5-7B shape with random bf16 weights, prompt 128, 256 new tokens, 
      top-k 50, top-p 0.95, batch 24 and 64, with and without 10 LoRA adapters (r=64, q/k/v/o)
      mixed in one batch; also % of the bandwidth floor (bytes of weights + KV cache read per
      decode step over the measured device copy bandwidth).
+Both cases time one row more with `slice_layers="per_step"` (each decode step slices the layer
+stacks: no copy of the layer weights for the call, at whatever the slicing costs in each step).
 Every row generates exactly the budget (no stop tokens), so tokens/s compare like for like.
 """
 from __future__ import annotations
@@ -99,11 +101,15 @@ def cpu_case():
     prompts = random_prompts(batch, prompt_len, model.config.vocab_size)
     ours = time_ours(sampler, model, prompts, new)
     theirs = time_hf(hf, prompts, new, "cpu")
+    per_step = Sampler(model, tokenizer, config=SamplerConfig(cache_dtype="float32", slice_layers="per_step"))
     # The floor on CPU: XLA's elementwise copy is not the bandwidth its matmuls get, so the floor
     # is measured as what XLA's matmuls achieve: one token per row through every weight (a
     # cache-free 1-token forward, logits included), the least a decode step must do.
-    return [dict(case="SmolLM2-135M f32, batch 8, prompt 64, 64 new", ours=ours, hf=theirs,
-                 floor=batch / weight_pass_seconds(model, batch))], decode_step_curve(model, batch)
+    floor = batch / weight_pass_seconds(model, batch)
+    name = "SmolLM2-135M f32, batch 8, prompt 64, 64 new"
+    return [dict(case=name, ours=ours, hf=theirs, floor=floor),
+            dict(case=name + PER_STEP, ours=time_ours(per_step, model, prompts, new), hf=theirs, floor=floor)], \
+        decode_step_curve(model, batch)
 
 
 def _nbytes(tree) -> int:
@@ -116,7 +122,7 @@ def decode_step_curve(model, batch: int, lengths=(128, 576, 1088), repeats: int 
     from flax import nnx
 
     graphdef, state = nnx.split(model)
-    layers = jax.jit(lambda st: nnx.merge(graphdef, st).layer_weights())(state)
+    layers = jax.jit(lambda st: nnx.merge(graphdef, st).decode_weights())(state)
     step = jax.jit(lambda st, lw, t, c: decode_step(nnx.merge(graphdef, st), lw, t, jnp.ones_like(t, bool), c, None),
                    donate_argnums=3)
     weights = _nbytes(layers) + _nbytes(model.final_norm[...]) + _nbytes(model.unembedding())
@@ -208,6 +214,7 @@ def copy_bandwidth(n_bytes: int = 2**31) -> float:
 
 # The issue's GPU case, and a smoke scale that runs the same code on any machine in seconds
 # (tests run it on CPU so that the one GPU session never meets an untried line).
+PER_STEP = ", layers sliced per step"  # SamplerConfig.slice_layers="per_step" (the others: "per_call")
 GPU_SCALE = dict(shape=QWEN7B, name="Qwen2.5-7B shape", batches=(24, 64), prompt=128, new=256, adapters=10, rank=64)
 SMOKE_SCALE = dict(shape={**QWEN7B, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
                           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
@@ -241,19 +248,26 @@ def gpu_case(scale=GPU_SCALE):
     del hf, shards
     if device == "cuda":
         torch.cuda.empty_cache()
-    sampler = Sampler(model, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="bfloat16"))
+    samplers = {how: Sampler(model, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="bfloat16", slice_layers=how))
+                for how in ("per_call", "per_step")}
     bandwidth = copy_bandwidth(2**31 if device == "cuda" else 2**24)
     base_bytes = sum(v.nbytes for k, v in _flat(model).items() if not k.startswith("lora/"))
     lora_bytes = sum(v.nbytes for k, v in _flat(model).items() if k.startswith("lora/"))
     rows = []
     for batch in scale["batches"]:
         kv_bytes = 2 * config.num_layers * batch * (prompt_len + new) * config.kv_size * 2
-        for adapters in (None, [i % n_adapters for i in range(batch)]):
-            tok_s = time_ours(sampler, model, prompts[batch], new, adapter_ids=adapters)
+        mixed = [i % n_adapters for i in range(batch)]
+        # The layers sliced in each step, on the largest batch with adapters: the call's copy of
+        # the layer weights saved, at whatever each step's slicing costs on this device.
+        for adapters, how in ((None, "per_call"), (mixed, "per_call"), (mixed, "per_step")):
+            if how == "per_step" and batch != max(scale["batches"]):
+                continue
+            tok_s = time_ours(samplers[how], model, prompts[batch], new, adapter_ids=adapters)
             step_bytes = base_bytes + kv_bytes + (lora_bytes if adapters else 0)
             floor = bandwidth / step_bytes * batch
             name = (f"{scale['name']} bf16, batch {batch}, prompt {prompt_len}, {new} new"
-                    + (f", {n_adapters} LoRA r{scale['rank']} mixed" if adapters else ""))
+                    + (f", {n_adapters} LoRA r{scale['rank']} mixed" if adapters else "")
+                    + (PER_STEP if how == "per_step" else ""))
             rows.append(dict(case=name, ours=tok_s, hf=None if adapters else theirs[batch], floor=floor))
     return rows
 

@@ -89,13 +89,17 @@ def get_config() -> ml_collections.ConfigDict:
         beta=0.1, loss_type="sigmoid", label_smoothing=0.0, sft_weight=0.0, min_margin=0.0, replay_iterations=0,
         learning_rate=2e-3, lr_schedule="cosine",
         warmup_ratio=0.0, weight_decay=1e-5, max_grad_norm=1.0, pairs_per_step=2, grad_accum=1, epochs=3,
-        max_length=96, max_prompt_length=48, logps_chunk=64, remat=False))  # not the paper's: see the docstring
+        max_length=96, max_prompt_length=48, logps_chunk=64, remat="none"))  # not the paper's: see the docstring
     c.sampler = ml_collections.ConfigDict(dict(
         prompt_buckets=(64, 128, 256, 512, 1024), new_token_buckets=(16, 32, 64, 128, 256, 512),
         candidates=64, cache_dtype="float32",
         # > 0: rows whose answer ended take the next waiting prompt inside the decode loop, this
         # many prefilled together; each generate call then queues queue_batches x batch_size prompts
-        refill_rows=0, queue_batches=8))
+        refill_rows=0, queue_batches=8,
+        # a decode step's layer weights: "per_call" sliced once per generate call (a copy of them for
+        # the call; on CPU a slice is a copy, so not each step), "per_step" each step slices the
+        # stacks (no copy; free on TPU: configs/paper.py)
+        slice_layers="per_call"))
     c.evaluation = ml_collections.ConfigDict(dict(
         enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
         judge="tribe",  # open-ended ("judged") items: scored by the other members, or by this model folder

@@ -13,4 +13,10 @@ def get_config():
     c.judge.batch_size = 128
     c.dpo.pairs_per_step = 4
     c.distributed.initialize = False
+    # Layer weights sliced once per generate call, not in each step: the TPU compiler fuses a
+    # step's slices into its matmuls, but CPU XLA copies them before each, and XLA:GPU has not
+    # been measured (benchmarks/gpu_session.sh times both). The copy costs 12.8 GiB of the chip
+    # for the call: aot's generate is 38.4 GiB with it, 25.6 GiB with
+    # --config.sampler.slice_layers=per_step.
+    c.sampler.slice_layers = "per_call"
     return c

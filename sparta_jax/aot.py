@@ -35,6 +35,10 @@ iteration calls it. `--answer_lengths=FILE` (a JSON list of token counts) sets t
 per batch to the expected longest of a batch; by default every answer runs to its cap.
 `--eval_items=DEV,TEST` where the config evaluates whole splits of unnamed size.
 
+`--remat_modes=full,dots,none` (with `--roofline`) compiles the DPO step once per backward-pass
+recompute mode (`dpo.remat`: each layer recomputed, all but the projections' outputs, nothing)
+and prints each mode's memory per chip beside its MFU ceiling: what remat buys and costs.
+
 `--topology=cpu:8` runs the same path on 8 (fake) CPU devices, without libtpu.
 `--config.generation.batch_size=64` etc. override config values as for `sparta_jax.main`.
 """
@@ -549,19 +553,24 @@ def group_shapes(config, given: Mapping[str, str]) -> dict:
 
 # ------------------------------------------------------------------------------- roofline
 def _layer_shardings(layers, stacked_shape, mesh):
-    """Each per-layer weight slice sharded like its stack, minus the layer axis."""
+    """What `decode_weights` returns, sharded like the stacks: a StackedLayers as its stacks are
+    (the LoRA ones in their cast dtype), or each per-layer slice like its stack minus the layer axis."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from sparta_jax.models.llama import StackedLayers
     from sparta_jax.sharding import spec_for
 
-    def one(prefix):
+    def one(prefix, drop_layer_axis=True):
         def shard(path, leaf):
             name = path[-1].key
             spec = spec_for(f"{prefix}/{name}", stacked_shape(prefix, name), mesh)
-            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*spec[1:])))
+            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*spec[drop_layer_axis:])))
         return shard
 
+    if isinstance(layers, StackedLayers):
+        return StackedLayers(jax.tree_util.tree_map_with_path(one("layers", False), layers.weights),
+                             jax.tree_util.tree_map_with_path(one("lora", False), layers.lora))
     return tuple((jax.tree_util.tree_map_with_path(one("layers"), w),
                   jax.tree_util.tree_map_with_path(one("lora"), lw)) for w, lw in layers)
 
@@ -609,7 +618,8 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     model, lora = abstract_model(model_config, config, mesh)
     sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
     graphdef, state = nnx.split(model)
-    abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).layer_weights(), state)
+    per_step = sampler.config.slice_layers == "per_step"
+    abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).decode_weights(per_step=per_step), state)
     state = shard_abstract(state, mesh)
     gen = gen or config.generation
     rows = sampler._batch_rows(int(gen.batch_size))
@@ -635,11 +645,13 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     if mesh.devices.flat[0].platform == "tpu":
         # In the decode loop XLA lays out the carried cache and the sliced weights as it likes; a
         # step compiled alone with default argument layouts would add a relayout copy of each.
+        # Stacks the step slices itself are the model's own arrays, in their stored layout.
         from jax.experimental.layout import Format, Layout
 
         auto = lambda tree: jax.tree.map(lambda s: Format(Layout.AUTO, s), tree)  # noqa: E731
         cache_formats = dataclasses.replace(shardings[4], k=auto(shardings[4].k), v=auto(shardings[4].v))
-        shardings = (shardings[0], auto(shardings[1]), *shardings[2:4], cache_formats, shardings[5])
+        shardings = (shardings[0], shardings[1] if per_step else auto(shardings[1]), *shardings[2:4], cache_formats,
+                     shardings[5])
         out_shardings = (Format(Layout.AUTO, logits.sharding), cache_formats)
 
     log(f"compiling one decode step [{rows} rows, cache {length}] ...")
@@ -647,7 +659,8 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
         compiled = jax.jit(step, in_shardings=shardings, out_shardings=out_shardings,
                            donate_argnums=(4,)).lower(*args).compile(_hbm_only_options(mesh))
     flops, accessed = roofline_lib.program_cost(compiled)
-    name = f"decode step ({rows} rows, cache {length}{', per-row slots' if per_row else ''})"
+    name = (f"decode step ({rows} rows, cache {length}{', per-row slots' if per_row else ''}"
+            f"{', layers sliced per step' if per_step else ''})")
     row = roofline_lib.decode_row(name, flops=flops, bytes_accessed=accessed,
                                   ideal_bytes=ideal, chip=chip, tokens_per_step=rows, chips=mesh.devices.size)
     row["copies"] = roofline_lib.large_copies(compiled.as_text(), layer_bytes)
@@ -855,6 +868,38 @@ def dpo_step_roofline(config, mesh, model_config, chip, *, log=None) -> dict:
                                   chip=chip, model_flops=model_flops)
 
 
+def remat_comparison(config, mesh, model_config, chip, modes, *, hbm_gib=None, log=None) -> list[dict]:
+    """The DPO step under each `dpo.remat` mode: its memory per chip (compiled whole at the
+    config's depth) and its roofline (MFU ceiling), as dicts {mode, memory, roofline}."""
+    from sparta_jax.models.llama import remat_mode
+
+    rows = []
+    for mode in modes:
+        mode = remat_mode(mode)
+        variant = config.copy_and_resolve_references()
+        variant.dpo.remat = mode
+        (memory,) = compile_config(variant, mesh, model_config, hbm_gib=hbm_gib, programs=("dpo_step",), log=log)
+        roofline = dpo_step_roofline(variant, mesh, model_config, chip, log=log)
+        roofline["program"] += f", remat {mode}"
+        rows.append(dict(mode=mode, memory=memory, roofline=roofline))
+    return rows
+
+
+def format_remat_rows(rows: list[dict]) -> str:
+    def gib(x):
+        return "?" if x is None else f"{x / GIB:.2f}"
+
+    out = ["\nDPO step by remat mode (per chip):",
+           "| dpo.remat | total GiB | temporaries GiB | fits | flops/chip | roofline time | MFU ceiling |",
+           "|---|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        m, t = r["memory"], r["roofline"]
+        fits = "?" if m["fits"] is None else ("yes" if m["fits"] else "NO")
+        out.append(f"| {r['mode']} | {gib(m['total_bytes'])} | {gib(m['temp_bytes'])} | {fits} | "
+                   f"{t['flops'] / 1e12:.2f} TFLOP | {1e3 * t['seconds']:.1f} ms | {100 * t['mfu']:.1f}% |")
+    return "\n".join(out)
+
+
 def _first_line(message: str) -> str:
     for line in message.splitlines():
         if line.strip():
@@ -919,6 +964,8 @@ def _define_flags():
     flags.DEFINE_list("eval_items", [], "for --iteration: DEV,TEST items one evaluation scores (default: the "
                       "config's evaluation.dev and evaluation.test)")
     flags.DEFINE_float("hbm_gbps", None, "HBM GB/s per chip for --roofline (default: the generation's figure)")
+    flags.DEFINE_list("remat_modes", [], "with --roofline: the DPO step's memory and MFU under each of these "
+                      "dpo.remat modes (none, full, dots)")
 
 
 def _prepare_cpu_devices(spec: str) -> None:
@@ -998,6 +1045,11 @@ def main(argv) -> int:
         print(roofline_lib.format_rows(roofline_rows, chip, header="\nRoofline (per chip):"), flush=True)
         for copy in roofline_rows[0]["copies"]:
             print(f"decode step copies as much as a cache layer or more: {copy}", flush=True)
+        if FLAGS.remat_modes:
+            remat_rows = remat_comparison(config, mesh, model_config, chip, FLAGS.remat_modes,
+                                          hbm_gib=topology.hbm_gib, log=log)
+            print(format_remat_rows(remat_rows), flush=True)
+            roofline_rows += [r["roofline"] for r in remat_rows]
     iteration = None
     if FLAGS.iteration:
         iteration = _print_iteration(config, mesh, FLAGS, log, groups=[(None, config, model_config)])

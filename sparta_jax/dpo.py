@@ -10,7 +10,7 @@ gradient is exactly what a single-member step would give, and gradient clipping 
 per member (a global clip over the stack would couple them).
 
 Log-probabilities are taken from the final hidden states chunk by chunk over the sequence,
-with the chunk recomputed in the backward pass when `remat` is on, so [rows, length, vocab] is
+with the chunk recomputed in the backward pass unless `remat` is "none", so [rows, length, vocab] is
 never held in float32 at once.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from sparta_jax.dpo_loss import dpo_loss, dpo_metrics
+from sparta_jax.models.llama import remat_mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,14 +54,19 @@ class DPOConfig:
     max_length: int = 512
     max_prompt_length: int = 256
     logps_chunk: int = 128
-    # Recompute each layer's activations (and each log-prob chunk's logits) in the backward pass:
-    # memory for one layer, but a third more compute. On for the 7B configs; the CPU configs turn
-    # it off (a 135M model's activations are small, and the recompute was the CPU step's gap to
-    # PyTorch: BENCHMARKS.md, "DPO step").
-    remat: bool = True
+    # What the backward pass recomputes (models.llama.REMAT_MODES): "full" (True) each layer, from
+    # its input: memory for one layer, a third more compute; "dots" all but the projections'
+    # outputs, which it keeps; "none" (False) nothing. Each log-prob chunk's logits are recomputed
+    # unless "none". The 7B configs use "dots" where it fits; the CPU configs turn it off (a 135M
+    # model's activations are small, and the recompute was the CPU step's gap to PyTorch:
+    # BENCHMARKS.md, "DPO step").
+    remat: bool | str = True
     # Unroll every scan (micro-batches, layers, log-prob chunks): the same math, compiled for XLA's
     # cost analysis, which counts a loop's body once (`sparta_jax.aot --roofline`). Slow to compile.
     unroll_scans: bool = False
+
+    def __post_init__(self):
+        remat_mode(self.remat)  # a ValueError naming the modes
 
 
 def dpo_config(config) -> DPOConfig:
@@ -176,7 +182,7 @@ def make_optimizer(cfg: DPOConfig, member_axis: Callable[[str], int]) -> optax.G
 
 # ------------------------------------------------------------------------------- log-probs
 def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: int = 128,
-                   remat: bool = False, unroll: bool = False) -> jax.Array:
+                   remat: bool | str = False, unroll: bool = False) -> jax.Array:
     """Sum of log p(token | prefix) over the response tokens of each row: [rows] float32."""
     rows, length = ids.shape
     hidden = model.hidden_states(ids, mask, adapter_ids=adapter_ids, remat=remat, unroll=unroll)[:, :-1]  # t predicts t + 1
@@ -199,7 +205,7 @@ def sequence_logps(model, ids, mask, response_mask, *, adapter_ids=None, chunk: 
         return jnp.sum((picked - jax.nn.logsumexp(logits, axis=-1)) * w, axis=-1)
 
     # With remat a chunk's float32 logits are recomputed in the backward pass, not stored.
-    chunk_fn = jax.checkpoint(chunk_logps) if remat else chunk_logps
+    chunk_fn = chunk_logps if remat_mode(remat) == "none" else jax.checkpoint(chunk_logps)
 
     def body(total, xs):
         return total + chunk_fn(*xs), None

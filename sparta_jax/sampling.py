@@ -33,6 +33,9 @@ class PromptTooLongError(SpartaError, ValueError):
     pass
 
 
+SLICE_LAYERS = ("per_call", "per_step")
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """Static shape choices. Values inside a bucket share one compiled program."""
@@ -48,6 +51,14 @@ class SamplerConfig:
     # With refill: the prompts of one `generate` call in the tribe's inference, as a multiple of
     # its rows (the queue's tail, where rows run out of prompts, is paid once per call).
     queue_batches: int = 8
+    # Where a decode step's layer weights come from (LlamaForCausalLM.decode_weights): "per_call",
+    # sliced out of the stacks once per generate call (a copy of the layer weights for the call's
+    # length); "per_step", each step slices the stacks (no copy: free on TPU, a copy per step on CPU).
+    slice_layers: str = "per_call"
+
+    def __post_init__(self):
+        if self.slice_layers not in SLICE_LAYERS:
+            raise ValueError(f"slice_layers {self.slice_layers!r}: one of {', '.join(SLICE_LAYERS)}")
 
     @classmethod
     def from_config(cls, sampler_cfg) -> "SamplerConfig":
@@ -55,7 +66,8 @@ class SamplerConfig:
         return cls(prompt_buckets=tuple(sampler_cfg.prompt_buckets), new_token_buckets=tuple(sampler_cfg.new_token_buckets),
                    candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype),
                    refill_rows=int(sampler_cfg.get("refill_rows", cls.refill_rows)),
-                   queue_batches=int(sampler_cfg.get("queue_batches", cls.queue_batches)))
+                   queue_batches=int(sampler_cfg.get("queue_batches", cls.queue_batches)),
+                   slice_layers=str(sampler_cfg.get("slice_layers", cls.slice_layers)))
 
 
 @dataclasses.dataclass
@@ -344,7 +356,7 @@ class Sampler:
         batch, prompt_len = ids.shape
         logits, cache = model.prefill(ids, mask, prompt_len + max_new, adapter_ids=p["adapter_ids"],
                                       cache_dtype=jnp.dtype(self.config.cache_dtype))
-        layers = model.layer_weights()  # sliced once here, so no decode step slices the stacks
+        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step")
 
         def sample(step, last_logits):
             key = jax.random.fold_in(rng, step)
@@ -387,7 +399,7 @@ class Sampler:
         queue, prompt_len = ids.shape
         refill = min(self.config.refill_rows, rows)
         cache_dtype = jnp.dtype(self.config.cache_dtype)
-        layers = model.layer_weights()  # sliced once here, so no decode step slices the stacks
+        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step")
 
         def prefill(prompt):  # prompt indices [k] -> (last-position logits [k, vocab], per-row-index cache)
             logits, cache = model.prefill(ids[prompt], mask[prompt], prompt_len + max_new,
@@ -531,7 +543,7 @@ def decode_step(model: LlamaForCausalLM, layers, token, live, cache, adapter_ids
     """One token per row through the model: (next-token logits [batch, vocab], updated cache).
 
     The body of the sampler's decode loop, and the program `sparta_jax.aot --roofline` and the
-    cache tests compile on their own. `layers` is `model.layer_weights()`.
+    cache tests compile on their own. `layers` is `model.decode_weights(...)`.
     """
     logits, cache = model.extend(token[:, None], live[:, None], cache, adapter_ids=adapter_ids, layers=layers)
     return logits[:, -1], cache

@@ -92,6 +92,24 @@ def test_arguments_are_the_parameter_shards(setup):
 
 
 @pytest.mark.e2e
+def test_generate_slicing_layers_per_step_holds_no_second_copy_of_them():
+    """sampler.slice_layers: "per_call" slices every layer's weights (and LoRA factors) out of the
+    stacks for the call, so generate's temporaries hold a copy of them; "per_step" does not."""
+    temps = {}
+    for how in ("per_call", "per_step"):
+        config = tiny_config()
+        config.sampler.slice_layers = how
+        mesh = aot.topology_mesh(aot.get_topology(TOPOLOGY), config.mesh)
+        (row,) = aot.compile_config(config, mesh, "tiny", hbm_gib=1.0, programs=("generate",))
+        temps[how] = row["temp_bytes"]
+    model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
+    _, state = nnx.split(model)
+    sharded = aot.shard_abstract(state, mesh)
+    copy = _per_device_bytes(sharded["layers"], mesh) + _per_device_bytes(sharded["lora"], mesh)
+    assert 0.9 * copy <= temps["per_call"] - temps["per_step"] <= 1.1 * copy, (temps, copy)
+
+
+@pytest.mark.e2e
 def test_dpo_step_holds_lora_moments_and_donates_the_train_state(setup):
     config, mesh, rows = setup
     model, _ = aot.abstract_model(aot.resolve_model_shape("tiny"), config)
@@ -242,6 +260,26 @@ def test_cli_roofline_table_on_fake_devices(tmp_path):
 
     refused = _cli("--programs=judge_score", "--roofline")
     assert refused.returncode == 2 and "--peak_tflops" in refused.stderr
+
+
+@pytest.mark.e2e
+def test_remat_modes_trade_memory_for_flops(setup):
+    """`--remat_modes` (aot.remat_comparison): the DPO step per `dpo.remat` mode. Recomputing each
+    layer ("full") costs the most flops and the least memory, nothing recomputed ("none", the tiny
+    config's own mode) the reverse, keeping the projections' outputs ("dots") lies between."""
+    config, mesh, rows = setup
+    chip = aot.roofline_chip(TOPOLOGY, 1.0, 100.0)
+    by_mode = {r["mode"]: r for r in aot.remat_comparison(config, mesh, aot.resolve_model_shape("tiny"), chip,
+                                                          ["full", "dots", "none"], hbm_gib=1.0)}
+    full, dots, none = (by_mode[m] for m in ("full", "dots", "none"))
+    assert none["memory"]["temp_bytes"] == rows["dpo_step"]["temp_bytes"]
+    assert full["roofline"]["flops"] > dots["roofline"]["flops"] > none["roofline"]["flops"]
+    assert full["roofline"]["mfu"] < dots["roofline"]["mfu"] < none["roofline"]["mfu"]
+    assert full["memory"]["temp_bytes"] < dots["memory"]["temp_bytes"] <= none["memory"]["temp_bytes"]
+    assert dots["roofline"]["program"].endswith(", remat dots")
+    table = aot.format_remat_rows(list(by_mode.values())).splitlines()
+    assert table[1].startswith("DPO step by remat mode") and [line.split("|")[1].strip() for line in table[4:]] == [
+        "full", "dots", "none"]
 
 
 @pytest.mark.e2e

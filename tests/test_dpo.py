@@ -112,10 +112,11 @@ def test_step_zero_is_log2_and_members_equal_single_steps(base_dir, mesh1):
 
 @pytest.mark.e2e
 def test_gradient_accumulation_equals_one_big_batch(base_dir, mesh1):
-    """And neither recomputation (remat off) nor unrolled scans (for costing) change the step."""
+    """And neither what is recomputed (remat "full", off, or "dots") nor unrolled scans (for costing)
+    change the step."""
     batch = make_batch(seed=1)
     results = []
-    variants = (dict(grad_accum=1), dict(grad_accum=2), dict(grad_accum=2, remat=False),
+    variants = (dict(grad_accum=1), dict(grad_accum=2), dict(grad_accum=2, remat=False), dict(grad_accum=2, remat="dots"),
                 dict(grad_accum=2, unroll_scans=True, logps_chunk=6))
     for variant in variants:
         cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, max_grad_norm=0.0, **variant)
@@ -341,3 +342,31 @@ def test_after_training_figures_weigh_every_pair_once(n_pairs, per_step, epochs)
     for a, b in zip(steps, once):  # the batches both share are the same steps (their references reused)
         if len(a) == len(b):
             np.testing.assert_array_equal(a, b)
+
+
+def test_remat_modes_keep_what_they_say():
+    """The backward pass's stored activations (XLA's temporaries of the gradient): "none" keeps
+    every activation, "full" each layer's input only, "dots" that plus every projection's output
+    (base and LoRA), so it sits between the two by about the projections' outputs."""
+    from sparta_jax.models.config import ModelConfig
+    from sparta_jax.models.llama import LlamaForCausalLM
+
+    config = ModelConfig.from_hf_dict({**TINY, "num_hidden_layers": 4, "architectures": ["LlamaForCausalLM"]})
+    graphdef, trainable, frozen = dpo.split_lora(
+        LlamaForCausalLM(config, lora=uniform_lora_config(2, 4, 8.0), rngs=nnx.Rngs(0)))
+    rows, length = 8, 128
+    ids = jnp.ones((rows, length), jnp.int32)
+    temps = {}
+    for mode in ("none", "dots", "full"):
+        def loss(t, mode=mode):
+            hidden = nnx.merge(graphdef, t, frozen).hidden_states(ids, adapter_ids=jnp.zeros((rows,), jnp.int32),
+                                                                  remat=mode)
+            return jnp.sum(hidden**2)
+
+        temps[mode] = jax.jit(jax.grad(loss)).lower(trainable).compile().memory_analysis().temp_size_in_bytes
+    d, kv = config.hidden_size, config.num_kv_heads * config.head_dim
+    projections = config.num_layers * rows * length * (d + 2 * kv + d + 3 * config.intermediate_size) * 4
+    assert temps["full"] < temps["dots"] < temps["none"], temps
+    assert projections <= temps["dots"] - temps["full"] <= 1.2 * projections, (temps, projections)
+    with pytest.raises(ValueError, match="remat 'some': one of none, full, dots"):
+        dpo.DPOConfig(remat="some")

@@ -33,7 +33,8 @@ def test_sampler_gpu_case_runs():
     rows = run_smoke("sampler.py")
     assert [r[0].split(" bf16, ", 1)[1] for r in rows] == [
         "batch 4, prompt 16, 16 new", "batch 4, prompt 16, 16 new, 3 LoRA r4 mixed",
-        "batch 8, prompt 16, 16 new", "batch 8, prompt 16, 16 new, 3 LoRA r4 mixed"]
+        "batch 8, prompt 16, 16 new", "batch 8, prompt 16, 16 new, 3 LoRA r4 mixed",
+        "batch 8, prompt 16, 16 new, 3 LoRA r4 mixed, layers sliced per step"]
     for case, ours, hf, ratio, floor in rows:
         assert number(ours) > 0
         assert "% of " in floor and number(floor.split("% of ")[1]) > 0

@@ -38,7 +38,7 @@ def _compiled_decode_step(lora: bool):
     config = ModelConfig.from_hf_dict(SMOL_LAYERS)
     model = LlamaForCausalLM(config, lora=uniform_lora_config(3, 8, 16.0) if lora else None, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    layers = jax.jit(lambda st: nnx.merge(graphdef, st).layer_weights())(state)
+    layers = jax.jit(lambda st: nnx.merge(graphdef, st).decode_weights())(state)
     cache = init_cache(config, BATCH, CACHE, jnp.float32)
     adapter_ids = jnp.arange(BATCH, dtype=jnp.int32) % 3 if lora else jnp.full((BATCH,), -1, jnp.int32)
 
@@ -97,7 +97,7 @@ def test_generate_loop_neither_copies_cache_nor_slices_weights_per_step():
     bodies = set(re.findall(r"while\(.*?body=%([\w.\-]+)", hlo))
     decode = {b for b in bodies if re.search(r"^%" + re.escape(b) + r" \(.*" + re.escape(cache_layer), hlo, re.M)}
     assert len(decode) == 1, (bodies, decode)
-    smallest_weight = min(_nbytes(w) for w in jax.tree.leaves(model.layer_weights()) if w.ndim == 2)
+    smallest_weight = min(_nbytes(w) for w in jax.tree.leaves(model.decode_weights()) if w.ndim == 2)
     assert [c for c in roofline.large_copies(hlo, smallest_weight) if c["computation"] in decode] == []
 
 

@@ -218,6 +218,48 @@ def test_sharded_generation_equals_one_device(lora_model):
     np.testing.assert_array_equal(one.tokens, eight.tokens)
 
 
+@pytest.mark.parametrize("refill_rows", [0, 2])
+def test_layers_sliced_in_each_step_equal_layers_sliced_once(lora_model, refill_rows):
+    """`slice_layers="per_step"` (each decode step slices the layer stacks: no copy of the weights
+    for the call) gives the tokens of `"per_call"`, sampled with mixed adapters, in static batches
+    and in refilled rows."""
+    _, model = lora_model
+    prompts = random_prompts(7, TINY["vocab_size"], seed=21)
+    kw = dict(rng=jax.random.key(5), adapter_ids=[0, 1, 2, NO_ADAPTER, 2, 1, 0], max_new_tokens=[12, 5, 9, 12, 3, 8, 10],
+              temperature=0.9, top_k=20, stop_ids=[], decode=False, **({"rows": 3} if refill_rows else {}))
+    out = {how: Sampler(model, pad_id=0, config=SamplerConfig(cache_dtype="float32", refill_rows=refill_rows,
+                                                              slice_layers=how)).generate(model, prompts, **kw)
+           for how in ("per_call", "per_step")}
+    np.testing.assert_array_equal(out["per_step"].tokens, out["per_call"].tokens)
+    np.testing.assert_array_equal(out["per_step"].lengths, [12, 5, 9, 12, 3, 8, 10])
+    assert len({tuple(t) for t in out["per_call"].tokens[:4]}) == 4  # the adapters make the rows differ
+    with pytest.raises(ValueError, match="slice_layers 'each'"):
+        SamplerConfig(slice_layers="each")
+
+
+def test_decode_weights_are_the_stacks_in_the_compute_dtype(lora_model):
+    """Sliced once or left stacked, `decode_weights` holds each layer's stored weights and its LoRA
+    factors cast to the compute dtype (a bfloat16 model with float32 adapters reads bfloat16 ones)."""
+    from sparta_jax.models.llama import StackedLayers
+
+    _, model = lora_model
+    weights, lora = model.layers.arrays(), model.lora.arrays()
+    stacked = model.decode_weights(per_step=True)
+    assert isinstance(stacked, StackedLayers)
+    jax.tree.map(np.testing.assert_array_equal, (stacked.weights, stacked.lora), (weights, lora))
+    for sliced in (model.decode_weights(), stacked.per_layer()):
+        assert len(sliced) == TINY["num_hidden_layers"]
+        for i, (w, lw) in enumerate(sliced):
+            jax.tree.map(np.testing.assert_array_equal, (w, lw),
+                         ({n: a[i] for n, a in weights.items()}, {n: a[i] for n, a in lora.items()}))
+    half = jax.tree.map(lambda x: x, model)
+    half.dtype = jnp.bfloat16
+    assert model.lora.q_proj_a[...].dtype == jnp.float32
+    lw = half.decode_weights(per_step=True).lora
+    assert {a.dtype for a in lw.values()} == {jnp.dtype(jnp.bfloat16)}
+    np.testing.assert_array_equal(lw["q_proj_a"], model.lora.q_proj_a[...].astype(jnp.bfloat16))
+
+
 # ------------------------------------------------------------------ refilled rows (queue)
 def queue_sampler(model, refill_rows, mesh=None):
     return Sampler(model, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="float32", refill_rows=refill_rows))

@@ -10,12 +10,15 @@ shifts nothing. The KV cache is a plain pytree passed in and returned, which is 
 `jax.lax.while_loop` decode wants; cache slots are written in place by dynamic updates.
 
 The cached path (`extend`, what each decode step runs) unrolls its layers instead, each on its
-own weights and its own cache arrays (`layer_weights`, `KVCache`), as inference stacks usually
+own weights and its own cache arrays (`decode_weights`, `KVCache`), as inference stacks usually
 do: a decode step is bound by memory bandwidth, and a layer scan makes XLA slice each layer's
 weights and cache out of the stacks, which on CPU (and GPU) is a copy before every matmul (the
 cost of a step then grew with the cache: 73 to 184 ms from 128 to 1088 slots on CPU). Unrolled,
-a step reads each weight and each cached key once and writes only the new slots. `prefill`
-fills a fresh cache with the layer scan: a prompt is read once per call.
+a step reads each weight and each cached key once and writes only the new slots. Its weights are
+either sliced out of the stacks once per generate call (a copy of the layer weights for the call)
+or left stacked for each step to slice at a static index, which the TPU compiler fuses into the
+matmuls (no copy, the same bytes per step); CPU XLA copies such a slice. `prefill` fills a fresh
+cache with the layer scan: a prompt is read once per call.
 """
 from __future__ import annotations
 
@@ -31,6 +34,32 @@ from sparta_jax.models.lora import NO_ADAPTER, LoraConfig, LoraParam, LoraScalin
 # Masked attention logits get a large finite value rather than -inf, so a query that sees no
 # key at all (a left-padding position) yields a uniform softmax instead of NaN.
 _MASKED = -1e30
+
+# What the backward pass of a training forward recomputes (`remat`): "none" stores every
+# activation; "full" stores each layer's input only and recomputes the layer (memory for one
+# layer, a third more compute); "dots" stores the outputs of the matmuls without batch
+# dimensions (the projections, base and LoRA: the big, costly ones) and recomputes the rest
+# (norms, RoPE, activations, attention).
+REMAT_MODES = ("none", "full", "dots")
+
+
+def remat_mode(remat) -> str:
+    """`remat` as one of REMAT_MODES; True and False are "full" and "none"."""
+    if isinstance(remat, bool) or remat is None:
+        return "full" if remat else "none"
+    if remat not in REMAT_MODES:
+        raise ValueError(f"remat {remat!r}: one of {', '.join(REMAT_MODES)} (or True / False)")
+    return remat
+
+
+def checkpointed(fn, remat):
+    """fn as the backward pass should see it under `remat` (see REMAT_MODES)."""
+    mode = remat_mode(remat)
+    if mode == "none":
+        return fn
+    if mode == "full":
+        return jax.checkpoint(fn)
+    return jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
 
 
 @struct.dataclass
@@ -55,6 +84,21 @@ class KVCache:
     @property
     def max_length(self) -> int:
         return self.k[0].shape[2]
+
+
+@struct.dataclass
+class StackedLayers:
+    """The layer weights as a decode step reads them when it slices them itself: the base stacks
+    as stored, the LoRA stacks in the compute dtype. `per_layer()` slices them (inside a traced
+    step: in every step)."""
+
+    weights: dict[str, jax.Array]
+    lora: dict[str, jax.Array]
+
+    def per_layer(self) -> tuple[tuple[dict, dict], ...]:
+        num_layers = next(iter(self.weights.values())).shape[0]
+        return tuple(({n: a[i] for n, a in self.weights.items()}, {n: a[i] for n, a in self.lora.items()})
+                     for i in range(num_layers))
 
 
 def init_cache(config: ModelConfig, batch: int, max_length: int, dtype=jnp.bfloat16) -> KVCache:
@@ -189,12 +233,12 @@ class LlamaForCausalLM(nnx.Module):
         hidden, _ = self._forward(input_ids, attention_mask, adapter_ids, cache=None)
         return self.logits_from_hidden(hidden)
 
-    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None, remat: bool = False,
+    def hidden_states(self, input_ids, attention_mask=None, *, adapter_ids=None, remat: bool | str = False,
                       suffix_tree: tuple[int, ...] | None = None, unroll: bool = False) -> jax.Array:
         """Final-normed hidden states [batch, length, hidden]; unembed only what you need.
 
-        `remat` recomputes each layer in the backward pass instead of storing its activations
-        (training memory then grows with one layer's activations, not all of them).
+        `remat` (REMAT_MODES; True = "full") recomputes each layer, or all but its matmul outputs,
+        in the backward pass instead of storing its activations.
         `suffix_tree` (static) makes the last T slots a token tree instead of a sequence: entry i
         is the parent of suffix slot i (an earlier suffix slot, or -1 for a child of the last
         prefix token). Each suffix token then sees the prefix and its own ancestors only, at the
@@ -239,23 +283,27 @@ class LlamaForCausalLM(nnx.Module):
     def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, layers=None):
         """Run new tokens through the model against a KV cache: (logits, updated cache).
 
-        `layers` is `self.layer_weights()` computed once by the caller: a decode loop should
-        slice the stacks before the loop, not in every step.
+        `layers` is `self.decode_weights(...)` computed once by the caller, outside its decode loop.
         """
-        layers = self.layer_weights() if layers is None else layers
+        layers = self.decode_weights() if layers is None else layers
         hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache, layers=layers)
         return self.logits_from_hidden(hidden), cache
 
-    def layer_weights(self) -> tuple[tuple[dict, dict], ...]:
-        """(weights, LoRA factors) of each layer, sliced from the stacks: what `extend` reads.
+    def decode_weights(self, *, per_step: bool = False):
+        """The layer weights `extend` reads, prepared once per generate call.
 
-        Slicing copies (XLA keeps each array whole), so a sampler does it once per call, outside
-        its decode loop; the copies live as long as that call.
+        LoRA factors are cast to the compute dtype here (a copy a few percent of the weights'
+        size): a step would otherwise read them in their stored dtype (float32) and cast them,
+        and the TPU compiler does not fuse that cast with a slice of the stacks. Then either
+        (per_step=False) every layer's weights are sliced out of the stacks, a copy of the layer
+        weights that lives as long as the call, or (per_step=True) the stacks are left whole in a
+        `StackedLayers` for each step to slice: no copy, and on TPU the same bytes per step (the
+        slices fuse into the matmuls); on CPU each step copies its slices.
         """
         weights = self.layers.arrays()
-        lora_weights = self.lora.arrays() if self.lora is not None else {}
-        return tuple(({n: a[i] for n, a in weights.items()}, {n: a[i] for n, a in lora_weights.items()})
-                     for i in range(self.config.num_layers))
+        lora = {n: a.astype(self.dtype) for n, a in self.lora.arrays().items()} if self.lora is not None else {}
+        stacked = StackedLayers(weights, lora)
+        return stacked if per_step else stacked.per_layer()
 
     def unembedding(self) -> jax.Array:
         """The [hidden, vocab] output projection (the embedding transposed when tied)."""
@@ -283,7 +331,7 @@ class LlamaForCausalLM(nnx.Module):
             return x
         return jax.lax.with_sharding_constraint(x, sharding)
 
-    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None, remat: bool = False,
+    def _forward(self, input_ids, attention_mask, adapter_ids, cache: KVCache | None, remat: bool | str = False,
                  suffix_tree: tuple[int, ...] | None = None, layers=None, unroll: bool = False,
                  collect_kv: bool = False):
         """(final-normed hidden states, extra): extra is the updated cache when `cache` is given,
@@ -418,10 +466,12 @@ class LlamaForCausalLM(nnx.Module):
                 x = layer(x, w, lw, kv, flag if mixed else sliding[0])
                 return x, (seen[0] if collect_kv else None)
 
-            x, new_cache = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (weights, lora_weights, flags),
+            x, new_cache = jax.lax.scan(checkpointed(body, remat), x, (weights, lora_weights, flags),
                                         unroll=unroll)
         else:
             keys, values = list(cache.k), list(cache.v)
+            if isinstance(layers, StackedLayers):  # sliced here, in the step (see decode_weights)
+                layers = layers.per_layer()
             for i, (w, lw) in enumerate(layers):  # unrolled: see the module docstring
                 def kv(k, v, i=i):
                     # Write the new tokens into this layer's cache in place, then attend over it.
