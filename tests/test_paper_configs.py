@@ -509,3 +509,21 @@ def test_aot_reports_a_config_that_cannot_evaluate(tmp_path):
             in proc.stdout), proc.stdout
     assert "| judge_score" in proc.stdout  # the compiles still run
     assert "evaluation.dev" in json.loads((tmp_path / "aot.json").read_text())["evaluation_problem"]
+
+
+@pytest.mark.parametrize("task", RUNNABLE)
+def test_cost_benchmark_data_loads_in_each_tasks_layout(task, tmp_path):
+    """benchmarks/paper_cpu_runs.py times each cpu form on data written from the released-format
+    samples: every task's folder loads through its own source and holds the items it asks for."""
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from paper_cpu_runs import TASKS as TIMED, sample_data
+
+    assert sorted(TIMED) == sorted(RUNNABLE)
+    c = paper(f"{task},cpu")
+    c.data.update(sample_data(task, str(tmp_path)))
+    data = load_instructions(c.data)
+    eval_check.check_evaluation(c, data, log=pytest.fail)
+    assert {r["task"] for s in ("dev", "test") for r in data[s]} == {task}
+    assert len(data["train"]) >= c.instructions_per_iteration
