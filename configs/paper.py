@@ -157,7 +157,10 @@ def tpu_settings(c: ml_collections.ConfigDict) -> None:
     c.dpo.max_length = 512
     c.dpo.max_prompt_length = 256
     c.dpo.logps_chunk = 128
-    c.dpo.remat = "full"  # 7B activations: recompute them (configs/base.py turns this off on CPU)
+    # Keep every projection's output, recompute the rest (norms, RoPE, activations, attention):
+    # `aot --roofline --remat_modes=full,dots` on v4:2x2x4 puts the DPO step at 18.7 GiB a chip and
+    # a 93.8% MFU ceiling, against 7.5 GiB and 70.8% recomputing each layer ("full").
+    c.dpo.remat = "dots"
     c.sampler.cache_dtype = "bfloat16"
     c.sampler.candidates = 64
     # Rows refilled as answers end, 32 prefilled together: `aot --iteration` with the measured

@@ -38,4 +38,5 @@ def get_config():
     # Two groups of three: a group's DPO micro-step holds 3 members x 8 pairs (configs/tpu_v4.py:
     # 10 x 4), so its 16-pair step takes 2 micro-steps (docs/results.md: the AOT memory table).
     c.dpo.grad_accum = 2
+    c.dpo.remat = "full"  # "dots" (configs/paper.py) not yet compiled for Gemma-7B's larger activations
     return c
