@@ -66,7 +66,7 @@ figure is on all 817.
 judges, the `fixed` mode and its CPU DPO settings: its docstring says why) on the TPU form's data
 source and evaluator, with the same answer budgets, sized to finish in about 15 minutes on a
 2-core CPU (`CPU_SIZES`; each task's time is in BENCHMARKS.md, "The paper's tasks, `cpu` forms":
-4.4 to 13.9 min with other jobs beside them, Alpaca 17.8 at a load of 7; the evaluations take
+4.4 to 13.9 min with other jobs beside them, Alpaca 11.4 alone (17.8 at a load of 7); the evaluations take
 most of it, as the untrained members' answers run to the budget). It reads the task's real data,
 not tests/data/paper_formats: those files hold three rows each, and GSM8K's have no answers for a
 dev split (benchmarks/paper_cpu_runs.py repeats them to size to time the runs).
