@@ -565,7 +565,7 @@ def _layer_shardings(layers, stacked_shape, mesh):
         def shard(path, leaf):
             name = path[-1].key
             spec = spec_for(f"{prefix}/{name}", stacked_shape(prefix, name), mesh)
-            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*spec[drop_layer_axis:])))
+            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*(spec[1:] if drop_layer_axis else spec))))
         return shard
 
     if isinstance(layers, StackedLayers):

@@ -105,7 +105,9 @@ def validate_config(config) -> None:
                "must be an integer >= 0 (0: static batches; else how many finished rows are refilled together)")
         _check(config, "sampler.queue_batches", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
     if "slice_layers" in config.sampler:
-        _check(config, "sampler.slice_layers", lambda v: v in ("per_call", "per_step"),
+        from sparta_jax.sampling import SLICE_LAYERS
+
+        _check(config, "sampler.slice_layers", lambda v: v in SLICE_LAYERS,
                "must be 'per_call' (decode weights sliced once per generate call) or 'per_step' (each step slices)")
     _check(config, "judge.mode", lambda v: v in ("sampled", "logits", "verifier"),
            "must be 'sampled', 'logits' or 'verifier' (a control: the task's answer checker in place of judges)")
@@ -118,7 +120,9 @@ def validate_config(config) -> None:
     _check(config, "dpo.replay_iterations", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0")
     _check(config, "dpo.learning_rate", positive, "must be > 0")
     if "remat" in config.dpo:
-        _check(config, "dpo.remat", lambda v: isinstance(v, bool) or v in ("none", "full", "dots"),
+        from sparta_jax.models.llama import REMAT_MODES
+
+        _check(config, "dpo.remat", lambda v: isinstance(v, bool) or v in REMAT_MODES,
                "must be 'none', 'full' (each layer recomputed) or 'dots' (the projections' outputs kept)")
     _check(config, "dpo.lr_schedule", lambda v: v in ("cosine", "constant"), "must be 'cosine' or 'constant'")
     _check(config, "dpo.warmup_ratio", prob, "must lie in [0, 1]")
