@@ -553,19 +553,22 @@ def group_shapes(config, given: Mapping[str, str]) -> dict:
 
 # ------------------------------------------------------------------------------- roofline
 def _layer_shardings(layers, stacked_shape, mesh):
-    """What `decode_weights` returns, sharded like the stacks: a StackedLayers as its stacks are
-    (the LoRA ones in their cast dtype), or each per-layer slice like its stack minus the layer axis."""
+    """What `decode_weights` returns, sharded as it lays them out: a StackedLayers as its stacks
+    are (the LoRA ones in their cast dtype), or each per-layer slice like its stack minus the layer
+    axis, the MLP weights in the decode layout (sharding.DECODE_RULES)."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from sparta_jax.models.llama import StackedLayers
-    from sparta_jax.sharding import spec_for
+    from sparta_jax.sharding import decode_spec, spec_for
 
     def one(prefix, drop_layer_axis=True):
         def shard(path, leaf):
             name = path[-1].key
             spec = spec_for(f"{prefix}/{name}", stacked_shape(prefix, name), mesh)
-            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, P(*(spec[1:] if drop_layer_axis else spec))))
+            if drop_layer_axis:  # a per-call slice: the stack's layout less the layer axis, or the decode layout
+                spec = (decode_spec(name, leaf.shape, mesh) if prefix == "layers" else None) or P(*spec[1:])
+            return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, spec))
         return shard
 
     if isinstance(layers, StackedLayers):
@@ -664,7 +667,17 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     row = roofline_lib.decode_row(name, flops=flops, bytes_accessed=accessed,
                                   ideal_bytes=ideal, chip=chip, tokens_per_step=rows, chips=mesh.devices.size)
     row["copies"] = roofline_lib.large_copies(compiled.as_text(), layer_bytes)
+    row["traffic"] = roofline_lib.traffic_by_kind(compiled.as_text())
     return row
+
+
+def format_traffic(row: dict) -> str:
+    """Where a decode step's bytes go: each kind of top-level op's operands and results."""
+    gb = lambda x: f"{x / 1e9:.2f} GB"  # noqa: E731
+    t = row["traffic"]
+    return (f"decode step, bytes by kind of op (operands + results, loops apart): matmul fusions {gb(t['matmul fusions'])}"
+            f" (they read the ideal's {gb(row['ideal_bytes'])} of weights and cache), collectives "
+            f"{gb(t['collectives'])}, other ops {gb(t['other'])}; in-place loops {gb(t['loops'])} of operands")
 
 
 def _layer_extrapolated_cost(mesh, model_config, lower_at, *, what: str, log) -> tuple[float, float]:
@@ -1043,6 +1056,7 @@ def main(argv) -> int:
         roofline_rows = [decode_step_roofline(config, mesh, model_config, chip, log=log),
                          dpo_step_roofline(config, mesh, model_config, chip, log=log)]
         print(roofline_lib.format_rows(roofline_rows, chip, header="\nRoofline (per chip):"), flush=True)
+        print(format_traffic(roofline_rows[0]), flush=True)
         for copy in roofline_rows[0]["copies"]:
             print(f"decode step copies as much as a cache layer or more: {copy}", flush=True)
         if FLAGS.remat_modes:

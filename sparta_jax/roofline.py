@@ -174,6 +174,50 @@ def large_copies(hlo_text: str, min_bytes: int) -> list[dict]:
     return found
 
 
+
+_COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+_NOT_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "partition-id",
+                "replica-id"}
+
+
+def traffic_by_kind(hlo_text: str) -> dict[str, int]:
+    """Bytes read and written by each top-level instruction of a compiled program's entry
+    computation (operands plus result), summed by kind: fusions with a matmul (weights and cache
+    read there, with the activations in and out), collectives, other fusions and ops, and loops.
+
+    A breakdown, not XLA's own count: a fusion that updates a buffer in place (its root a
+    dynamic-update-slice) counts only its other operands; a loop that writes rows into a cache
+    in place is listed with its whole operands (so under "loops", left out of a total), and an
+    asynchronous collective's start and done each count their buffers.
+    """
+    comps = _computations(hlo_text)
+    entry = next(c for c in comps if c.startswith("ENTRY "))
+    sizes: dict[str, int] = {}
+    kinds = {"matmul fusions": 0, "collectives": 0, "other": 0, "loops": 0}
+    for name, hlo_type, op, rest in comps[entry]:
+        sizes[name] = array_bytes(hlo_type)
+        if op in _NOT_TRAFFIC:
+            continue
+        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0] if "), " in rest else rest)
+        moved = sizes[name] + sum(sizes.get(o, 0) for o in operands)
+        if op == "fusion":
+            called = [comps.get(c, []) for c in re.findall(r"calls=%([\w.\-]+)", rest)]
+            if any(body and body[-1][2] == "dynamic-update-slice" for body in called):
+                # Updated in place: the buffer is neither read nor written whole, only the update.
+                moved -= 2 * sizes[name]
+            matmul = any(o in ("dot", "convolution") for body in called for _, _, o, _ in body)
+            kinds["matmul fusions" if matmul else "other"] += moved
+        elif op.startswith(_COLLECTIVES):
+            kinds["collectives"] += moved
+        elif op in ("while", "conditional", "call"):
+            kinds["loops"] += moved
+        elif op in ("dot", "convolution"):
+            kinds["matmul fusions"] += moved
+        else:
+            kinds["other"] += moved
+    return kinds
+
+
 # ----------------------------------------------------------------------------------- table
 def format_rows(rows: list[dict], chip: Chip, header: str = "") -> str:
     """A Markdown table of decode and train rows."""

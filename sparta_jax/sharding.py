@@ -37,6 +37,17 @@ PARAM_RULES: tuple[tuple[str, P], ...] = (
     (r"lora/scaling", P(None)),
 )
 
+# A generate call's own layout of the MLP weights it slices once per call (per-layer, no layer
+# axis). A decode step multiplies a few hundred rows by each weight once: with the MLP's input
+# dimension split over fsdp (PARAM_RULES), every chip writes partial sums for every row and
+# all-reduces them, activations as large as a third of the weights. Column-parallel gate and
+# up (output over fsdp x tensor) and a row-parallel down projection reduce once per MLP instead.
+# Attention projections keep their layout: their heads must stay whole on a chip.
+DECODE_RULES: tuple[tuple[str, P], ...] = (
+    (r"(gate|up)_proj", P(None, ("fsdp", "tensor"))),  # [hidden, mlp]
+    (r"down_proj", P(("fsdp", "tensor"), None)),  # [mlp, hidden]
+)
+
 
 class UnmatchedParameterError(KeyError):
     pass
@@ -115,6 +126,15 @@ def state_shardings(state, mesh: Mesh, rules: Sequence[tuple[str, P]] = PARAM_RU
     def one(path, leaf):
         return NamedSharding(mesh, spec_for(path_name(path), tuple(leaf.shape), mesh, rules))
     return jax.tree_util.tree_map_with_path(one, state)
+
+
+def decode_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> P | None:
+    """A per-call decode weight's PartitionSpec under DECODE_RULES, or None where the stored
+    layout stays (a weight no rule names, or one no axis of the rule divides)."""
+    if not any(re.fullmatch(pattern, name) for pattern, _ in DECODE_RULES):
+        return None
+    spec = spec_for(name, shape, mesh, DECODE_RULES)
+    return spec if any(axis is not None for axis in spec) else None
 
 
 def batch_sharding(mesh: Mesh, rank: int = 2) -> NamedSharding:

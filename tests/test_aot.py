@@ -248,10 +248,13 @@ def test_cli_roofline_table_on_fake_devices(tmp_path):
     assert decode["seconds_per_call"] == programs["decode step (8 rows, cache 80)"]["seconds"]
     assert decode["calls"] == 2 * 12  # 12 answers in batches of 8, each to tiny.py's 12 new tokens
     assert "one iteration" in out.stdout
+    assert "decode step, bytes by kind of op" in out.stdout
     # (Whether a step copies its cache is checked on one device in test_roofline.py and on the
     # v4 topology in BENCHMARKS.md; XLA:CPU's SPMD partitioner adds copies of its own here.)
     decode, train = json.loads((tmp_path / "aot.json").read_text())["roofline"]
     assert decode["program"].startswith("decode step (8 rows, cache ")
+    assert set(decode["traffic"]) == {"matmul fusions", "collectives", "other", "loops"}
+    assert decode["traffic"]["collectives"] > 0  # 8 fake devices: the step gathers or reduces activations
     for row in (decode, train):
         assert row["seconds"] == pytest.approx(max(row["flops"] / 1e12, row["bytes"] / 100e9))
         assert row["bytes_over_ideal"] == pytest.approx(row["bytes"] / row["ideal_bytes"])

@@ -320,6 +320,37 @@ def test_bf16_compute_stays_close_to_f32(tmp_path):
     assert 1e-6 < diff < 0.05  # really ran in bf16, and still the same function
 
 
+def test_attention_scores_are_rounded_to_the_compute_dtype():
+    """As transformers' eager attention: the scores in the compute dtype, the softmax in float32
+    (a bfloat16 decode step then reads half the bytes of float32 scores); float32 unchanged.
+    One-hot values make the output the attention probabilities themselves."""
+    from sparta_jax.models.config import ModelConfig
+    from sparta_jax.models.llama import _attention
+
+    c = ModelConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2,
+                    head_dim=8)
+    q, k = (4 * jax.random.normal(key, (2, 5, n, 8)) for key, n in zip(jax.random.split(jax.random.key(0)), (4, 2)))
+    v = jnp.broadcast_to(jnp.eye(5, 8)[None, :, None, :], (2, 5, 2, 8))  # key s -> unit vector s
+    visible = jnp.tril(jnp.ones((5, 5), bool))[None].repeat(2, 0)
+
+    def probabilities(q, k, scores_dtype):
+        qg = q.reshape(2, 5, 2, 2, 8).astype(jnp.float32)
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(jnp.float32)) * c.attention_scale
+        scores = jnp.where(visible[:, None, None], scores.astype(scores_dtype).astype(jnp.float32), -1e30)
+        return jax.nn.softmax(scores, axis=-1).transpose(0, 3, 1, 2, 4).reshape(2, 5, 4, 5)
+
+    def attention(dtype):
+        out = _attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), visible, c)
+        return out.reshape(2, 5, 4, 8)[..., :5].astype(jnp.float32)
+
+    np.testing.assert_allclose(attention(jnp.float32), probabilities(q, k, jnp.float32), rtol=1e-5, atol=1e-6)
+    q16, k16 = q.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+    half, rounded, unrounded = attention(jnp.bfloat16), probabilities(q16, k16, jnp.bfloat16), probabilities(
+        q16, k16, jnp.float32)
+    np.testing.assert_allclose(half, rounded, rtol=8e-3, atol=1e-3)  # the probabilities' own bf16 rounding
+    assert float(jnp.abs(half - unrounded).max()) > 2 * float(jnp.abs(half - rounded).max())
+
+
 def test_from_pretrained_is_importable_from_the_package(tmp_path):
     import sparta_jax.models as models
 

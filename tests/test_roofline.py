@@ -124,6 +124,62 @@ def test_roofline_rows_by_hand():
     assert roofline.array_bytes("(bf16[2,3], pred[4])") == 12 + 4
 
 
+
+def test_traffic_by_kind_by_hand():
+    """`aot --roofline`'s breakdown of a decode step's bytes: each top-level op's operands and
+    result, by kind; an in-place update counts its update, a loop is kept apart."""
+    hlo = """HloModule m
+
+%fused_dot (p0: bf16[4,8], p1: bf16[8,16]) -> bf16[4,16] {
+  %p0 = bf16[4,8]{1,0} parameter(0)
+  %p1 = bf16[8,16]{1,0} parameter(1)
+  ROOT %d = bf16[4,16]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_add (p0: bf16[4,16]) -> f32[4,16] {
+  %p0 = bf16[4,16]{1,0} parameter(0)
+  ROOT %c = f32[4,16]{1,0} convert(%p0)
+}
+
+%fused_write (p0: f32[64,16], p1: f32[1,16], p2: s32[]) -> f32[64,16] {
+  %p0 = f32[64,16]{1,0} parameter(0)
+  %p1 = f32[1,16]{1,0} parameter(1)
+  %p2 = s32[] parameter(2)
+  ROOT %u = f32[64,16]{1,0} dynamic-update-slice(%p0, %p1, %p2, %p2)
+}
+
+ENTRY %main (x: bf16[4,8], w: bf16[8,16], cache: f32[64,16], row: f32[1,16], i: s32[]) -> f32[4,16] {
+  %x = bf16[4,8]{1,0} parameter(0)
+  %w = bf16[8,16]{1,0} parameter(1)
+  %cache = f32[64,16]{1,0} parameter(2)
+  %row = f32[1,16]{1,0} parameter(3)
+  %i = s32[] parameter(4)
+  %fusion.0 = f32[64,16]{1,0} fusion(%cache, %row, %i), kind=kLoop, calls=%fused_write
+  %fusion.1 = bf16[4,16]{1,0} fusion(%x, %w), kind=kOutput, calls=%fused_dot, metadata={op_name="a%b"}
+  %all-reduce.2 = bf16[4,16]{1,0} all-reduce(%fusion.1), replica_groups={}, to_apply=%fused_add
+  %while.3 = f32[64,16]{1,0} while(%cache), condition=%fused_add, body=%fused_add
+  %tuple.4 = (f32[64,16]) tuple(%while.3)
+  ROOT %fusion.5 = f32[4,16]{1,0} fusion(%all-reduce.2), kind=kLoop, calls=%fused_add
+}
+"""
+    assert roofline.traffic_by_kind(hlo) == {
+        "matmul fusions": 4 * 8 * 2 + 8 * 16 * 2 + 4 * 16 * 2,  # x and w read, the product written
+        "collectives": 2 * 4 * 16 * 2,  # the product read and its sum written
+        "other": 4 * 16 * 2 + 4 * 16 * 4 + 16 * 4 + 4,  # the convert; the row written in place, and its index
+        "loops": 2 * 64 * 16 * 4,  # the cache in and out, as listed (in place, it writes a few rows)
+    }
+
+
+def test_traffic_by_kind_adds_up_to_xla_s_count():
+    """On a compiled decode step the breakdown's total (loops apart) is XLA's own count of bytes
+    accessed within a few percent, and the matmuls read at least the weights and the cache."""
+    compiled, ideal, _ = _compiled_decode_step(lora=True)
+    _, accessed = roofline.program_cost(compiled)
+    kinds = roofline.traffic_by_kind(compiled.as_text())
+    assert sum(v for k, v in kinds.items() if k != "loops") == pytest.approx(accessed, rel=0.1)
+    assert kinds["matmul fusions"] >= 0.9 * ideal
+
+
 @pytest.mark.e2e
 def test_layer_extrapolation_equals_a_full_compile():
     """The DPO step's cost at L layers from its cost at 1 and 2 (scans unrolled) is the cost of

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
                                                     TopPLogitsWarper)
 
@@ -216,6 +217,33 @@ def test_sharded_generation_equals_one_device(lora_model):
     eight = Sampler(model8, pad_id=0, mesh=mesh8, config=SamplerConfig(cache_dtype="float32")).generate(
         model8, prompts, **kw)
     np.testing.assert_array_equal(one.tokens, eight.tokens)
+
+
+def test_decode_weights_take_the_decode_layout_on_a_mesh(lora_model):
+    """On a mesh the per-call copy of the MLP weights is column-parallel (gate, up) and
+    row-parallel (down) over fsdp x tensor (sharding.DECODE_RULES), every other weight as stored;
+    aot prices the decode step with the same shardings. (The generation above runs this layout.)"""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from sparta_jax import aot
+
+    folder, model1 = lora_model
+    mesh8 = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    model8, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=mesh8, load_tokenizer=False,
+                                lora=model1.lora_config)
+    layers = nnx.jit(lambda m: m.decode_weights())(model8)
+    expected = {"gate_proj": P(None, ("fsdp", "tensor")), "up_proj": P(None, ("fsdp", "tensor")),
+                "down_proj": P(("fsdp", "tensor"), None), "q_proj": P("fsdp", "tensor"), "o_proj": P("tensor", "fsdp")}
+    for name, spec in expected.items():
+        assert layers[0][0][name].sharding.is_equivalent_to(NamedSharding(mesh8, spec), 2), name
+    np.testing.assert_array_equal(layers[1][0]["down_proj"], model8.layers.down_proj[...][1])
+    graphdef, state = nnx.split(model8)
+    priced = aot._layer_shardings(jax.eval_shape(lambda m: m.decode_weights(), model8),
+                                  lambda prefix, name: state[prefix][name].shape, mesh8)
+    for (w, lw), (pw, plw) in zip(layers, priced):
+        for ran, costed in ((w, pw), (lw, plw)):
+            for name in ran:
+                assert ran[name].sharding.is_equivalent_to(costed[name].sharding, ran[name].ndim), name
 
 
 @pytest.mark.parametrize("refill_rows", [0, 2])

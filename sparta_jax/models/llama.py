@@ -26,6 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
+from jax.sharding import NamedSharding
+
+from sparta_jax import sharding as sharding_lib
 
 from sparta_jax.models import rope as rope_lib
 from sparta_jax.models.config import ModelConfig
@@ -303,7 +306,23 @@ class LlamaForCausalLM(nnx.Module):
         weights = self.layers.arrays()
         lora = {n: a.astype(self.dtype) for n, a in self.lora.arrays().items()} if self.lora is not None else {}
         stacked = StackedLayers(weights, lora)
-        return stacked if per_step else stacked.per_layer()
+        if per_step:
+            return stacked
+        return tuple((self._decode_layout(w), lw) for w, lw in stacked.per_layer())
+
+    def _decode_layout(self, weights: dict) -> dict:
+        """The per-call copy of a layer's weights in the decode layout (sharding.DECODE_RULES):
+        the copy exists anyway, so laying it out for decoding costs one reshard per call."""
+        sharding = getattr(self, "activation_sharding", None)
+        if sharding is None:
+            return weights
+        mesh = sharding.mesh
+
+        def laid_out(name, array):
+            spec = sharding_lib.decode_spec(name, array.shape, mesh)
+            return array if spec is None else jax.lax.with_sharding_constraint(array, NamedSharding(mesh, spec))
+
+        return {name: laid_out(name, array) for name, array in weights.items()}
 
     def unembedding(self) -> jax.Array:
         """The [hidden, vocab] output projection (the embedding transposed when tied)."""
@@ -540,9 +559,11 @@ def _attention(q, k, v, visible, c: ModelConfig, *, heads_major: bool = False):
     kv = "bksd" if heads_major else "bskd"
     q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
     scores = jnp.einsum(f"btkgd,{kv}->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = _soft_cap(scores * c.attention_scale, c.attn_softcap)
-    scores = jnp.where(visible[:, None, None, :, :], scores, _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    # As transformers' eager attention: the scores in the compute dtype, the softmax in float32.
+    # In bfloat16 this halves the bytes of the scores, which a decode step reads three times.
+    scores = _soft_cap((scores * c.attention_scale).astype(q.dtype), c.attn_softcap)
+    scores = jnp.where(visible[:, None, None, :, :], scores, jnp.asarray(_MASKED, q.dtype))
+    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
     # Heads-major out of the matmul, then one transpose of the (small) result: asking the einsum
     # for [b, t, heads, d] directly made XLA:CPU's attention 6x slower at a 1088-slot cache.
     out = jnp.einsum(f"bkgts,{kv}->bkgtd", probs, v)
