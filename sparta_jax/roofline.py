@@ -188,7 +188,7 @@ def traffic_by_kind(hlo_text: str) -> dict[str, int]:
     A breakdown, not XLA's own count: a fusion that updates a buffer in place (its root a
     dynamic-update-slice) counts only its other operands; a loop that writes rows into a cache
     in place is listed with its whole operands (so under "loops", left out of a total), and an
-    asynchronous collective's start and done each count their buffers.
+    asynchronous pair (copy, collective) counts the start's operands and the done's result.
     """
     comps = _computations(hlo_text)
     entry = next(c for c in comps if c.startswith("ENTRY "))
@@ -199,7 +199,12 @@ def traffic_by_kind(hlo_text: str) -> dict[str, int]:
         if op in _NOT_TRAFFIC:
             continue
         operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0] if "), " in rest else rest)
-        moved = sizes[name] + sum(sizes.get(o, 0) for o in operands)
+        if op.endswith("-start"):  # an asynchronous pair: what the start reads, what the done writes
+            moved = sum(sizes.get(o, 0) for o in operands)
+        elif op.endswith("-done"):
+            moved = sizes[name]
+        else:
+            moved = sizes[name] + sum(sizes.get(o, 0) for o in operands)
         if op == "fusion":
             called = [comps.get(c, []) for c in re.findall(r"calls=%([\w.\-]+)", rest)]
             if any(body and body[-1][2] == "dynamic-update-slice" for body in called):
@@ -207,7 +212,7 @@ def traffic_by_kind(hlo_text: str) -> dict[str, int]:
                 moved -= 2 * sizes[name]
             matmul = any(o in ("dot", "convolution") for body in called for _, _, o, _ in body)
             kinds["matmul fusions" if matmul else "other"] += moved
-        elif op.startswith(_COLLECTIVES):
+        elif op.startswith(_COLLECTIVES):  # (an asynchronous copy counts as "other")
             kinds["collectives"] += moved
         elif op in ("while", "conditional", "call"):
             kinds["loops"] += moved

@@ -127,7 +127,8 @@ def test_roofline_rows_by_hand():
 
 def test_traffic_by_kind_by_hand():
     """`aot --roofline`'s breakdown of a decode step's bytes: each top-level op's operands and
-    result, by kind; an in-place update counts its update, a loop is kept apart."""
+    result, by kind; an in-place update counts its update, an asynchronous copy its buffer once
+    each way, a loop is kept apart."""
     hlo = """HloModule m
 
 %fused_dot (p0: bf16[4,8], p1: bf16[8,16]) -> bf16[4,16] {
@@ -159,13 +160,16 @@ ENTRY %main (x: bf16[4,8], w: bf16[8,16], cache: f32[64,16], row: f32[1,16], i: 
   %all-reduce.2 = bf16[4,16]{1,0} all-reduce(%fusion.1), replica_groups={}, to_apply=%fused_add
   %while.3 = f32[64,16]{1,0} while(%cache), condition=%fused_add, body=%fused_add
   %tuple.4 = (f32[64,16]) tuple(%while.3)
+  %copy-start.6 = (bf16[8,16]{1,0:S(1)}, bf16[8,16]{1,0}, u32[]) copy-start(%w)
+  %copy-done.7 = bf16[8,16]{1,0:S(1)} copy-done(%copy-start.6)
   ROOT %fusion.5 = f32[4,16]{1,0} fusion(%all-reduce.2), kind=kLoop, calls=%fused_add
 }
 """
     assert roofline.traffic_by_kind(hlo) == {
         "matmul fusions": 4 * 8 * 2 + 8 * 16 * 2 + 4 * 16 * 2,  # x and w read, the product written
         "collectives": 2 * 4 * 16 * 2,  # the product read and its sum written
-        "other": 4 * 16 * 2 + 4 * 16 * 4 + 16 * 4 + 4,  # the convert; the row written in place, and its index
+        # the convert; the row written in place, and its index; w copied (read once, written once)
+        "other": 4 * 16 * 2 + 4 * 16 * 4 + 16 * 4 + 4 + 2 * 8 * 16 * 2,
         "loops": 2 * 64 * 16 * 4,  # the cache in and out, as listed (in place, it writes a few rows)
     }
 
