@@ -666,8 +666,9 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
             f"{', layers sliced per step' if per_step else ''})")
     row = roofline_lib.decode_row(name, flops=flops, bytes_accessed=accessed,
                                   ideal_bytes=ideal, chip=chip, tokens_per_step=rows, chips=mesh.devices.size)
-    row["copies"] = roofline_lib.large_copies(compiled.as_text(), layer_bytes)
-    row["traffic"] = roofline_lib.traffic_by_kind(compiled.as_text())
+    hlo = compiled.as_text()  # megabytes of text at a 7B shape: made once for both readings
+    row["copies"] = roofline_lib.large_copies(hlo, layer_bytes)
+    row["traffic"] = roofline_lib.traffic_by_kind(hlo)
     return row
 
 

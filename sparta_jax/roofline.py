@@ -174,7 +174,6 @@ def large_copies(hlo_text: str, min_bytes: int) -> list[dict]:
     return found
 
 
-
 _COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 _NOT_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "partition-id",
                 "replica-id"}

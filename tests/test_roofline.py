@@ -124,7 +124,6 @@ def test_roofline_rows_by_hand():
     assert roofline.array_bytes("(bf16[2,3], pred[4])") == 12 + 4
 
 
-
 def test_traffic_by_kind_by_hand():
     """`aot --roofline`'s breakdown of a decode step's bytes: each top-level op's operands and
     result, by kind; an in-place update counts its update, an asynchronous copy its buffer once

@@ -237,7 +237,7 @@ def test_decode_weights_take_the_decode_layout_on_a_mesh(lora_model):
     for name, spec in expected.items():
         assert layers[0][0][name].sharding.is_equivalent_to(NamedSharding(mesh8, spec), 2), name
     np.testing.assert_array_equal(layers[1][0]["down_proj"], model8.layers.down_proj[...][1])
-    graphdef, state = nnx.split(model8)
+    _, state = nnx.split(model8)
     priced = aot._layer_shardings(jax.eval_shape(lambda m: m.decode_weights(), model8),
                                   lambda prefix, name: state[prefix][name].shape, mesh8)
     for (w, lw), (pw, plw) in zip(layers, priced):

@@ -29,7 +29,6 @@ from flax import nnx, struct
 from jax.sharding import NamedSharding
 
 from sparta_jax import sharding as sharding_lib
-
 from sparta_jax.models import rope as rope_lib
 from sparta_jax.models.config import ModelConfig
 from sparta_jax.models.lora import NO_ADAPTER, LoraConfig, LoraParam, LoraScaling, lora_delta, row_scales
