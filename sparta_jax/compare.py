@@ -17,7 +17,10 @@ exact test on the paired per-item outcomes, the mean answer length and the share
 with no parseable answer (a gain that comes only from answering within the token budget shows
 there), the judges' audit AUC when the workdir holds audit.json, and the minutes the run took.
 Runs that share tribe, data and seeds have the same iteration-0 evaluation; it is printed once
-as the "no training" reference, and a mismatch is reported.
+as the "no training" reference, and a mismatch is reported. For runs with duel logs, a last table
+gives the reach of reputation weighting per iteration (`sparta.weight_reach`): how many duels a
+judge dissents on, what weight ratio would turn them, what the run's reputations gave, and the
+winners and trained pairs they changed against equal weights.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ import html as html_lib
 from sparta_jax.evaluation import wilson_interval
 from sparta_jax.run_summary import own_and_replayed, pairs_text
 from sparta_jax.selection import mean_member, pick, read_evaluations
+from sparta_jax.sparta.duel_log import read_duel_log
+from sparta_jax.sparta.weight_reach import RATIO_STEPS, iteration_reach
 from sparta_jax.stats import mcnemar_exact, pearson_r, sign_test
 from sparta_jax.workdir import iteration_dir, read_json
 
@@ -97,6 +102,22 @@ def judges_and_reputations(workdir: str, last: int, audit: dict | None) -> dict 
             "pearson_r": pearson_r([end[n] for n in both], [auc[n] for n in both]) if len(both) >= 3 else None}
 
 
+def weighting_reach(workdir: str, config: dict, last: int) -> list:
+    """Per iteration with a duel log and reputations: how far the judges' reputation weights could
+    move the duels' pairs, and what they moved against equal weights (`weight_reach`)."""
+    out = []
+    for t in range(1, last + 1):
+        folder = iteration_dir(workdir, t)
+        reps = read_json(os.path.join(folder, "reputations.json"))
+        duels = os.path.join(folder, "duels.jsonl")
+        if not reps or not os.path.exists(duels):
+            continue
+        end = {name: float(v["R"]) for name, v in reps["end"].items()}
+        out.append({"iteration": t, **iteration_reach(read_duel_log(duels), end, config.get("mode", "fixed"),
+                                                      float((config.get("dpo") or {}).get("min_margin", 0.0)))})
+    return out
+
+
 def arm_summary(workdir: str) -> dict:
     """The before/after figures of one run (see the module docstring)."""
     config = read_json(os.path.join(workdir, "config.json")) or {}
@@ -131,6 +152,7 @@ def arm_summary(workdir: str) -> dict:
         "mean_paired": (sign_test(mean_before["item_means"], mean_after["item_means"])
                         if mean_before and mean_after and mean_before["n"] == mean_after["n"] else None),
         "judges": judges_and_reputations(workdir, last, audit),
+        "weighting_reach": weighting_reach(workdir, config, last),
     }
 
 
@@ -219,6 +241,26 @@ def mechanism_markdown(arms: Sequence[dict]) -> str:
             cells = [f"{j['reputation'][n]:.1f} ({_num(j['auc'].get(n))})" if n in j["reputation"] else "–"
                      for n in names]
             lines.append(f"| {a['label']} | " + " | ".join(cells) + f" | {_num(j['pearson_r'])} |")
+    return "\n".join(lines)
+
+
+def reach_markdown(arms: Sequence[dict]) -> str:
+    """The reach of reputation weighting, per arm and iteration (`weight_reach`): duels judged,
+    those with a judge who disagrees with the others, how many weights of ratio up to 1.1 ... 4
+    could turn, the largest ratio the run's reputations gave, and what those reputations changed
+    against equal weights. Empty when no arm has a duel log."""
+    rows = [(a, r) for a in arms for r in a.get("weighting_reach") or []]
+    if not rows:
+        return ""
+    steps = " / ".join(f"{k:g}" for k in RATIO_STEPS)
+    lines = [f"| arm | iteration | duels judged | a judge dissents | turnable at weight ratio {steps} "
+             "| largest ratio of the run's R | winners turned | pairs trained only under equal / reputation weights |",
+             "|---|---:|---:|---:|---|---:|---:|---|"]
+    for a, r in rows:
+        turnable = " / ".join(str(r["turnable_at"][str(k)]) for k in RATIO_STEPS)
+        lines.append(f"| {a['label']} | {r['iteration']} | {r['duels']} | {r['dissent']} | {turnable} | "
+                     f"{r['max_weight_ratio']:.3f} | {r['winners_turned']} | "
+                     f"{r['trained_only_equal']} / {r['trained_only_reputation']} |")
     return "\n".join(lines)
 
 
@@ -345,9 +387,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     table = paper_table(arms)
-    mechanism = mechanism_markdown(arms)
+    extra = "".join(text + "\n\n" for text in (mechanism_markdown(arms), reach_markdown(arms)) if text)
     print(json.dumps({"arms": arms, "paper_table": table}, indent=1) if args.json
-          else markdown(arms) + "\n\n" + (mechanism + "\n\n" if mechanism else "") + paper_markdown(table))
+          else markdown(arms) + "\n\n" + extra + paper_markdown(table))
     for path, text in ((args.markdown, paper_markdown), (args.html, paper_html)):
         if path:
             with open(path, "w") as f:
