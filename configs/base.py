@@ -87,6 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.reputation = ml_collections.ConfigDict(dict(scheme="static"))
     c.dpo = ml_collections.ConfigDict(dict(
         beta=0.1, loss_type="sigmoid", label_smoothing=0.0, sft_weight=0.0, min_margin=0.0, replay_iterations=0,
+        best_member_lr_scale=1.0,
         learning_rate=2e-3, lr_schedule="cosine",
         warmup_ratio=0.0, weight_decay=1e-5, max_grad_norm=1.0, pairs_per_step=2, grad_accum=1, epochs=3,
         max_length=96, max_prompt_length=48, logps_chunk=64, remat="none"))  # not the paper's: see the docstring

@@ -118,6 +118,12 @@ def validate_config(config) -> None:
     _check(config, "dpo.sft_weight", lambda v: isinstance(v, (int, float)) and v >= 0, "must be a number >= 0")
     _check(config, "dpo.min_margin", lambda v: isinstance(v, (int, float)) and v >= 0, "must be a number >= 0")
     _check(config, "dpo.replay_iterations", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0")
+    if "best_member_lr_scale" in config.dpo:
+        _check(config, "dpo.best_member_lr_scale", lambda v: isinstance(v, (int, float)) and v >= 0,
+               "must be a number >= 0 (1: every member at dpo.learning_rate; 0: the best member is not trained)")
+        if config.dpo.best_member_lr_scale != 1 and not config.evaluation.enabled:
+            raise ConfigError("config.dpo.best_member_lr_scale needs evaluation.enabled: the best member is the "
+                              "best by dev accuracy at the last evaluation")
     _check(config, "dpo.learning_rate", positive, "must be > 0")
     if "remat" in config.dpo:
         from sparta_jax.models.llama import REMAT_MODES

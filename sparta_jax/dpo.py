@@ -135,16 +135,19 @@ def clip_per_member(max_norm: float, member_axis: Callable[[str], int]) -> optax
             sq = s if sq is None else sq + s
         norm = jnp.sqrt(sq)
         scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-
-        def apply(path, g):
-            axis = member_axis(_path_str(path))
-            shape = [1] * g.ndim
-            shape[axis] = -1
-            return (g * scale.reshape(shape)).astype(g.dtype)
-
-        return jax.tree_util.tree_map_with_path(apply, updates), state
+        return scale_members(updates, scale, member_axis), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def scale_members(tree, factors, member_axis: Callable[[str], int]):
+    """Every leaf's slice of member m along member_axis(path) times factors[m] (in the factors'
+    precision, cast back to the leaf's dtype)."""
+    def scale(path, x):
+        shape = [1] * x.ndim
+        shape[member_axis(_path_str(path))] = -1
+        return (x * jnp.reshape(factors, shape)).astype(x.dtype)
+    return jax.tree_util.tree_map_with_path(scale, tree)
 
 
 def _path_str(path) -> str:
@@ -301,11 +304,16 @@ class TrainState(NamedTuple):
     total_steps: jax.Array
 
 
-def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, cfg) -> TrainState:
-    """One optimizer update at the schedule's learning rate for `state.step`."""
+def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, cfg,
+                    member_rates=None, member_axis: Callable[[str], int] | None = None) -> TrainState:
+    """One optimizer update at the schedule's learning rate for `state.step`; with `member_rates`
+    ([members] float32) each member's update is scaled by its own factor too, along `member_axis`
+    (its learning rate, since AdamW's update is linear in the rate)."""
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     rate = learning_rate(cfg, state.step, state.warmup_steps, state.total_steps)
     updates = jax.tree.map(lambda u: u * rate.astype(u.dtype), updates)
+    if member_rates is not None:
+        updates = scale_members(updates, member_rates, member_axis)
     return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
                           step=state.step + 1)
 
@@ -334,7 +342,8 @@ def _accumulate(loss_and_grad, params, batch: PairBatch, ref_logps, grad_accum: 
 
 
 def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTransformation):
-    """step(train_state, frozen, batch, ref_logps [members, pairs, 2]) -> (train_state, metrics [members]).
+    """step(train_state, frozen, batch, ref_logps [members, pairs, 2], member_rates=None) ->
+    (train_state, metrics [members]); `member_rates` [members] scales each member's learning rate.
 
     graphdef and frozen come from `split_lora(model)`; train_state.params is its LoRA state. The
     frozen base is an argument, not a closure: a closed-over array would be baked into the
@@ -348,7 +357,7 @@ def make_lora_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
                               pair_validity(batch), batch.targets, chosen_token_counts(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
-    return _make_step(loss_and_grad, cfg, optimizer)
+    return _make_step(loss_and_grad, cfg, optimizer, lora_member_axis)
 
 
 def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTransformation):
@@ -362,14 +371,14 @@ def make_full_train_step(graphdef, cfg: DPOConfig, optimizer: optax.GradientTran
                               ref_logps, cfg, pair_validity(batch), batch.targets, chosen_token_counts(batch))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
-    return _make_step(loss_and_grad, cfg, optimizer)
+    return _make_step(loss_and_grad, cfg, optimizer, full_member_axis)
 
 
-def _make_step(loss_and_grad, cfg, optimizer):
-    def step(state: TrainState, frozen, batch: PairBatch, ref_logps):
+def _make_step(loss_and_grad, cfg, optimizer, member_axis):
+    def step(state: TrainState, frozen, batch: PairBatch, ref_logps, member_rates=None):
         grads, metrics = _accumulate(lambda p, b, r: loss_and_grad(p, frozen, b, r), state.params, batch,
                                      ref_logps, cfg.grad_accum, cfg.unroll_scans)
-        return apply_gradients(state, grads, optimizer, cfg), metrics
+        return apply_gradients(state, grads, optimizer, cfg, member_rates, member_axis), metrics
 
     return ShardingKeepingStep(step)
 

@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from sparta_jax import checkpoints, combat, data as data_lib, dpo, sharding
+from sparta_jax import checkpoints, combat, data as data_lib, dpo, selection, sharding
 from sparta_jax.config_check import validate_config
 from sparta_jax.errors import ConfigError
 from sparta_jax.metrics import MetricsWriter, Progress
@@ -202,8 +202,6 @@ def keep_best_dev(config, workdir: str, t: int, trainable, trainer) -> None:
     """evaluation.select = "best_dev": when iteration t holds the best dev score so far, keep its
     weights in the workdir's best_dev/ (the rolling checkpoints may drop them); `export
     --member=best` reads them there. Done after each evaluation, and again on a resume."""
-    from sparta_jax import selection
-
     if not config.evaluation.enabled or config.evaluation.get("select", "last") != "best_dev":
         return
     evals = selection.read_evaluations(workdir)
@@ -310,8 +308,9 @@ def run(config, workdir: str) -> dict:
                 records, summary = clock("pairs", baseline_phase, config, tribe, t, instructions, folder, oracle)
                 signal = {}
             replayed = replayed_pairs(config, workdir, t)
+            lr_scales = member_lr_scales(config, workdir, t)
             trainable, opt_state, train_info = clock("dpo", train_phase, config, tribe, t, replayed + records,
-                                                     state.trainable, trainer)
+                                                     state.trainable, trainer, lr_scales)
             if opt_state is None:  # no pairs this iteration: nothing trained
                 opt_state = trainer.init_opt_state(trainable)
             rater = state.rater
@@ -322,7 +321,7 @@ def run(config, workdir: str) -> dict:
             # Records first, then the checkpoint: a kill in between redoes the iteration, and the
             # redo drops the stale metrics lines (MetricsWriter first_step) and rewrites the summary.
             summary = {**summary, **dpo_summary(train_info), "pairs_replayed": len(replayed),
-                       "seconds": time.perf_counter() - started}
+                       "lr_scales": lr_scales or {}, "seconds": time.perf_counter() - started}
             summary["phase_seconds"] = clock.seconds  # a phase found done on disk (a resume) shows ~0
             metrics.write(t, "iteration", {**{k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
                                            **{f"seconds/{k}": v for k, v in clock.seconds.items()}, **signal})
@@ -368,6 +367,23 @@ def replayed_pairs(config, workdir: str, t: int) -> list[dict]:
             rows = separated(rows, config.dpo.min_margin)
         out += [{**r, "replayed_from": u} for r in rows]  # counted apart from the iteration's own pairs
     return out
+
+
+def member_lr_scales(config, workdir: str, t: int) -> dict | None:
+    """{member: learning-rate factor} for iteration t's DPO, or None (every member at
+    dpo.learning_rate). `dpo.best_member_lr_scale` != 1 gives it to the best member by dev at the
+    latest evaluation before t (the member the run would report then), so that training to teach
+    the others does not move the best one as fast. Not in the paper or the released code."""
+    scale = float(config.dpo.get("best_member_lr_scale", 1.0))
+    if scale == 1.0:
+        return None
+    evals = {u: ev for u, ev in selection.read_evaluations(workdir).items() if u < t}
+    if not evals:
+        log(f"iteration {t} DPO: no evaluation before it, so no best member: every member at dpo.learning_rate")
+        return None
+    best = evals[max(evals)]["best_member"]
+    log(f"iteration {t} DPO: {best} (best by dev after iteration {max(evals)}) at {scale:g}x dpo.learning_rate")
+    return {best: scale}
 
 
 def sparta_preferences(config, tribe: Tribe, t: int, instructions, rater: TribeRater, folder: str, clock):

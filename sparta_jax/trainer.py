@@ -78,16 +78,20 @@ def make_trainer(tribe: Tribe | MixedTribe, dpo_cfg: dpo.DPOConfig) -> TribeTrai
     return MixedTrainer(tribe, dpo_cfg) if isinstance(tribe, MixedTribe) else TribeTrainer(tribe, dpo_cfg)
 
 
-def train_phase(config, tribe: Tribe | MixedTribe, t: int, records: list[dict], trainable, trainer):
+def train_phase(config, tribe: Tribe | MixedTribe, t: int, records: list[dict], trainable, trainer,
+                lr_scales: dict | None = None):
     """DPO for every member on the iteration's preference records; the reference is the
     start-of-iteration tribe. A mixed tribe trains group by group, each on every record in its
-    own tokenizer and template. Returns (trained, optimizer state or None when no pair trained, info)."""
+    own tokenizer and template. `lr_scales` {member: factor} scales those members' learning rates
+    (the others train at dpo.learning_rate). Returns (trained, optimizer state or None when no
+    pair trained, info)."""
     if not isinstance(tribe, MixedTribe):
-        return train_group(config, tribe, t, records, trainable, trainer)
+        return train_group(config, tribe, t, records, trainable, trainer, lr_scales)
     trained, opt_states, infos = {}, {}, {}
     for name, group in zip(tribe.group_names, tribe.groups):
         tr = trainer.trainers[name]
-        trained[name], opt_states[name], infos[name] = train_group(config, group, t, records, trainable[name], tr)
+        trained[name], opt_states[name], infos[name] = train_group(config, group, t, records, trainable[name], tr,
+                                                                   lr_scales)
     if all(o is None for o in opt_states.values()):
         return trained, None, mixed_train_info(tribe, infos)
     opt_states = {n: tr.init_opt_state(trained[n]) if opt_states[n] is None else opt_states[n]
@@ -122,7 +126,8 @@ def mixed_train_info(tribe: MixedTribe, infos: dict) -> dict:
     return info
 
 
-def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, trainer: TribeTrainer):
+def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, trainer: TribeTrainer,
+                lr_scales: dict | None = None):
     """DPO for every member of one group (or a one-group tribe) on the preference records."""
     dpo_cfg, frozen = trainer.cfg, trainer.frozen
     triples, dropped = preference_batches.encode_preferences(
@@ -149,14 +154,17 @@ def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, tr
     once_refs = refs[:shared] + [trainer.reference(trainable, frozen, b) for b in once_batches[shared:]]
     state = dpo.init_train_state(trainable, trainer.optimizer, dpo_cfg, steps)
     progress = Progress(f"iteration {t} DPO", steps, "steps")
+    rates = (None if not lr_scales or not set(lr_scales) & set(tribe.names)
+             else np.asarray([lr_scales.get(n, 1.0) for n in tribe.names], np.float32))
     history = []
     for batch, ref in zip(batches, refs):
-        state, metrics = trainer.step(state, frozen, batch, ref)
+        state, metrics = trainer.step(state, frozen, batch, ref, rates)
         history.append({k: to_host(v).tolist() for k, v in metrics.items()})
         progress(1)
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
     after = trained_pair_metrics(trainer, state.params, once_batches, once_refs, dpo_cfg)
     return state.params, state.opt_state, {"members": list(tribe.names), "pairs_trained": len(triples),
+                          "lr_scales": None if rates is None else rates.tolist(),
                           "pairs_trained_replayed": replayed,
                           "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
                           "dpo_per_member": per_member, "dpo_after": after, "dpo_history": history}

@@ -370,3 +370,54 @@ def test_remat_modes_keep_what_they_say():
     assert projections <= temps["dots"] - temps["full"] <= 1.2 * projections, (temps, projections)
     with pytest.raises(ValueError, match="remat 'some': one of none, full, dots"):
         dpo.DPOConfig(remat="some")
+
+
+def test_member_rates_scale_each_member_s_update():
+    """apply_gradients with member_rates [1, 0.5, 0]: member 0 moves as without them, member 1 half
+    as far (AdamW's update, weight decay included, is linear in the rate), member 2 not at all."""
+    cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant", max_grad_norm=0.5,
+                        weight_decay=0.1)
+    rng = np.random.default_rng(0)
+    params = {"lora_a": jnp.asarray(rng.normal(size=(2, 3, 4, 5)), jnp.float32),  # [layers, members, ...]
+              "lora_b": jnp.asarray(rng.normal(size=(2, 3, 5)), jnp.float32)}
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+    state = dpo.init_train_state(params, opt, cfg, 10)
+    plain = dpo.apply_gradients(state, grads, opt, cfg)
+    scaled = dpo.apply_gradients(state, grads, opt, cfg, jnp.asarray([1.0, 0.5, 0.0]), dpo.lora_member_axis)
+    for name, before in params.items():
+        moved = np.asarray(plain.params[name]) - np.asarray(before)
+        got = np.asarray(scaled.params[name]) - np.asarray(before)
+        assert np.abs(moved).min() > 0
+        np.testing.assert_array_equal(got[:, 0], moved[:, 0])
+        np.testing.assert_allclose(got[:, 1], 0.5 * moved[:, 1], rtol=0, atol=5e-7)  # float32 sums near 1: ulp 1.2e-7
+        np.testing.assert_array_equal(np.asarray(scaled.params[name])[:, 2], np.asarray(before)[:, 2])
+    # the optimizer's moments are the same either way: the factor scales the step, not the statistics
+    for a, b in zip(jax.tree.leaves(plain.opt_state), jax.tree.leaves(scaled.opt_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    full = dpo.scale_members({"w": jnp.ones((3, 2))}, jnp.asarray([2.0, 1.0, 0.0]), dpo.full_member_axis)
+    np.testing.assert_array_equal(np.asarray(full["w"]), [[2, 2], [1, 1], [0, 0]])
+
+
+@pytest.mark.e2e
+def test_a_lora_step_with_member_rates(base_dir, mesh1):
+    """The jitted step takes member_rates: rate 0 leaves a member's adapter bit-identical, rate 1
+    gives the step without them (to float noise: member_rates compiles another program)."""
+    cfg = dpo.DPOConfig(learning_rate=1e-2, warmup_ratio=0.0, lr_schedule="constant")
+    batch = make_batch(seed=2)
+    results = []
+    for rates in (None, jnp.asarray([1.0, 0.0])):
+        tribe = lora_model(base_dir, mesh1, members=2, seed=5)
+        graphdef, trainable, frozen = dpo.split_lora(tribe)
+        before = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(trainable)}
+        ref = dpo.make_lora_reference_logps(graphdef, cfg)(trainable, frozen, batch)
+        ref = ref + jnp.asarray(np.random.default_rng(1).normal(0, 1, ref.shape), jnp.float32)  # policy != ref
+        opt = dpo.make_optimizer(cfg, dpo.lora_member_axis)
+        state, _ = dpo.make_lora_train_step(graphdef, cfg, opt)(dpo.init_train_state(trainable, opt, cfg, 5), frozen,
+                                                                 batch, ref, rates)
+        results.append({k: np.asarray(v[...]) for k, v in nnx.to_flat_state(state.params)})
+    plain, rated = results
+    for k in plain:
+        np.testing.assert_allclose(rated[k][:, 0], plain[k][:, 0], rtol=1e-5, atol=ADAM_ATOL)  # another program
+        np.testing.assert_array_equal(rated[k][:, 1], before[k][:, 1])
+        assert not np.array_equal(plain[k][:, 1], before[k][:, 1])

@@ -396,3 +396,46 @@ def test_replayed_pairs_are_the_earlier_iterations_trained_pairs(tmp_path):
     assert names(replayed_pairs(config, str(tmp_path), 3)) == ["i1-0", "i1-1", "i2-0", "i2-1"]
     # each carries its iteration, so the summary counts it apart from the iteration's own pairs
     assert [r["replayed_from"] for r in replayed_pairs(config, str(tmp_path), 3)] == [1, 1, 2, 2]
+
+
+def test_the_best_member_by_dev_gets_its_own_learning_rate(tmp_path, capsys):
+    """dpo.best_member_lr_scale: the best member by dev at the latest evaluation before the
+    iteration gets that factor; 1 (the released setting) scales nothing."""
+    import ml_collections
+
+    from sparta_jax.train import member_lr_scales
+    from sparta_jax.workdir import iteration_dir, write_json
+
+    config = ml_collections.ConfigDict({"dpo": {"best_member_lr_scale": 1.0}})
+    assert member_lr_scales(config, str(tmp_path), 1) is None
+    config.dpo.best_member_lr_scale = 0.25
+    assert member_lr_scales(config, str(tmp_path), 1) is None  # no evaluation yet: nobody is scaled
+    assert "no evaluation before it" in capsys.readouterr().err
+    for t, best in ((0, "b"), (1, "c")):
+        os.makedirs(iteration_dir(str(tmp_path), t))
+        write_json(os.path.join(iteration_dir(str(tmp_path), t), "evaluation.json"), {"iteration": t, "best_member": best})
+    assert member_lr_scales(config, str(tmp_path), 1) == {"b": 0.25}  # the initial tribe's best
+    assert member_lr_scales(config, str(tmp_path), 2) == {"c": 0.25}
+    assert member_lr_scales(config, str(tmp_path), 5) == {"c": 0.25}  # the latest evaluation before it
+    assert "c (best by dev after iteration 1) at 0.25x dpo.learning_rate" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_best_member_at_rate_zero_is_not_trained(tiny_base, compile_cache, tmp_path):
+    """One iteration with dpo.best_member_lr_scale=0: the initial best member comes out of DPO
+    untrained (its LoRA B matrices still the zeros they start as), the others trained, and the
+    summary and the log name the factor."""
+    workdir = str(tmp_path / "run")
+    out = run_to_end(workdir, overrides(tiny_base) + ["--config.iterations=1", "--config.dpo.best_member_lr_scale=0",
+                                                      NO_REPORT], compile_cache)
+    best = json.load(open(os.path.join(workdir, "iteration_000", "evaluation.json")))["best_member"]
+    summary = json.load(open(os.path.join(workdir, "iteration_001", "summary.json")))
+    assert summary["lr_scales"] == {best: 0.0} and summary["train"]["pairs_trained"] > 0
+    assert f"iteration 1 DPO: {best} (best by dev after iteration 0) at 0x dpo.learning_rate" in out
+    params, _, _ = final_state(workdir, iterations=1)
+    b = {k: v for k, v in params.items() if k.endswith("_b")}  # [layers, members, rank, out]
+    assert b
+    m = ["member_0", "member_1", "member_2"].index(best)
+    for key, value in b.items():
+        assert not value[:, m].any(), key
+        assert all(value[:, i].any() for i in range(3) if i != m), key
