@@ -52,7 +52,12 @@ def arm_label(config: dict) -> str:
     if config.get("method", "sparta") != "sparta":  # a baseline judges itself
         return f"{method_label(config)}, its own {judge} judgments"
     scheme = (config.get("reputation") or {}).get("scheme")
-    return f"Sparta, {judge} judges, {scheme} reputation"
+    return f"Sparta, {judge} judges, {scheme} reputation" + "".join(f", {s}" for s in _training_switches(config))
+
+
+def _training_switches(config: dict) -> list[str]:
+    scale = (config.get("dpo") or {}).get("best_member_lr_scale", 1.0)
+    return [] if scale == 1.0 else [f"best member at {scale:g}x the rate"]
 
 
 def method_label(config: dict) -> str:
@@ -71,6 +76,7 @@ def method_label(config: dict) -> str:
         switches.append("uniform votes")
     if (config.get("matchmaking") or {}).get("alpha") == 1.0:
         switches.append("random match-making")
+    switches += _training_switches(config)
     return "Sparta" + (f" ({', '.join(switches)})" if switches else "")
 
 

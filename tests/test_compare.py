@@ -108,6 +108,10 @@ def test_sweep_configs_build_their_pools_and_label_their_rows():
     assert compare.method_label({"method": "spin"}) == "SPIN"
     assert compare.method_label({"reputation": {"scheme": "uniform"}, "matchmaking": {"alpha": 1.0}}) == (
         "Sparta (uniform votes, random match-making)")
+    slower = {"judge": {"mode": "logits"}, "reputation": {"scheme": "static"}, "dpo": {"best_member_lr_scale": 0.5}}
+    assert compare.method_label(slower) == "Sparta (best member at 0.5x the rate)"
+    assert compare.arm_label(slower) == "Sparta, logits judges, static reputation, best member at 0.5x the rate"
+    assert compare.arm_label({**slower, "dpo": {"best_member_lr_scale": 1.0}}) == "Sparta, logits judges, static reputation"
 
 
 def _all_members_run(root, name, *, scheme, initial, after, reputations=None, audit_auc=None):
