@@ -15,8 +15,8 @@ side of the equal-weights verdict and N the sum on the other side:
   1 for a tie that a dissent can break, infinite when no judge dissents;
 - the run's own reach is max R / min R over the duel's judges (`weight_ratio`).
 
-At the fair start every R is 100, and R moves by at most a few points a duel: a tribe's weights
-differ by a ratio of 1.1 after 12 points of spread. Pure functions on the duel log's records.
+At the fair start every R is 100, and R moves by at most a few points a duel: reputations 12
+points apart (94 and 106) weigh 1.13 to 1. Pure functions on the duel log's records.
 """
 from __future__ import annotations
 
