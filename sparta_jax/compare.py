@@ -97,15 +97,20 @@ def best_test(ev: dict) -> dict:
 def judges_and_reputations(workdir: str, last: int, audit: dict | None) -> dict | None:
     """Each member's reputation R at the end of the last iteration against its audit AUC, and
     Pearson's r between the two (None without reputations.json or a per-judge audit)."""
-    reps = read_json(os.path.join(iteration_dir(workdir, last), "reputations.json"))
+    end = end_reputations(workdir, last)
     per_judge = (audit or {}).get("per_judge") or {}
-    if not reps or not per_judge:
+    if end is None or not per_judge:
         return None
-    end = {name: float(v["R"]) for name, v in reps.get("end", {}).items()}
     auc = {name: per_judge[name].get("auc") for name in end if name in per_judge}
     both = [n for n in end if auc.get(n) is not None]
     return {"reputation": end, "auc": auc,
             "pearson_r": pearson_r([end[n] for n in both], [auc[n] for n in both]) if len(both) >= 3 else None}
+
+
+def end_reputations(workdir: str, t: int) -> dict | None:
+    """{member: R} at the end of iteration t (None without its reputations.json)."""
+    reps = read_json(os.path.join(iteration_dir(workdir, t), "reputations.json"))
+    return {name: float(v["R"]) for name, v in reps.get("end", {}).items()} if reps else None
 
 
 def weighting_reach(workdir: str, config: dict, last: int) -> list:
@@ -113,12 +118,10 @@ def weighting_reach(workdir: str, config: dict, last: int) -> list:
     move the duels' pairs, and what they moved against equal weights (`weight_reach`)."""
     out = []
     for t in range(1, last + 1):
-        folder = iteration_dir(workdir, t)
-        reps = read_json(os.path.join(folder, "reputations.json"))
-        duels = os.path.join(folder, "duels.jsonl")
-        if not reps or not os.path.exists(duels):
+        end = end_reputations(workdir, t)
+        duels = os.path.join(iteration_dir(workdir, t), "duels.jsonl")
+        if end is None or not os.path.exists(duels):
             continue
-        end = {name: float(v["R"]) for name, v in reps["end"].items()}
         out.append({"iteration": t, **iteration_reach(read_duel_log(duels), end, config.get("mode", "fixed"),
                                                       float((config.get("dpo") or {}).get("min_margin", 0.0)))})
     return out

@@ -164,7 +164,6 @@ def train_group(config, tribe: Tribe, t: int, records: list[dict], trainable, tr
     per_member = {k: np.mean([h[k] for h in history], axis=0).tolist() for k in history[0]}
     after = trained_pair_metrics(trainer, state.params, once_batches, once_refs, dpo_cfg)
     return state.params, state.opt_state, {"members": list(tribe.names), "pairs_trained": len(triples),
-                          "lr_scales": None if rates is None else rates.tolist(),
                           "pairs_trained_replayed": replayed,
                           "pairs_dropped_too_long": len(dropped), "dpo_steps": steps,
                           "dpo_per_member": per_member, "dpo_after": after, "dpo_history": history}

@@ -52,13 +52,13 @@ def duel_reach(record: DuelRecord, reputations: Mapping[str, float], mode: str, 
     names = list(judged)
     a = [judged[n][0] for n in names]
     b = [judged[n][1] for n in names]
+    r = [float(reputations[n]) for n in names]
     verdicts = {}
-    for label, v in (("equal", [1.0] * len(names)), ("reputation", [float(reputations[n]) for n in names])):
+    for label, v in (("equal", [1.0] * len(names)), ("reputation", r)):
         s_a, s_b = weighted_scores(v, a, b)
         winner = choose(s_a, s_b)
         verdicts[label] = {"winner": winner, "margin": abs(s_a - s_b),
                            "trained": winner is not None and abs(s_a - s_b) >= min_margin}
-    r = [float(reputations[n]) for n in names]
     return {"judges": len(names), "flip_ratio": flip_ratio(x - y for x, y in zip(a, b)),
             "weight_ratio": max(r) / min(r), **verdicts}
 
