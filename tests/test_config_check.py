@@ -29,10 +29,23 @@ def test_default_is_the_specialists_in_short():
                if (default[section] if key is None else default[section][key])
                != (specialists[section] if key is None else specialists[section][key])}
     assert changed == {("experts", "enabled"), ("tribe", "adapters"), ("iterations", None), ("dpo", "epochs"),
+                       ("dpo", "min_margin"), ("dpo", "best_member_lr_scale"),
                        ("evaluation", "dev"), ("evaluation", "test"), ("evaluation", "batch_size")}
+    assert (default["dpo"]["min_margin"], default["dpo"]["best_member_lr_scale"]) == (0.5, 1.0)
+    assert (specialists["dpo"]["min_margin"], specialists["dpo"]["best_member_lr_scale"]) == (0.25, 0.5)
     assert default["tribe"]["adapters"] == packaged_experts("specialists") and not default["experts"]["enabled"]
     assert (default["iterations"], default["dpo"]["epochs"], default["evaluation"]["dev"],
             default["evaluation"]["test"], default["evaluation"]["test_all_members"]) == (1, 4, 20, 100, True)
+
+
+def test_specialists_slow_only_a_tribes_best_member():
+    """A one-model baseline trains only the best initial member: it keeps the full rate, where
+    Sparta's best member trains at half of it."""
+    for method in ("self_rewarding", "meta_rewarding", "spin", "sppo"):
+        c = load_config(os.path.join(REPO, "configs", "specialists.py"), method)
+        validate_config(c)
+        assert c.dpo.best_member_lr_scale == 1.0 and c.dpo.min_margin == 0.25
+    assert load("specialists").dpo.best_member_lr_scale == 0.5
 
 
 @pytest.mark.parametrize("edit, message", [
