@@ -24,6 +24,9 @@ iteration of replay forgot iteration 1's skill by iteration 3). From the runs on
 (docs/results.md, "The specialists tribe"): pairs under a 0.25-point judge margin left out (the
 judges that leave the other part alone halve every margin, so 0.25 here is what 0.5 was among
 competent judges), and the member best by dev trains at half the rate (measured at three seeds).
+Against this recipe at seed 0 ("The recipe's other choices"): 96 duels an iteration raised the
+mean member, not the best one, for twice the work (not adopted); without replay the best member
+was level; without the NLL term it fell below the best initial member.
 Every member is scored on test, so the mean member is reported beside the best one.
 """
 from sparta_jax.config_files import sibling_config
