@@ -80,6 +80,21 @@ def method_label(config: dict) -> str:
     return "Sparta" + (f" ({', '.join(switches)})" if switches else "")
 
 
+def is_sparta_reference(config: dict) -> bool:
+    """Whether a run is Sparta itself, the arm the others are tested against: its own judges and
+    reputation weights, however it trains (a slower best member is the recipe, not an ablation),
+    and not a sweep's named point, uniform votes, random match-making or the verifier control."""
+    return (config.get("method", "sparta") == "sparta" and not config.get("label")
+            and (config.get("judge") or {}).get("mode") != "verifier"
+            and (config.get("reputation") or {}).get("scheme") != "uniform"
+            and (config.get("matchmaking") or {}).get("alpha") != 1.0)
+
+
+def _sparta_reference(arms: Sequence[dict], task: str | None = None) -> dict | None:
+    """The first Sparta arm (`is_sparta_reference`) on the command line, on `task` if given."""
+    return next((a for a in arms if a.get("sparta_reference") and task in (None, a["task"])), None)
+
+
 def task_label(config: dict) -> str:
     data = config.get("data") or {}
     return str(data.get("task") or data.get("name") or os.path.basename(str(data.get("path") or "")) or
@@ -149,6 +164,7 @@ def arm_summary(workdir: str) -> dict:
     mean_before, mean_after = mean_member(evals[0]), mean_member(evals[last])
     return {
         "workdir": workdir, "label": arm_label(config), "method": method_label(config), "task": task_label(config),
+        "sparta_reference": is_sparta_reference(config),
         "data": config.get("data"), "iterations": last, "pairs_trained": pairs,
         "pairs_replayed": replayed,
         "before": {"member": evals[0]["best_member"], **_figures(before)},
@@ -227,7 +243,7 @@ def mechanism_markdown(arms: Sequence[dict]) -> str:
     if not any(a.get("mean_after") for a in arms):
         return ""
     first = arms[0]
-    sparta = next((a for a in arms if a["method"] == "Sparta"), None)
+    sparta = _sparta_reference(arms)
     lines = ["| arm | best member test accuracy | McNemar p vs no training | mean member test accuracy [bootstrap 95%] "
              "| items up / down, sign test p vs no training | vs Sparta: items up / down, p | minutes |",
              "|---|---|---:|---|---|---|---:|",
@@ -302,12 +318,13 @@ def paper_table(arms: Sequence[dict]) -> dict:
         top = max(c["accuracy"] for c in column)
         for c in column:
             c["best"] = c["accuracy"] == top
-        initial, sparta = cells[(BEST_INITIAL, task)], cells.get(("Sparta", task))
+        initial, reference = cells[(BEST_INITIAL, task)], _sparta_reference(arms, task)
+        sparta = None if reference is None else cells.get((reference["method"], task))
         for method in order:
             c = cells.get((method, task))
             if c is None or c.get("unpaired"):
                 continue
-            for vs, other in ((BEST_INITIAL, initial), ("Sparta", sparta)):
+            for vs, other in ((BEST_INITIAL, initial), (reference and reference["method"], sparta)):
                 if other is None or other is c or other.get("unpaired") or len(other["scores"]) != len(c["scores"]):
                     continue
                 tests.append({"task": task, "method": method, "vs": vs, **mcnemar_exact(other["scores"], c["scores"])})

@@ -22,10 +22,11 @@ def _evaluation(t, scores, member="m0"):
 
 
 def make_run(root, name, *, method="sparta", task="arithmetic", after, scheme="static", initial=INITIAL,
-             pairs=(4, 5)):
+             pairs=(4, 5), best_member_lr_scale=1.0):
     workdir = os.path.join(root, name)
     config = {"method": method, "data": {"kind": "bundled", "task": task, "seed": 0},
-              "judge": {"mode": "logits"}, "reputation": {"scheme": scheme}, "matchmaking": {"alpha": 0.6}}
+              "judge": {"mode": "logits"}, "reputation": {"scheme": scheme}, "matchmaking": {"alpha": 0.6},
+              "dpo": {"best_member_lr_scale": best_member_lr_scale}}
     os.makedirs(os.path.join(workdir, "iteration_000"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config, f)
@@ -38,6 +39,29 @@ def make_run(root, name, *, method="sparta", task="arithmetic", after, scheme="s
         with open(os.path.join(workdir, f"iteration_{t:03d}", "evaluation.json"), "w") as f:
             json.dump(_evaluation(t, after if t == len(pairs) else initial, member="m1" if method == "sparta" else "m0"), f)
     return workdir
+
+
+def test_sparta_with_its_training_recipe_is_still_the_arm_the_others_are_tested_against(tmp_path):
+    # configs/specialists.py trains Sparta's best member at half the rate: its label carries the
+    # setting, and the baselines and uniform votes (at the same rate) are still tested against it.
+    sparta_after = [1, 1, 0, 1, 1, 0, 1, 0, 1, 0]  # 6/10
+    spin_after = [1, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    uniform_after = [1, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+    runs = [make_run(tmp_path, "uniform", scheme="uniform", after=uniform_after, best_member_lr_scale=0.5),
+            make_run(tmp_path, "sparta", after=sparta_after, best_member_lr_scale=0.5),
+            make_run(tmp_path, "spin", method="spin", after=spin_after)]
+    arms = [compare.arm_summary(w) for w in runs]
+    assert [a["sparta_reference"] for a in arms] == [False, True, False]
+    reference = "Sparta (best member at 0.5x the rate)"
+    assert arms[1]["method"] == reference
+    tests = {(x["method"], x["vs"]): x for x in compare.paper_table(arms)["tests"]}
+    assert (tests[("SPIN", reference)]["lost"], tests[("SPIN", reference)]["gained"]) == (4, 1)
+    uniform = tests[("Sparta (uniform votes, best member at 0.5x the rate)", reference)]
+    assert (uniform["lost"], uniform["gained"]) == tuple(mcnemar_exact(sparta_after, uniform_after)[k]
+                                                         for k in ("lost", "gained")) == (3, 0)
+    assert (reference, reference) not in tests
+    md = compare.paper_markdown(compare.paper_table(arms))
+    assert f"| arithmetic | SPIN | {reference} | 4 / 1 |" in md
 
 
 def test_paper_table_layout_best_cells_and_paired_tests(tmp_path):
