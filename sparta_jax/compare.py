@@ -71,23 +71,26 @@ def method_label(config: dict) -> str:
         return LABELS.get(method, method)
     if (config.get("judge") or {}).get("mode") == "verifier":
         return "verifier control (not Sparta)"
+    switches = _ablation_switches(config) + _training_switches(config)
+    return "Sparta" + (f" ({', '.join(switches)})" if switches else "")
+
+
+def _ablation_switches(config: dict) -> list[str]:
+    """What a Sparta run turned off: its reputation weights, its match-making."""
     switches = []
     if (config.get("reputation") or {}).get("scheme") == "uniform":
         switches.append("uniform votes")
     if (config.get("matchmaking") or {}).get("alpha") == 1.0:
         switches.append("random match-making")
-    switches += _training_switches(config)
-    return "Sparta" + (f" ({', '.join(switches)})" if switches else "")
+    return switches
 
 
 def is_sparta_reference(config: dict) -> bool:
     """Whether a run is Sparta itself, the arm the others are tested against: its own judges and
     reputation weights, however it trains (a slower best member is the recipe, not an ablation),
-    and not a sweep's named point, uniform votes, random match-making or the verifier control."""
+    and not a sweep's named point, an ablation or the verifier control."""
     return (config.get("method", "sparta") == "sparta" and not config.get("label")
-            and (config.get("judge") or {}).get("mode") != "verifier"
-            and (config.get("reputation") or {}).get("scheme") != "uniform"
-            and (config.get("matchmaking") or {}).get("alpha") != 1.0)
+            and (config.get("judge") or {}).get("mode") != "verifier" and not _ablation_switches(config))
 
 
 def _sparta_reference(arms: Sequence[dict], task: str | None = None) -> dict | None:
@@ -324,7 +327,7 @@ def paper_table(arms: Sequence[dict]) -> dict:
             c = cells.get((method, task))
             if c is None or c.get("unpaired"):
                 continue
-            for vs, other in ((BEST_INITIAL, initial), (reference and reference["method"], sparta)):
+            for vs, other in ((BEST_INITIAL, initial), (reference["method"] if reference else None, sparta)):
                 if other is None or other is c or other.get("unpaired") or len(other["scores"]) != len(c["scores"]):
                     continue
                 tests.append({"task": task, "method": method, "vs": vs, **mcnemar_exact(other["scores"], c["scores"])})

@@ -54,14 +54,14 @@ def test_sparta_with_its_training_recipe_is_still_the_arm_the_others_are_tested_
     assert [a["sparta_reference"] for a in arms] == [False, True, False]
     reference = "Sparta (best member at 0.5x the rate)"
     assert arms[1]["method"] == reference
-    tests = {(x["method"], x["vs"]): x for x in compare.paper_table(arms)["tests"]}
+    table = compare.paper_table(arms)
+    tests = {(x["method"], x["vs"]): x for x in table["tests"]}
     assert (tests[("SPIN", reference)]["lost"], tests[("SPIN", reference)]["gained"]) == (4, 1)
     uniform = tests[("Sparta (uniform votes, best member at 0.5x the rate)", reference)]
     assert (uniform["lost"], uniform["gained"]) == tuple(mcnemar_exact(sparta_after, uniform_after)[k]
                                                          for k in ("lost", "gained")) == (3, 0)
     assert (reference, reference) not in tests
-    md = compare.paper_markdown(compare.paper_table(arms))
-    assert f"| arithmetic | SPIN | {reference} | 4 / 1 |" in md
+    assert f"| arithmetic | SPIN | {reference} | 4 / 1 |" in compare.paper_markdown(table)
 
 
 def test_paper_table_layout_best_cells_and_paired_tests(tmp_path):
