@@ -100,7 +100,10 @@ def get_config() -> ml_collections.ConfigDict:
         # a decode step's layer weights: "per_call" sliced once per generate call (a copy of them for
         # the call; on CPU a slice is a copy, so not each step), "per_step" each step slices the
         # stacks (no copy; free on TPU: configs/paper.py)
-        slice_layers="per_call"))
+        slice_layers="per_call",
+        # on a mesh: a decode step's collectives written out by hand (sparta_jax/models/
+        # decode_partitioned.py) where fsdp x tensor split the model; False: XLA partitions it
+        partition_decode=True))
     c.evaluation = ml_collections.ConfigDict(dict(
         enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
         judge="tribe",  # open-ended ("judged") items: scored by the other members, or by this model folder

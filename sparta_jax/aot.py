@@ -323,7 +323,7 @@ def _score_args(sampler, mesh, state, batch: int, prompt_tokens: int, continuati
 
     from sparta_jax.sampling import bucket
 
-    rows = sampler._batch_rows(int(batch))
+    rows = sampler._batch_rows(int(batch), decode=False)
     prompt_len = bucket(int(prompt_tokens), sampler.config.prompt_buckets, "prompt length")
     cont_len = bucket(int(continuation_tokens), sampler.config.new_token_buckets, "continuation length")
     total = prompt_len + cont_len
@@ -553,12 +553,13 @@ def group_shapes(config, given: Mapping[str, str]) -> dict:
 
 # ------------------------------------------------------------------------------- roofline
 def _layer_shardings(layers, stacked_shape, mesh):
-    """What `decode_weights` returns, sharded as it lays them out: a StackedLayers as its stacks
-    are (the LoRA ones in their cast dtype), or each per-layer slice like its stack minus the layer
+    """What `decode_weights` returns, sharded as it lays them out: PartitionedLayers by their
+    specs, a StackedLayers as its stacks are (the LoRA ones in their cast dtype), or each per-layer slice like its stack minus the layer
     axis, the MLP weights in the decode layout (sharding.DECODE_RULES)."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from sparta_jax.models.decode_partitioned import PartitionedLayers
     from sparta_jax.models.llama import StackedLayers
     from sparta_jax.sharding import decode_spec, spec_for
 
@@ -571,6 +572,9 @@ def _layer_shardings(layers, stacked_shape, mesh):
             return _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, spec))
         return shard
 
+    if isinstance(layers, PartitionedLayers):  # the hand-partitioned step's own layouts
+        return jax.tree.map(lambda leaf, spec: _sds(leaf.shape, leaf.dtype, NamedSharding(mesh, spec)),
+                            layers, layers.specs())
     if isinstance(layers, StackedLayers):
         return StackedLayers(jax.tree_util.tree_map_with_path(one("layers", False), layers.weights),
                              jax.tree_util.tree_map_with_path(one("lora", False), layers.lora))
@@ -615,6 +619,7 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     import jax.numpy as jnp
     from flax import nnx
 
+    from sparta_jax.models.decode_partitioned import PartitionedLayers, rows_sharding
     from sparta_jax.sampling import Sampler, SamplerConfig, bucket, decode_step
 
     log = log or (lambda *_: None)
@@ -622,7 +627,8 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     sampler = Sampler(model, None, config=SamplerConfig.from_config(config.sampler), mesh=mesh, pad_id=0)
     graphdef, state = nnx.split(model)
     per_step = sampler.config.slice_layers == "per_step"
-    abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).decode_weights(per_step=per_step), state)
+    abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).decode_weights(
+        per_step=per_step, partitioned=sampler.config.partition_decode), state)
     state = shard_abstract(state, mesh)
     gen = gen or config.generation
     rows = sampler._batch_rows(int(gen.batch_size))
@@ -635,8 +641,12 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     live = _batch_sds(mesh, (rows,), jnp.bool_)
     adapter_ids = _batch_sds(mesh, (rows,), jnp.int32)
     head = state["lm_head"] if "lm_head" in state else state["embed"]
-    logits = _batch_sds(mesh, (rows, model_config.vocab_size), jnp.float32)
-    ideal = shard_bytes((layers, state["final_norm"], head, cache.k, cache.v, logits))
+    if isinstance(layers, PartitionedLayers):  # its own copy of the final norm and unembedding; whole rows per chip
+        logits = _sds((rows, model_config.vocab_size), jnp.float32, rows_sharding(mesh))
+        ideal = shard_bytes((layers, cache.k, cache.v, logits))
+    else:
+        logits = _batch_sds(mesh, (rows, model_config.vocab_size), jnp.float32)
+        ideal = shard_bytes((layers, state["final_norm"], head, cache.k, cache.v, logits))
     layer_bytes = shard_bytes(cache.k[0])
 
     def step(state, layers, token, live, cache, adapter_ids):
@@ -726,7 +736,7 @@ def forward_roofline(config, mesh, model_config, chip, *, batch: int, tokens: in
 
     def lower_at(shallow):
         model, _ = abstract_model(shallow, config, mesh)
-        rows = Sampler(model, None, config=sampler_config, mesh=mesh, pad_id=0)._batch_rows(int(batch))
+        rows = Sampler(model, None, config=sampler_config, mesh=mesh, pad_id=0)._batch_rows(int(batch), decode=False)
         graphdef, state = nnx.split(model)
 
         def forward(state, ids, mask, adapter_ids):
@@ -740,7 +750,7 @@ def forward_roofline(config, mesh, model_config, chip, *, batch: int, tokens: in
 
     flops, accessed = _layer_extrapolated_cost(mesh, model_config, lower_at, what=name, log=log or (lambda *_: None))
     model, _ = abstract_model(model_config, config, mesh)
-    rows = Sampler(model, None, config=sampler_config, mesh=mesh, pad_id=0)._batch_rows(int(batch))
+    rows = Sampler(model, None, config=sampler_config, mesh=mesh, pad_id=0)._batch_rows(int(batch), decode=False)
     ideal = shard_bytes(shard_abstract(nnx.split(model)[1], mesh))
     return roofline_lib.decode_row(f"{name} ({rows} x {length})", flops=flops, bytes_accessed=accessed,
                                    ideal_bytes=ideal, chip=chip, tokens_per_step=rows * length,

@@ -109,6 +109,9 @@ def validate_config(config) -> None:
 
         _check(config, "sampler.slice_layers", lambda v: v in SLICE_LAYERS,
                "must be 'per_call' (decode weights sliced once per generate call) or 'per_step' (each step slices)")
+    if "partition_decode" in config.sampler:
+        _check(config, "sampler.partition_decode", lambda v: isinstance(v, bool),
+               "must be True (decode steps partitioned by hand where the mesh splits the model) or False")
     _check(config, "judge.mode", lambda v: v in ("sampled", "logits", "verifier"),
            "must be 'sampled', 'logits' or 'verifier' (a control: the task's answer checker in place of judges)")
     _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic", "uniform"),

@@ -23,6 +23,7 @@ from flax import nnx
 
 from sparta_jax import sharding as sharding_lib
 from sparta_jax.errors import SpartaError
+from sparta_jax.models import decode_partitioned
 from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.lora import NO_ADAPTER
 from sparta_jax.models.stack import MemberStack
@@ -55,6 +56,9 @@ class SamplerConfig:
     # sliced out of the stacks once per generate call (a copy of the layer weights for the call's
     # length); "per_step", each step slices the stacks (no copy: free on TPU, a copy per step on CPU).
     slice_layers: str = "per_call"
+    # On a mesh whose fsdp x tensor chips split the model (models/decode_partitioned.py), a decode
+    # step's collectives written out by hand; False leaves the step to XLA's partitioner.
+    partition_decode: bool = True
 
     def __post_init__(self):
         if self.slice_layers not in SLICE_LAYERS:
@@ -67,7 +71,8 @@ class SamplerConfig:
                    candidates=sampler_cfg.candidates, cache_dtype=str(sampler_cfg.cache_dtype),
                    refill_rows=int(sampler_cfg.get("refill_rows", cls.refill_rows)),
                    queue_batches=int(sampler_cfg.get("queue_batches", cls.queue_batches)),
-                   slice_layers=str(sampler_cfg.get("slice_layers", cls.slice_layers)))
+                   slice_layers=str(sampler_cfg.get("slice_layers", cls.slice_layers)),
+                   partition_decode=bool(sampler_cfg.get("partition_decode", cls.partition_decode)))
 
 
 @dataclasses.dataclass
@@ -163,7 +168,9 @@ class Sampler:
         self._generate_queue = jax.jit(self._generate_queue_impl, static_argnames=("rows", "max_new"))
         self._score = jax.jit(self._score_impl)
         self._table = jax.jit(self._table_impl, static_argnames=("tree",))
-        self._generate_stacked = jax.jit(_per_member(self._generate_impl, ("rows", "rows", "rows", "member")),
+        # A MemberStack's members decode vmapped, under XLA's own partitioning (not by hand).
+        self._generate_stacked = jax.jit(_per_member(functools.partial(self._generate_impl, partitioned=False),
+                                                     ("rows", "rows", "rows", "member")),
                                          static_argnames=("max_new",))
         self._score_stacked = jax.jit(_per_member(self._score_impl, ("rows",) * 4))
         self._table_stacked = jax.jit(_per_member(self._table_impl, ("rows", "rows", "rows", "shared", "shared")),
@@ -180,19 +187,28 @@ class Sampler:
             out.append(self.tokenizer.encode(rendered, add_special_tokens=False))
         return out
 
-    def _batch_rows(self, n: int) -> int:
+    def partitions_decode(self) -> bool:
+        """Whether decode steps run the hand-partitioned layers (models/decode_partitioned.py)."""
+        return (self.config.partition_decode and self.config.slice_layers == "per_call"
+                and decode_partitioned.partition_problem(self.model_config, self.mesh) is None)
+
+    def _batch_rows(self, n: int, decode: bool = True) -> int:
+        """n rows padded to what the programs need: a multiple of the batch axes (rows split over
+        them), and for rows that decode by hand-partitioned steps, of every chip."""
         multiple = 1
         if self.mesh is not None:
             multiple = int(np.prod([self.mesh.shape[a] for a in sharding_lib.BATCH_AXES if a in self.mesh.shape]))
+            if decode and self.partitions_decode():
+                multiple = decode_partitioned.row_multiple(self.mesh)  # its logits: whole rows on every chip
         return -(-n // multiple) * multiple
 
-    def _layout(self, model, adapter_ids, n: int) -> tuple[object, int, np.ndarray, int]:
+    def _layout(self, model, adapter_ids, n: int, decode: bool = True) -> tuple[object, int, np.ndarray, int]:
         """(weights, members, slots, rows): where each of the n real rows sits in a batch of
         `rows` (filler rows elsewhere). With a MemberStack, member m's rows fill slots
         [m * R, (m + 1) * R), R the largest member's row count rounded up to a power of two (so
         that a handful of programs serve every mix) and to the batch multiple."""
         if not isinstance(model, MemberStack):
-            return nnx.split(model)[1], 0, np.arange(n), self._batch_rows(n)
+            return nnx.split(model)[1], 0, np.arange(n), self._batch_rows(n, decode)
         members = model.num_members
         if adapter_ids is None:
             raise ValueError("a MemberStack needs adapter_ids: the member of each row")
@@ -200,7 +216,7 @@ class Sampler:
         if ids.min() < 0 or ids.max() >= members:
             raise ValueError(f"member ids must lie in [0, {members}), got {sorted(set(ids.tolist()))}")
         counts = np.bincount(ids, minlength=members)
-        per_member = self._batch_rows(1 << int(counts.max() - 1).bit_length())
+        per_member = self._batch_rows(1 << int(counts.max() - 1).bit_length(), decode=False)  # vmapped: XLA partitions it
         rank = np.zeros(n, np.int64)
         for m in range(members):
             rank[ids == m] = np.arange(counts[m])
@@ -350,13 +366,14 @@ class Sampler:
                              f"{self.config.candidates}")
         return params
 
-    def _generate_impl(self, state, ids, mask, p, rng, *, max_new: int):
+    def _generate_impl(self, state, ids, mask, p, rng, *, max_new: int, partitioned: bool = True):
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
         batch, prompt_len = ids.shape
         logits, cache = model.prefill(ids, mask, prompt_len + max_new, adapter_ids=p["adapter_ids"],
                                       cache_dtype=jnp.dtype(self.config.cache_dtype))
-        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step")
+        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step",
+                                      partitioned=partitioned and self.config.partition_decode)
 
         def sample(step, last_logits):
             key = jax.random.fold_in(rng, step)
@@ -399,7 +416,8 @@ class Sampler:
         queue, prompt_len = ids.shape
         refill = min(self.config.refill_rows, rows)
         cache_dtype = jnp.dtype(self.config.cache_dtype)
-        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step")
+        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step",
+                                      partitioned=self.config.partition_decode)
 
         def prefill(prompt):  # prompt indices [k] -> (last-position logits [k, vocab], per-row-index cache)
             logits, cache = model.prefill(ids[prompt], mask[prompt], prompt_len + max_new,
@@ -471,7 +489,7 @@ class Sampler:
         n = len(prompts)
         if n != len(continuations):
             raise ValueError("one continuation per prompt")
-        state, members, slots, rows = self._layout(model, adapter_ids, n)
+        state, members, slots, rows = self._layout(model, adapter_ids, n, decode=False)
         pids, pmask = self._prompt_rows(prompts, slots, rows)
         cont_len = bucket(max(len(c) for c in continuations), self.config.new_token_buckets, "continuation length")
         cids = np.full((rows, cont_len), self.pad_id, np.int32)
@@ -517,7 +535,7 @@ class Sampler:
         if continuation_ids is not None:
             continues[np.asarray(list(continuation_ids), np.int64)] = True
         n = len(prompts)
-        state, members, slots, rows = self._layout(model, adapter_ids, n)
+        state, members, slots, rows = self._layout(model, adapter_ids, n, decode=False)
         ids, mask = self._prompt_rows(prompts, slots, rows)
         ids = np.concatenate([ids, np.tile(np.asarray(tokens, np.int32), (rows, 1))], axis=1)
         mask = np.concatenate([mask, np.ones((rows, len(tokens)), np.bool_)], axis=1)

@@ -325,7 +325,7 @@ def test_attention_scores_are_rounded_to_the_compute_dtype():
     (a bfloat16 decode step then reads half the bytes of float32 scores); float32 unchanged.
     One-hot values make the output the attention probabilities themselves."""
     from sparta_jax.models.config import ModelConfig
-    from sparta_jax.models.llama import _attention
+    from sparta_jax.models.layer_math import attention as _attention
 
     c = ModelConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, num_kv_heads=2,
                     head_dim=8)

@@ -220,30 +220,56 @@ def test_sharded_generation_equals_one_device(lora_model):
 
 
 def test_decode_weights_take_the_decode_layout_on_a_mesh(lora_model):
-    """On a mesh the per-call copy of the MLP weights is column-parallel (gate, up) and
-    row-parallel (down) over fsdp x tensor (sharding.DECODE_RULES), every other weight as stored;
-    aot prices the decode step with the same shardings. (The generation above runs this layout.)"""
+    """On a mesh the per-call copy of the decode weights is laid out for the step that reads it:
+    the hand-partitioned step's layouts (models/decode_partitioned.py: q, k and v side by side per
+    tensor shard, gate and up per chip), or, under XLA's partitioning (`partitioned=False`, and
+    where the hand partition does not split the model), column-parallel gate and up and a
+    row-parallel down projection over fsdp x tensor (sharding.DECODE_RULES), every other weight
+    as stored. aot prices the decode step with the same shardings."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from sparta_jax import aot
+    from sparta_jax.models.decode_partitioned import PartitionedLayers
 
     folder, model1 = lora_model
     mesh8 = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     model8, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=mesh8, load_tokenizer=False,
                                 lora=model1.lora_config)
-    layers = nnx.jit(lambda m: m.decode_weights())(model8)
+    _, state = nnx.split(model8)
+    stacked_shape = lambda prefix, name: state[prefix][name].shape  # noqa: E731
+
+    layers = nnx.jit(lambda m: m.decode_weights(partitioned=False))(model8)
     expected = {"gate_proj": P(None, ("fsdp", "tensor")), "up_proj": P(None, ("fsdp", "tensor")),
                 "down_proj": P(("fsdp", "tensor"), None), "q_proj": P("fsdp", "tensor"), "o_proj": P("tensor", "fsdp")}
     for name, spec in expected.items():
         assert layers[0][0][name].sharding.is_equivalent_to(NamedSharding(mesh8, spec), 2), name
     np.testing.assert_array_equal(layers[1][0]["down_proj"], model8.layers.down_proj[...][1])
-    _, state = nnx.split(model8)
-    priced = aot._layer_shardings(jax.eval_shape(lambda m: m.decode_weights(), model8),
-                                  lambda prefix, name: state[prefix][name].shape, mesh8)
+    priced = aot._layer_shardings(jax.eval_shape(lambda m: m.decode_weights(partitioned=False), model8),
+                                  stacked_shape, mesh8)
     for (w, lw), (pw, plw) in zip(layers, priced):
         for ran, costed in ((w, pw), (lw, plw)):
             for name in ran:
                 assert ran[name].sharding.is_equivalent_to(costed[name].sharding, ran[name].ndim), name
+
+    split = nnx.jit(lambda m: m.decode_weights())(model8)
+    assert isinstance(split, PartitionedLayers)
+    w, lw = split.layers[1]
+    expected = {"qkv": P("fsdp", "tensor"), "gate_up": P(None, ("fsdp", "tensor")),
+                "down_proj": P(("fsdp", "tensor"), None), "o_proj": P("tensor", "fsdp"), "mlp_norm": P(("fsdp", "tensor"))}
+    for name, spec in expected.items():
+        assert w[name].sharding.is_equivalent_to(NamedSharding(mesh8, spec), w[name].ndim), name
+    # Shard t of qkv holds q's, k's and v's column block t; chip s of gate_up gate's block s, then up's.
+    q, k, v = (model8.layers.arrays()[f"{p}_proj"][1] for p in "qkv")
+    q_cols, kv_cols = q.shape[1] // 2, k.shape[1] // 2
+    np.testing.assert_array_equal(w["qkv"][:, : q_cols], q[:, : q_cols])
+    np.testing.assert_array_equal(w["qkv"][:, q_cols + 2 * kv_cols: 2 * q_cols + 2 * kv_cols], q[:, q_cols:])
+    np.testing.assert_array_equal(w["qkv"][:, -kv_cols:], v[:, kv_cols:])
+    width = model8.config.intermediate_size // 4
+    np.testing.assert_array_equal(w["gate_up"][:, 2 * width: 3 * width], model8.layers.gate_proj[...][1][:, width: 2 * width])
+    np.testing.assert_array_equal(w["gate_up"][:, 3 * width: 4 * width], model8.layers.up_proj[...][1][:, width: 2 * width])
+    priced = aot._layer_shardings(jax.eval_shape(lambda m: m.decode_weights(), model8), stacked_shape, mesh8)
+    for ran, costed in zip(jax.tree.leaves(split), jax.tree.leaves(priced)):
+        assert ran.sharding.is_equivalent_to(costed.sharding, ran.ndim)
 
 
 @pytest.mark.parametrize("refill_rows", [0, 2])
@@ -390,7 +416,7 @@ def test_refilled_rows_sharded_equal_one_device(lora_model):
         target.set_value(jax.device_put(var, target[...].sharding))
     prompts = random_prompts(10, TINY["vocab_size"], seed=10)
     kw = dict(adapter_ids=[0, 1, 2, NO_ADAPTER, 0] * 2, rng=jax.random.key(3), max_new_tokens=[4, 11, 7, 2, 9] * 2,
-              stop_ids=[], decode=False, rows=4)
+              stop_ids=[], decode=False, rows=8)  # rows: a multiple of the mesh's 8 chips (the logits' split)
     one = queue_sampler(model1, 2).generate(model1, prompts, **kw)
     eight = queue_sampler(model8, 2, mesh=mesh8).generate(model8, prompts, **kw)
     np.testing.assert_array_equal(one.tokens, eight.tokens)

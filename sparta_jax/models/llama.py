@@ -26,16 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sparta_jax import sharding as sharding_lib
-from sparta_jax.models import rope as rope_lib
+from sparta_jax.models import decode_partitioned, layer_math, rope as rope_lib
 from sparta_jax.models.config import ModelConfig
 from sparta_jax.models.lora import NO_ADAPTER, LoraConfig, LoraParam, LoraScaling, lora_delta, row_scales
-
-# Masked attention logits get a large finite value rather than -inf, so a query that sees no
-# key at all (a left-padding position) yields a uniform softmax instead of NaN.
-_MASKED = -1e30
 
 # What the backward pass of a training forward recomputes (`remat`): "none" stores every
 # activation; "full" stores each layer's input only and recomputes the layer (memory for one
@@ -186,28 +182,6 @@ def _norm_init(config: ModelConfig, param_dtype):
     return lambda shape: fill(shape, param_dtype)
 
 
-def _rms_norm(x, weight, eps, offset: bool = False):
-    x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    if offset:  # as HF's Gemma: scale by (1 + w) in float32, then cast back
-        return (x32 * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
-    # As HF's Llama: normalise in float32, cast back, then scale.
-    return weight.astype(x.dtype) * x32.astype(x.dtype)
-
-
-def _activation(name: str):
-    if name == "silu":
-        return jax.nn.silu
-    if name == "gelu_pytorch_tanh":
-        return lambda x: jax.nn.gelu(x, approximate=True)
-    raise ValueError(f"unsupported activation {name!r}")
-
-
-def _soft_cap(x, cap: float | None):
-    """Gemma 2's soft-capping: cap * tanh(x / cap) (identity when cap is None)."""
-    return x if cap is None else jnp.tanh(x / cap) * cap
-
-
 class LlamaForCausalLM(nnx.Module):
     """Decoder with optional LoRA stack. `dtype` is the compute dtype, `param_dtype` the storage."""
 
@@ -280,7 +254,7 @@ class LlamaForCausalLM(nnx.Module):
             next_position=mask.sum(axis=1, dtype=jnp.int32),
             index=jnp.asarray(length, jnp.int32),
         )
-        return self.logits_from_hidden(hidden[:, -1:]), cache
+        return self._unembedding_layout(self.logits_from_hidden(hidden[:, -1:])), cache
 
     def extend(self, input_ids, attention_mask, cache: KVCache, *, adapter_ids=None, layers=None):
         """Run new tokens through the model against a KV cache: (logits, updated cache).
@@ -289,9 +263,11 @@ class LlamaForCausalLM(nnx.Module):
         """
         layers = self.decode_weights() if layers is None else layers
         hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache, layers=layers)
+        if isinstance(layers, decode_partitioned.PartitionedLayers):
+            return self.cap_logits(decode_partitioned.unembed(hidden, layers)), cache
         return self.logits_from_hidden(hidden), cache
 
-    def decode_weights(self, *, per_step: bool = False):
+    def decode_weights(self, *, per_step: bool = False, partitioned: bool = True):
         """The layer weights `extend` reads, prepared once per generate call.
 
         LoRA factors are cast to the compute dtype here (a copy a few percent of the weights'
@@ -301,13 +277,26 @@ class LlamaForCausalLM(nnx.Module):
         weights that lives as long as the call, or (per_step=True) the stacks are left whole in a
         `StackedLayers` for each step to slice: no copy, and on TPU the same bytes per step (the
         slices fuse into the matmuls); on CPU each step copies its slices.
+
+        On a mesh whose fsdp x tensor chips can split the layers (`decode_partitioned`), the
+        per-call copy is laid out for that module's hand-partitioned step, with the unembedding;
+        `partitioned=False` keeps XLA's partitioning (a vmapped MemberStack needs it).
         """
         weights = self.layers.arrays()
         lora = {n: a.astype(self.dtype) for n, a in self.lora.arrays().items()} if self.lora is not None else {}
         stacked = StackedLayers(weights, lora)
         if per_step:
             return stacked
+        mesh = self.decode_mesh()
+        if partitioned and decode_partitioned.partition_problem(self.config, mesh) is None:
+            return decode_partitioned.prepare(stacked.per_layer(), self.final_norm[...], self.unembedding(),
+                                              self.config, mesh, self.dtype)
         return tuple((self._decode_layout(w), lw) for w, lw in stacked.per_layer())
+
+    def decode_mesh(self):
+        """The mesh a decode step runs on (the activation sharding's), or None on one device."""
+        sharding = getattr(self, "activation_sharding", None)
+        return None if sharding is None else sharding.mesh
 
     def _decode_layout(self, weights: dict) -> dict:
         """The per-call copy of a layer's weights in the decode layout (sharding.DECODE_RULES):
@@ -323,6 +312,21 @@ class LlamaForCausalLM(nnx.Module):
 
         return {name: laid_out(name, array) for name, array in weights.items()}
 
+    def _unembedding_layout(self, logits):
+        """Logits [batch, length, vocab] kept as the unembedding computes them: rows over the batch
+        axes, the vocabulary over tensor. A decode loop that carries them on in another layout
+        would otherwise have XLA compute the prefill's logits in that one, with the whole
+        unembedding gathered to every chip (2 GiB more for Qwen2.5-7B on a v4-32)."""
+        sharding = getattr(self, "activation_sharding", None)
+        if sharding is None:
+            return logits
+        mesh = sharding.mesh
+        rows = sharding.spec[0]
+        tensor = "tensor" if "tensor" in mesh.shape and logits.shape[-1] % mesh.shape["tensor"] == 0 else None
+        if logits.shape[0] % int(np.prod([mesh.shape[a] for a in rows])):
+            rows = None
+        return jax.lax.with_sharding_constraint(logits, NamedSharding(mesh, P(rows, None, tensor)))
+
     def unembedding(self) -> jax.Array:
         """The [hidden, vocab] output projection (the embedding transposed when tied)."""
         if self.config.tie_word_embeddings:
@@ -335,7 +339,7 @@ class LlamaForCausalLM(nnx.Module):
 
     def cap_logits(self, logits) -> jax.Array:
         """The final-logit soft-cap (Gemma 2), for code that unembeds hidden states itself."""
-        return _soft_cap(logits, self.config.final_softcap)
+        return layer_math.soft_cap(logits, self.config.final_softcap)
 
     # ----------------------------------------------------------------------------- internals
     def _constrain(self, x):
@@ -373,7 +377,7 @@ class LlamaForCausalLM(nnx.Module):
             positions = jnp.maximum(cache.next_position[:, None] + real_so_far - 1, 0)
             query_slots = cache.index[..., None] + jnp.arange(length)  # [length], or [batch, length] per row
             key_slots = jnp.arange(cache.max_length)
-            key_mask = _write_slots(cache.key_mask, attention_mask, cache.index, axis=1)
+            key_mask = layer_math.write_slots(cache.key_mask, attention_mask, cache.index, axis=1)
         row_query_slots = jnp.atleast_2d(query_slots)  # [batch or 1, length]
 
         visible = key_mask[:, None, :] & (key_slots[None, None, :] <= row_query_slots[:, :, None])
@@ -410,7 +414,7 @@ class LlamaForCausalLM(nnx.Module):
         if c.embed_scale:  # Gemma: sqrt(hidden size), rounded to the compute dtype as HF does
             x = x * jnp.asarray(c.hidden_size**0.5, self.dtype)
         x = constrain(x)
-        act = _activation(c.hidden_act)
+        act = layer_math.activation(c.hidden_act)
         weights = self.layers.arrays()
         if self.lora is not None:
             lora_weights = self.lora.arrays()
@@ -432,7 +436,7 @@ class LlamaForCausalLM(nnx.Module):
             return jax.tree.map(lambda a, b: jnp.where(is_sliding, a, b), local, glob)
 
         def norm(x, weight):
-            return _rms_norm(x, weight, c.rms_norm_eps, c.norm_offset)
+            return layer_math.rms_norm(x, weight, c.rms_norm_eps, c.norm_offset)
 
         def layer(x, w, lw, kv, is_sliding):
             x = constrain(x)
@@ -453,7 +457,7 @@ class LlamaForCausalLM(nnx.Module):
             q = rope_lib.apply_rotary(q, cos, sin)
             k = rope_lib.apply_rotary(k, cos, sin)
             keys, values, heads_major = kv(k, v)
-            attn = _attention(q, keys, values, pick(is_sliding, local_visible, visible), c, heads_major=heads_major)
+            attn = layer_math.attention(q, keys, values, pick(is_sliding, local_visible, visible), c, heads_major=heads_major)
             o = project("o_proj", attn, w, lw)
             if c.o_bias:
                 o = o + w["o_bias"].astype(self.dtype)
@@ -488,6 +492,13 @@ class LlamaForCausalLM(nnx.Module):
                                         unroll=unroll)
         else:
             keys, values = list(cache.k), list(cache.v)
+            if isinstance(layers, decode_partitioned.PartitionedLayers):  # final norm included
+                if length != 1:
+                    raise ValueError(f"partitioned decode weights take one token per row, got {length}")
+                hidden, keys, values = decode_partitioned.decode_layers(
+                    x, layers, keys, values, cache.index, visible, local_visible,
+                    {"global": ropes["global"], "local": ropes["local"]}, scales, c, self.dtype)
+                return hidden, self._advanced_cache(cache, keys, values, key_mask, attention_mask, length)
             if isinstance(layers, StackedLayers):  # sliced here, in the step (see decode_weights)
                 layers = layers.per_layer()
             for i, (w, lw) in enumerate(layers):  # unrolled: see the module docstring
@@ -495,34 +506,20 @@ class LlamaForCausalLM(nnx.Module):
                     # Write the new tokens into this layer's cache in place, then attend over it.
                     k = k.transpose(0, 2, 1, 3).astype(keys[i].dtype)
                     v = v.transpose(0, 2, 1, 3).astype(values[i].dtype)
-                    keys[i] = _write_slots(keys[i], k, cache.index, axis=2)
-                    values[i] = _write_slots(values[i], v, cache.index, axis=2)
+                    keys[i] = layer_math.write_slots(keys[i], k, cache.index, axis=2)
+                    values[i] = layer_math.write_slots(values[i], v, cache.index, axis=2)
                     return keys[i].astype(self.dtype), values[i].astype(self.dtype), True
 
                 x = layer(x, w, lw, kv, sliding[i])
-            new_cache = KVCache(
-                k=tuple(keys), v=tuple(values), key_mask=key_mask,
-                next_position=cache.next_position + attention_mask.sum(axis=1, dtype=jnp.int32),
-                index=cache.index + length,
-            )
+            new_cache = self._advanced_cache(cache, keys, values, key_mask, attention_mask, length)
         return norm(x, self.final_norm[...]), new_cache
 
-
-def _write_slots(cache_array, new, index, *, axis: int):
-    """`new` written into `cache_array` [batch, ...] from slot `index` along its slot `axis`.
-
-    A scalar index (every row at the same slot) is one dynamic_update_slice; a [batch] index
-    writes row b from slot index[b]: a per-row dynamic_update_slice, which XLA lowers to one
-    scatter."""
-
-    def write(array, update, start, slot_axis):
-        at = [0] * array.ndim
-        at[slot_axis] = start
-        return jax.lax.dynamic_update_slice(array, update, tuple(at))
-
-    if index.ndim == 0:
-        return write(cache_array, new, index, axis)
-    return jax.vmap(lambda row, update, start: write(row, update, start, axis - 1))(cache_array, new, index)
+    @staticmethod
+    def _advanced_cache(cache: KVCache, keys, values, key_mask, attention_mask, length: int) -> KVCache:
+        """The cache after `length` new slots were written (keys and values, per layer)."""
+        return KVCache(k=tuple(keys), v=tuple(values), key_mask=key_mask,
+                       next_position=cache.next_position + attention_mask.sum(axis=1, dtype=jnp.int32),
+                       index=cache.index + length)
 
 
 def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -548,22 +545,3 @@ def suffix_tree_layout(parents: tuple[int, ...], length: int) -> tuple[np.ndarra
     position_offset = np.zeros(length, np.int32)
     position_offset[length - n:] = np.arange(n) - depth
     return visible, position_offset
-
-
-def _attention(q, k, v, visible, c: ModelConfig, *, heads_major: bool = False):
-    """Grouped-query attention. q [b, t, heads, d]; visible [b, t, s];
-    k, v [b, s, kv_heads, d], or [b, kv_heads, s, d] when `heads_major` (the cache's layout)."""
-    batch, length = q.shape[:2]
-    groups = c.num_heads // c.num_kv_heads
-    kv = "bksd" if heads_major else "bskd"
-    q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum(f"btkgd,{kv}->bkgts", q, k, preferred_element_type=jnp.float32)
-    # As transformers' eager attention: the scores in the compute dtype, the softmax in float32.
-    # In bfloat16 this halves the bytes of the scores, which a decode step reads three times.
-    scores = _soft_cap((scores * c.attention_scale).astype(q.dtype), c.attn_softcap)
-    scores = jnp.where(visible[:, None, None, :, :], scores, jnp.asarray(_MASKED, q.dtype))
-    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
-    # Heads-major out of the matmul, then one transpose of the (small) result: asking the einsum
-    # for [b, t, heads, d] directly made XLA:CPU's attention 6x slower at a 1088-slot cache.
-    out = jnp.einsum(f"bkgts,{kv}->bkgtd", probs, v)
-    return out.transpose(0, 3, 1, 2, 4).reshape(batch, length, c.num_heads * c.head_dim)

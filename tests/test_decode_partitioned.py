@@ -1,0 +1,122 @@
+"""The hand-partitioned decode step (models/decode_partitioned.py) computes what the model does on
+one device: logits and cache of several decode steps on an 8-device CPU mesh against the same
+model and adapters unpartitioned, for every model family's switches, LoRA on all seven
+projections with mixed adapters, shared and per-row cache slots, and meshes it splits 2 x 2 x 2
+and 1 x 4 x 2 (data x fsdp x tensor)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sparta_jax import sharding
+from sparta_jax.models import decode_partitioned
+from sparta_jax.models.config import ModelConfig
+from sparta_jax.models.loading import from_pretrained
+from sparta_jax.models.lora import ALL_TARGETS, NO_ADAPTER, uniform_lora_config
+from sparta_jax.sampling import Sampler, SamplerConfig, decode_step
+from tests.tiny_models import TINY, save_hf_model
+
+ROWS, STEPS = 8, 3
+
+
+def _models(folder, mesh):
+    lora = uniform_lora_config(3, rank=4, alpha=8.0, targets=ALL_TARGETS)
+    one, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=sharding.make_mesh(
+        {"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1]), load_tokenizer=False, lora=lora)
+    split, _ = from_pretrained(str(folder), dtype=jnp.float32, mesh=mesh, load_tokenizer=False, lora=lora)
+    for i, (name, var) in enumerate(sorted(one.lora.arrays().items())):  # adapters that differ, on both
+        value = 0.3 * jax.random.normal(jax.random.key(i), var.shape, var.dtype)
+        getattr(one.lora, name).set_value(value)
+        target = getattr(split.lora, name)
+        target.set_value(jax.device_put(value, target[...].sharding))
+    return one, split
+
+
+def _decode(model, ids, mask, adapter_ids, per_row_index: bool):
+    """Prefill, then STEPS greedy decode steps: each step's logits, and the final cache."""
+
+    @nnx.jit
+    def run(model, ids, mask, adapter_ids):
+        logits, cache = model.prefill(ids, mask, ids.shape[1] + STEPS + 1, adapter_ids=adapter_ids,
+                                      cache_dtype=jnp.float32)
+        if per_row_index:  # the refilled rows' cache: each row its own write slot
+            cache = cache.replace(index=jnp.full((ids.shape[0],), ids.shape[1], jnp.int32))
+        layers = model.decode_weights()
+        token, out = jnp.argmax(logits[:, -1], -1), []
+        live = jnp.ones(ids.shape[:1], bool).at[1].set(False)  # a finished row writes a masked slot
+        for _ in range(STEPS):
+            step_logits, cache = decode_step(model, layers, token, live, cache, adapter_ids)
+            out.append(step_logits)
+            token = jnp.argmax(step_logits, -1)
+        return jnp.stack(out, 1), cache, layers
+
+    return run(model, ids, mask, adapter_ids)
+
+
+def _batch(vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 12, ROWS)
+    ids = np.zeros((ROWS, 12), np.int32)
+    mask = np.zeros((ROWS, 12), bool)
+    for r, n in enumerate(lengths):
+        ids[r, 12 - n:] = rng.integers(1, vocab, n)
+        mask[r, 12 - n:] = True
+    return jnp.asarray(ids), jnp.asarray(mask), jnp.asarray([0, 1, 2, NO_ADAPTER, 2, 1, 0, 1], jnp.int32)
+
+
+@pytest.mark.parametrize("family,mesh_axes,per_row_index", [
+    ("qwen2", (2, 2, 2), False),  # q/k/v biases, untied head, vocab 101 (padded to split)
+    ("qwen2", (1, 4, 2), True),
+    ("llama_tied_bias", (1, 4, 2), False),  # tied embedding as the unembedding, o bias
+    ("mistral_window", (2, 2, 2), True),  # sliding window shorter than the prompts
+    ("gemma2", (2, 2, 2), False),  # soft-caps, post-norms, (1 + w) norms, GELU, query scalar
+    ("gemma3", (1, 4, 2), True),  # q/k norms, two RoPEs, mixed sliding and global layers
+])
+def test_partitioned_decode_equals_one_device(family, mesh_axes, per_row_index, tmp_path):
+    save_hf_model(family, tmp_path)
+    mesh = sharding.make_mesh(dict(zip(("data", "fsdp", "tensor"), mesh_axes)))
+    one, split = _models(tmp_path, mesh)
+    ids, mask, adapters = _batch(TINY["vocab_size"])
+    want, want_cache, plain = _decode(one, ids, mask, adapters, per_row_index)
+    got, got_cache, layers = _decode(split, ids, mask, adapters, per_row_index)
+    assert not isinstance(plain, decode_partitioned.PartitionedLayers)
+    assert isinstance(layers, decode_partitioned.PartitionedLayers)  # the path under test, not the fallback
+    assert got.shape == want.shape == (ROWS, STEPS, TINY["vocab_size"])
+    assert got.sharding.is_equivalent_to(decode_partitioned.rows_sharding(mesh), 3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-4)
+    assert float(jnp.std(want)) > 0.1  # logits that could differ
+    for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-4)
+
+
+def test_sampler_pads_rows_for_the_partitioned_step_and_samples_as_one_device(tmp_path):
+    """Sampled (not greedy) tokens with mixed adapters: 6 prompts take 8 rows on a 2 x 2 x 2 mesh
+    (whole rows of logits on each of the 8 chips), and equal one device's."""
+    save_hf_model("qwen2", tmp_path)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    one, split = _models(tmp_path, mesh)
+    prompts = [list(range(3, 3 + n)) for n in (4, 9, 6, 11, 5, 7)]
+    kw = dict(adapter_ids=[0, 1, 2, NO_ADAPTER, 0, 1], rng=jax.random.key(3), max_new_tokens=8, stop_ids=[],
+              decode=False, temperature=0.8, top_k=20)
+    sampler = Sampler(split, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="float32"))
+    assert sampler._batch_rows(6) == 8
+    got = sampler.generate(split, prompts, **kw)
+    want = Sampler(one, pad_id=0, config=SamplerConfig(cache_dtype="float32")).generate(one, prompts, **kw)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    assert len({tuple(t) for t in want.tokens}) == 6
+
+
+def test_partition_problem_names_what_does_not_split():
+    config = ModelConfig.from_hf_dict(dict(architectures=["LlamaForCausalLM"], model_type="llama", **TINY))
+    mesh = lambda f, t: sharding.make_mesh({"data": 1, "fsdp": f, "tensor": t}, devices=jax.devices()[: f * t])  # noqa: E731
+    assert decode_partitioned.partition_problem(config, mesh(2, 2)) is None
+    assert decode_partitioned.partition_problem(config, None) == "no mesh"
+    assert decode_partitioned.partition_problem(config, mesh(1, 1)) == "fsdp x tensor is one chip"
+    assert decode_partitioned.partition_problem(config, mesh(1, 4)) == "key-value heads 2 does not split 4 ways"
+    odd = ModelConfig.from_hf_dict(dict(architectures=["LlamaForCausalLM"], model_type="llama",
+                                        **{**TINY, "intermediate_size": 90}))
+    assert decode_partitioned.partition_problem(odd, mesh(2, 2)) == "intermediate size 90 does not split 4 ways"
+    assert decode_partitioned.row_multiple(mesh(2, 2)) == 4
