@@ -613,14 +613,16 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     bucket plus the new-token bucket, the members' adapters mixed over the rows; `gen` (a config
     section with batch_size, max_prompt_tokens, max_new_tokens) for other shapes. Ideal bytes:
     each device's shard of the layer weights, LoRA factors, final norm and unembedding, of the
-    whole KV cache (every slot is read), and of the logits written.
+    whole KV cache (every slot is read), and of what the step hands the sampler: each row's best
+    `sampler.candidates` logits and their token ids (the whole logits when that is None).
     """
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from sparta_jax.models.decode_partitioned import PartitionedLayers, rows_sharding
-    from sparta_jax.sampling import Sampler, SamplerConfig, bucket, decode_step
+    from sparta_jax.sampling import Sampler, SamplerConfig, bucket, decode_step, decode_step_candidates
+    from sparta_jax.sharding import batch_sharding
 
     log = log or (lambda *_: None)
     model, lora = abstract_model(model_config, config, mesh)
@@ -641,20 +643,29 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     live = _batch_sds(mesh, (rows,), jnp.bool_)
     adapter_ids = _batch_sds(mesh, (rows,), jnp.int32)
     head = state["lm_head"] if "lm_head" in state else state["embed"]
-    if isinstance(layers, PartitionedLayers):  # its own copy of the final norm and unembedding; whole rows per chip
-        logits = _sds((rows, model_config.vocab_size), jnp.float32, rows_sharding(mesh))
-        ideal = shard_bytes((layers, cache.k, cache.v, logits))
+    # What the step hands the sampler: each row's best `candidates` logits and their ids (the
+    # sampler's loop), or, with sampler.candidates None, the whole logits.
+    candidates = sampler.config.candidates
+    width = model_config.vocab_size if candidates is None else min(candidates, model_config.vocab_size)
+    row_split = rows_sharding(mesh) if isinstance(layers, PartitionedLayers) else batch_sharding(mesh)
+    out = _sds((rows, width), jnp.float32, row_split)
+    if candidates is not None:
+        out = (out, _sds((rows, width), jnp.int32, row_split))
+    if isinstance(layers, PartitionedLayers):  # its own copy of the final norm and unembedding
+        ideal = shard_bytes((layers, cache.k, cache.v, out))
     else:
-        logits = _batch_sds(mesh, (rows, model_config.vocab_size), jnp.float32)
-        ideal = shard_bytes((layers, state["final_norm"], head, cache.k, cache.v, logits))
+        ideal = shard_bytes((layers, state["final_norm"], head, cache.k, cache.v, out))
     layer_bytes = shard_bytes(cache.k[0])
 
     def step(state, layers, token, live, cache, adapter_ids):
-        return decode_step(nnx.merge(graphdef, state), layers, token, live, cache, adapter_ids)
+        model = nnx.merge(graphdef, state)
+        if candidates is None:
+            return decode_step(model, layers, token, live, cache, adapter_ids)
+        return decode_step_candidates(model, layers, token, live, cache, adapter_ids, candidates)
 
     args = (state, layers, token, live, cache, adapter_ids)
     shardings = jax.tree.map(lambda x: x.sharding, args)
-    out_shardings = (logits.sharding, shardings[4])
+    out_shardings = (jax.tree.map(lambda x: x.sharding, out), shardings[4])
     if mesh.devices.flat[0].platform == "tpu":
         # In the decode loop XLA lays out the carried cache and the sliced weights as it likes; a
         # step compiled alone with default argument layouts would add a relayout copy of each.
@@ -665,7 +676,7 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
         cache_formats = dataclasses.replace(shardings[4], k=auto(shardings[4].k), v=auto(shardings[4].v))
         shardings = (shardings[0], shardings[1] if per_step else auto(shardings[1]), *shardings[2:4], cache_formats,
                      shardings[5])
-        out_shardings = (Format(Layout.AUTO, logits.sharding), cache_formats)
+        out_shardings = (auto(out_shardings[0]), cache_formats)
 
     log(f"compiling one decode step [{rows} rows, cache {length}] ...")
     with jax.set_mesh(mesh):

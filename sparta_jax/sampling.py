@@ -27,7 +27,7 @@ from sparta_jax.models import decode_partitioned
 from sparta_jax.models.llama import LlamaForCausalLM
 from sparta_jax.models.lora import NO_ADAPTER
 from sparta_jax.models.stack import MemberStack
-from sparta_jax.sampling_filters import sample_tokens
+from sparta_jax.sampling_filters import sample_candidates, sample_tokens, top_candidates
 
 
 class PromptTooLongError(SpartaError, ValueError):
@@ -159,6 +159,9 @@ class Sampler:
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh
+        # The mesh the model's decode steps run on (its activation sharding's), which may be
+        # given to the model and not to the sampler.
+        self.decode_mesh = None if isinstance(model, MemberStack) else model.decode_mesh()
         if pad_id is None:
             pad_id = getattr(tokenizer, "pad_token_id", None)
             pad_id = pad_id if pad_id is not None else getattr(tokenizer, "eos_token_id", None)
@@ -190,7 +193,7 @@ class Sampler:
     def partitions_decode(self) -> bool:
         """Whether decode steps run the hand-partitioned layers (models/decode_partitioned.py)."""
         return (self.config.partition_decode and self.config.slice_layers == "per_call"
-                and decode_partitioned.partition_problem(self.model_config, self.mesh) is None)
+                and decode_partitioned.partition_problem(self.model_config, self.decode_mesh) is None)
 
     def _batch_rows(self, n: int, decode: bool = True) -> int:
         """n rows padded to what the programs need: a multiple of the batch axes (rows split over
@@ -198,8 +201,8 @@ class Sampler:
         multiple = 1
         if self.mesh is not None:
             multiple = int(np.prod([self.mesh.shape[a] for a in sharding_lib.BATCH_AXES if a in self.mesh.shape]))
-            if decode and self.partitions_decode():
-                multiple = decode_partitioned.row_multiple(self.mesh)  # its logits: whole rows on every chip
+        if decode and self.partitions_decode():
+            multiple = decode_partitioned.row_multiple(self.decode_mesh)  # its logits: whole rows on every chip
         return -(-n // multiple) * multiple
 
     def _layout(self, model, adapter_ids, n: int, decode: bool = True) -> tuple[object, int, np.ndarray, int]:
@@ -366,6 +369,21 @@ class Sampler:
                              f"{self.config.candidates}")
         return params
 
+    # What a decode loop carries from one step to the next: with `candidates`, each row's best
+    # logits and their token ids (found where the step's logits lie), else the whole logits.
+    def _carried(self, logits):
+        return logits if self.config.candidates is None else top_candidates(logits, self.config.candidates)
+
+    def _step(self, model, layers, token, live, cache, adapter_ids):
+        if self.config.candidates is None:
+            return decode_step(model, layers, token, live, cache, adapter_ids)
+        return decode_step_candidates(model, layers, token, live, cache, adapter_ids, self.config.candidates)
+
+    def _draw(self, rng, last, temperature, top_k, top_p):
+        if self.config.candidates is None:
+            return sample_tokens(rng, last, temperature, top_k, top_p)
+        return sample_candidates(rng, *last, temperature, top_k, top_p)
+
     def _generate_impl(self, state, ids, mask, p, rng, *, max_new: int, partitioned: bool = True):
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
@@ -375,28 +393,27 @@ class Sampler:
         layers = model.decode_weights(per_step=self.config.slice_layers == "per_step",
                                       partitioned=partitioned and self.config.partition_decode)
 
-        def sample(step, last_logits):
-            key = jax.random.fold_in(rng, step)
-            return sample_tokens(key, last_logits, p["temperature"], p["top_k"], p["top_p"], self.config.candidates)
+        def sample(step, last):
+            return self._draw(jax.random.fold_in(rng, step), last, p["temperature"], p["top_k"], p["top_p"])
 
         def cond(carry):
             step, _, _, _, done, _, _ = carry
             return (step < max_new) & ~jnp.all(done)
 
         def body(carry):
-            step, last_logits, cache, tokens, done, lengths, stopped = carry
-            token = jnp.where(done, self.pad_id, sample(step, last_logits))
+            step, last, cache, tokens, done, lengths, stopped = carry
+            token = jnp.where(done, self.pad_id, sample(step, last))
             tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
             live = ~done
             hit_stop = live & jnp.any(token[:, None] == p["stop_ids"], axis=-1)
             lengths = lengths + live.astype(jnp.int32)
             stopped = stopped | hit_stop
             done = done | hit_stop | (lengths >= p["max_new_tokens"])
-            logits, cache = decode_step(model, layers, token, live, cache, p["adapter_ids"])
-            return step + 1, logits, cache, tokens, done, lengths, stopped
+            last, cache = self._step(model, layers, token, live, cache, p["adapter_ids"])
+            return step + 1, last, cache, tokens, done, lengths, stopped
 
         init = (
-            jnp.zeros((), jnp.int32), logits[:, -1], cache,
+            jnp.zeros((), jnp.int32), self._carried(logits[:, -1]), cache,
             jnp.full((batch, max_new), self.pad_id, jnp.int32),
             p["max_new_tokens"] <= 0, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.bool_),
         )
@@ -422,23 +439,23 @@ class Sampler:
         def prefill(prompt):  # prompt indices [k] -> (last-position logits [k, vocab], per-row-index cache)
             logits, cache = model.prefill(ids[prompt], mask[prompt], prompt_len + max_new,
                                           adapter_ids=p["adapter_ids"][prompt], cache_dtype=cache_dtype)
-            return logits[:, -1], cache.replace(index=jnp.full(prompt.shape, prompt_len, jnp.int32))
+            return self._carried(logits[:, -1]), cache.replace(index=jnp.full(prompt.shape, prompt_len, jnp.int32))
 
         def take_rows(carry):
             """The next waiting prompts into the first free rows (at most `refill` of them)."""
-            step, last_logits, cache, serving, row_len, done, next_prompt, out = carry
+            step, last, cache, serving, row_len, done, next_prompt, out = carry
             free_rows = jnp.argsort(~done, stable=True)[:refill]  # finished rows first
             k = jnp.arange(refill)
             valid = k < jnp.minimum(jnp.sum(done), n_real - next_prompt)
             prompt = jnp.minimum(next_prompt + k, queue - 1)
-            new_logits, new_cache = prefill(prompt)
+            new_last, new_cache = prefill(prompt)
             target = jnp.where(valid, free_rows, rows)  # out of range: dropped
 
             def put(old, new):
                 return old.at[target].set(new.astype(old.dtype), mode="drop")
 
             cache = jax.tree.map(put, cache, new_cache)
-            return (step, put(last_logits, new_logits), cache, put(serving, prompt), put(row_len, jnp.zeros_like(k)),
+            return (step, jax.tree.map(put, last, new_last), cache, put(serving, prompt), put(row_len, jnp.zeros_like(k)),
                     put(done, p["max_new_tokens"][prompt] <= 0), next_prompt + jnp.sum(valid), out)
 
         def cond(carry):
@@ -452,12 +469,11 @@ class Sampler:
 
         def body(carry):
             carry = jax.lax.while_loop(refill_due, take_rows, carry)  # usually 0 or 1 refills
-            step, last_logits, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped) = carry
+            step, last, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped) = carry
             live = ~done
             keys = jax.vmap(lambda i, t: jax.random.fold_in(jax.random.fold_in(rng, i), t))(p["key_ids"][serving],
                                                                                           row_len)
-            token = sample_tokens(keys, last_logits, p["temperature"][serving], p["top_k"][serving],
-                                  p["top_p"][serving], self.config.candidates)
+            token = self._draw(keys, last, p["temperature"][serving], p["top_k"][serving], p["top_p"][serving])
             token = jnp.where(live, token, self.pad_id)
             at = jnp.where(live, serving, queue)  # a finished row writes nothing
             tokens = tokens.at[at, row_len].set(token, mode="drop")
@@ -466,14 +482,14 @@ class Sampler:
             lengths = lengths.at[at].set(row_len, mode="drop")
             stopped = stopped.at[at].set(hit_stop, mode="drop")
             done = done | hit_stop | (row_len >= p["max_new_tokens"][serving])
-            last_logits, cache = decode_step(model, layers, token, live, cache, p["adapter_ids"][serving])
-            return step + 1, last_logits, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped)
+            last, cache = self._step(model, layers, token, live, cache, p["adapter_ids"][serving])
+            return step + 1, last, cache, serving, row_len, done, next_prompt, (tokens, lengths, stopped)
 
         first = jnp.arange(rows)
-        last_logits, cache = prefill(first)
+        last, cache = prefill(first)
         out = (jnp.full((queue, max_new), self.pad_id, jnp.int32), jnp.zeros((queue,), jnp.int32),
                jnp.zeros((queue,), jnp.bool_))
-        init = (jnp.zeros((), jnp.int32), last_logits, cache, first, jnp.zeros((rows,), jnp.int32),
+        init = (jnp.zeros((), jnp.int32), last, cache, first, jnp.zeros((rows,), jnp.int32),
                 (p["max_new_tokens"][first] <= 0) | (first >= n_real), jnp.minimum(n_real, rows), out)
         final = jax.lax.while_loop(cond, body, init)
         return final[-1], final[0]
@@ -565,6 +581,15 @@ def decode_step(model: LlamaForCausalLM, layers, token, live, cache, adapter_ids
     """
     logits, cache = model.extend(token[:, None], live[:, None], cache, adapter_ids=adapter_ids, layers=layers)
     return logits[:, -1], cache
+
+
+def decode_step_candidates(model: LlamaForCausalLM, layers, token, live, cache, adapter_ids, candidates: int):
+    """`decode_step` returning each row's `candidates` best next-token logits and their token ids
+    ([batch, candidates], best first) instead of all of them: what the sampler draws from
+    (`sampling_filters.sample_candidates`). On hand-partitioned layers each chip ranks its slice
+    of the vocabulary and the whole logits are never gathered."""
+    return model.extend_candidates(token[:, None], live[:, None], cache, n=candidates, adapter_ids=adapter_ids,
+                                   layers=layers)
 
 
 def tree_candidate_logprobs(table: np.ndarray, stop: np.ndarray | None, nodes: Sequence[tuple[int, int]],

@@ -10,7 +10,9 @@ so changing it never recompiles:
 
 `candidates` (static) bounds the work: filtering runs on the `candidates` best logits
 found by `lax.top_k` instead of a sort of the whole vocabulary. It must be at least every
-row's top_k; `None` sorts the full vocabulary (exact for any top_k, including 0).
+row's top_k; `None` sorts the full vocabulary (exact for any top_k, including 0). A decode
+step can find them where its logits lie (`LlamaForCausalLM.extend_candidates`: on a mesh, each
+chip's best of its slice of the vocabulary, merged) and `sample_candidates` draws from them.
 """
 from __future__ import annotations
 
@@ -18,11 +20,19 @@ import jax
 import jax.numpy as jnp
 
 
-def filtered_candidates(logits, temperature, top_k, top_p, candidates: int | None = None):
-    """(values, token_ids) [batch, n]: filtered scaled logits (-inf where removed), best first."""
+def top_candidates(logits, candidates: int | None = None):
+    """(values, token_ids) [batch, n] of the `candidates` best float32 logits, best first (ties:
+    the lower token id first); None: the whole vocabulary, sorted."""
     vocab = logits.shape[-1]
     n = vocab if candidates is None else min(candidates, vocab)
     values, ids = jax.lax.top_k(logits.astype(jnp.float32), n)  # descending
+    return values, ids
+
+
+def filter_candidates(values, temperature, top_k, top_p):
+    """Candidate logits [batch, n] (best first) scaled by temperature and filtered by top-k and
+    top-p: -inf where removed."""
+    n = values.shape[-1]
     safe_t = jnp.where(temperature > 0, temperature, 1.0)
     values = values / safe_t[:, None]
 
@@ -36,8 +46,13 @@ def filtered_candidates(logits, temperature, top_k, top_p, candidates: int | Non
     ascending_cum = jnp.cumsum(probs[:, ::-1], axis=-1)[:, ::-1]  # mass of this token and all worse
     remove = ascending_cum <= (1.0 - top_p)[:, None]
     remove = remove.at[:, 0].set(False)  # min_tokens_to_keep = 1
-    values = jnp.where(remove, -jnp.inf, values)
-    return values, ids
+    return jnp.where(remove, -jnp.inf, values)
+
+
+def filtered_candidates(logits, temperature, top_k, top_p, candidates: int | None = None):
+    """(values, token_ids) [batch, n]: filtered scaled logits (-inf where removed), best first."""
+    values, ids = top_candidates(logits, candidates)
+    return filter_candidates(values, temperature, top_k, top_p), ids
 
 
 def filtered_logits(logits, temperature, top_k, top_p, candidates: int | None = None):
@@ -52,11 +67,16 @@ def sample_tokens(rng, logits, temperature, top_k, top_p, candidates: int | None
 
     `rng` is one typed key for the batch, or a [batch] array of typed keys, one per row (a row's
     draw then depends on its own key only, not on where it sits in the batch)."""
-    values, ids = filtered_candidates(logits, temperature, top_k, top_p, candidates)
+    return sample_candidates(rng, *top_candidates(logits, candidates), temperature, top_k, top_p)
+
+
+def sample_candidates(rng, values, ids, temperature, top_k, top_p):
+    """`sample_tokens` given each row's best logits already: values and their token ids
+    [batch, n], best first, as `top_candidates` returns them (the greedy token is ids[:, 0])."""
+    filtered = filter_candidates(values, temperature, top_k, top_p)
     if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1:
-        choice = jax.vmap(lambda key, v: jax.random.categorical(key, v))(rng, values)
+        choice = jax.vmap(lambda key, v: jax.random.categorical(key, v))(rng, filtered)
     else:
-        choice = jax.random.categorical(rng, values, axis=-1)
+        choice = jax.random.categorical(rng, filtered, axis=-1)
     sampled = jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0]
-    greedy = jnp.argmax(logits, axis=-1)
-    return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+    return jnp.where(temperature > 0, sampled, ids[:, 0]).astype(jnp.int32)

@@ -1,5 +1,5 @@
 """The hand-partitioned decode step (models/decode_partitioned.py) computes what the model does on
-one device: logits and cache of several decode steps on an 8-device CPU mesh against the same
+one device: logits, cache and each row's best candidates of several decode steps on an 8-device CPU mesh against the same
 model and adapters unpartitioned, for every model family's switches, LoRA on all seven
 projections with mixed adapters, shared and per-row cache slots, and meshes it splits 2 x 2 x 2
 and 1 x 4 x 2 (data x fsdp x tensor)."""
@@ -16,10 +16,10 @@ from sparta_jax.models import decode_partitioned
 from sparta_jax.models.config import ModelConfig
 from sparta_jax.models.loading import from_pretrained
 from sparta_jax.models.lora import ALL_TARGETS, NO_ADAPTER, uniform_lora_config
-from sparta_jax.sampling import Sampler, SamplerConfig, decode_step
+from sparta_jax.sampling import Sampler, SamplerConfig, decode_step, decode_step_candidates
 from tests.tiny_models import TINY, save_hf_model
 
-ROWS, STEPS = 8, 3
+ROWS, STEPS, CANDIDATES = 8, 3, 10
 
 
 def _models(folder, mesh):
@@ -51,7 +51,9 @@ def _decode(model, ids, mask, adapter_ids, per_row_index: bool):
             step_logits, cache = decode_step(model, layers, token, live, cache, adapter_ids)
             out.append(step_logits)
             token = jnp.argmax(step_logits, -1)
-        return jnp.stack(out, 1), cache, layers
+        # The sampler's form of a step: each row's best logits and their ids (one more step).
+        best, _ = decode_step_candidates(model, layers, token, live, cache, adapter_ids, CANDIDATES)
+        return jnp.stack(out, 1), cache, layers, best
 
     return run(model, ids, mask, adapter_ids)
 
@@ -80,8 +82,8 @@ def test_partitioned_decode_equals_one_device(family, mesh_axes, per_row_index, 
     mesh = sharding.make_mesh(dict(zip(("data", "fsdp", "tensor"), mesh_axes)))
     one, split = _models(tmp_path, mesh)
     ids, mask, adapters = _batch(TINY["vocab_size"])
-    want, want_cache, plain = _decode(one, ids, mask, adapters, per_row_index)
-    got, got_cache, layers = _decode(split, ids, mask, adapters, per_row_index)
+    want, want_cache, plain, want_best = _decode(one, ids, mask, adapters, per_row_index)
+    got, got_cache, layers, got_best = _decode(split, ids, mask, adapters, per_row_index)
     assert not isinstance(plain, decode_partitioned.PartitionedLayers)
     assert isinstance(layers, decode_partitioned.PartitionedLayers)  # the path under test, not the fallback
     assert got.shape == want.shape == (ROWS, STEPS, TINY["vocab_size"])
@@ -90,6 +92,11 @@ def test_partitioned_decode_equals_one_device(family, mesh_axes, per_row_index, 
     assert float(jnp.std(want)) > 0.1  # logits that could differ
     for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-4)
+    # Candidates ranked per vocabulary slice and merged (the padded columns never among them).
+    assert got_best[1].shape == (ROWS, CANDIDATES) and got_best[1].sharding.is_equivalent_to(
+        decode_partitioned.rows_sharding(mesh), 2)
+    np.testing.assert_array_equal(np.asarray(got_best[1]), np.asarray(want_best[1]))
+    np.testing.assert_allclose(np.asarray(got_best[0]), np.asarray(want_best[0]), rtol=2e-4, atol=2e-4)
 
 
 def test_sampler_pads_rows_for_the_partitioned_step_and_samples_as_one_device(tmp_path):
@@ -120,3 +127,44 @@ def test_partition_problem_names_what_does_not_split():
                                         **{**TINY, "intermediate_size": 90}))
     assert decode_partitioned.partition_problem(odd, mesh(2, 2)) == "intermediate size 90 does not split 4 ways"
     assert decode_partitioned.row_multiple(mesh(2, 2)) == 4
+
+
+def test_partitioned_step_reduce_scatters_where_xla_all_reduces():
+    """The collectives of one decode step on a 1 x 4 x 2 CPU mesh (bfloat16, 16 rows, LoRA on
+    every projection): under XLA's partitioning the step all-reduces whole [rows, hidden]
+    activations; by hand it reduce-scatters them (q, k, v over fsdp; the output projection over
+    tensor; the MLP over fsdp then tensor: at least 4 per layer), all-reduces nothing larger than
+    a row's norm or LoRA factor sums, and hands the sampler each row's best candidates only."""
+    import re
+
+    from sparta_jax import roofline
+    from sparta_jax.models.llama import LlamaForCausalLM, init_cache
+
+    shape = dict(architectures=["LlamaForCausalLM"], model_type="llama", **{**TINY, "hidden_size": 128,
+                 "intermediate_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256})
+    config = ModelConfig.from_hf_dict(shape)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+    rows = 16
+    collectives = {}
+    for partitioned in (False, True):
+        model = LlamaForCausalLM(config, lora=uniform_lora_config(3, 4, 8.0, targets=ALL_TARGETS), dtype=jnp.bfloat16,
+                                 param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        model.activation_sharding = sharding.batch_sharding(mesh, rank=1)
+        graphdef, state = nnx.split(model)
+        state = jax.device_put(state, sharding.state_shardings(state, mesh))
+        layers = jax.jit(lambda st: nnx.merge(graphdef, st).decode_weights(partitioned=partitioned))(state)
+        cache = init_cache(config, rows, 64, jnp.bfloat16)
+
+        def step(state, layers, token, live, cache, adapter_ids):
+            return decode_step_candidates(nnx.merge(graphdef, state), layers, token, live, cache, adapter_ids, 8)
+
+        with jax.set_mesh(mesh):
+            hlo = jax.jit(step).lower(state, layers, jnp.zeros((rows,), jnp.int32), jnp.ones((rows,), bool), cache,
+                                      jnp.arange(rows, dtype=jnp.int32) % 3).compile().as_text()
+        found = re.findall(r"^\s*(?:ROOT )?%\S+ = (.*?) (all-reduce|reduce-scatter|all-to-all)(?:-start)?\(", hlo, re.M)
+        collectives[partitioned] = [(op, roofline.array_bytes(t) // 4) for t, op in found]  # elements (CPU: float32)
+    activation = rows * config.hidden_size
+    assert any(op == "all-reduce" and size >= activation for op, size in collectives[False])
+    assert not any(op == "all-reduce" and size >= activation // 8 for op, size in collectives[True])
+    assert sum(op == "reduce-scatter" for op, _ in collectives[True]) >= 4 * config.num_layers
+    assert max(size for op, size in collectives[True] if op == "all-to-all") <= rows * 8  # candidates, not logits

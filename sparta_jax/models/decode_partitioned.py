@@ -18,7 +18,9 @@ written out, on layouts chosen for a step of a few hundred rows (n = fsdp x tens
 - LoRA: each row's own adapter is picked before any sum over chips (a [rows, r] sum, not
   [rows, adapters, r]);
 - the unembedding: every row against 1/n of the vocabulary, then an all-to-all leaves each chip
-  1/n of the rows with the whole vocabulary, which is how the sampler reads them.
+  1/n of the rows with the whole vocabulary (`unembed`), or only each slice's best logits
+  (`unembed_candidates`: what the sampler draws from, without the whole vocabulary's logits
+  ever being moved).
 
 The math is `llama.LlamaForCausalLM`'s own (`layer_math`), on each chip's shard; the tests check
 the tokens and logits against the unpartitioned model. `partition_problem` says why a model and
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sparta_jax import sharding as sharding_lib
 from sparta_jax.models import layer_math, rope as rope_lib
 from sparta_jax.models.config import ModelConfig
 
@@ -156,31 +159,33 @@ def _data(mesh: Mesh):
     return DATA if DATA in mesh.shape else None
 
 
-def decode_layers(x, layers: PartitionedLayers, keys, values, index, visible, local_visible, ropes, scales,
-                  config: ModelConfig, dtype):
-    """The decoder layers and the final norm for one token per row.
+def decode_layers(tokens, embed, layers: PartitionedLayers, keys, values, index, visible, local_visible, ropes,
+                  scales, config: ModelConfig, dtype):
+    """The embedding, the decoder layers and the final norm for one token per row.
 
-    x [rows, 1, hidden] (embedded); keys / values: per layer [rows, kv_heads, slots, head_dim];
+    tokens [rows]; embed [vocab, hidden] as the model stores it; keys / values: per layer [rows, kv_heads, slots, head_dim];
     index: the cache's write slot (scalar or [rows]); visible / local_visible [rows, 1, slots];
     ropes {"global", "local"}: (cos, sin) [rows, 1, head_dim]; scales [rows, adapters] or None.
     Returns (final-normed hidden [rows, 1, hidden] split over fsdp x tensor, keys, values).
     """
     mesh = layers.mesh
-    rows = x.shape[0]
+    rows = tokens.shape[0]
     nd, nf, nt = axis_sizes(mesh)
     if rows % (nd * nf):
         raise ValueError(f"a partitioned decode step needs rows in multiples of data x fsdp = {nd * nf}, got {rows}")
     by_rows = P(_rows_axes(mesh))
     cache_spec = P(_rows_axes(mesh), TENSOR, None, None)
     residual = P(_data(mesh), None, HIDDEN)
+    table_spec = sharding_lib.spec_for("embed", embed.shape, mesh)
     sliding = tuple(config.is_sliding(i) for i in range(config.num_layers))
     has_lora = scales is not None
     specs = layers.specs()
 
-    def body(x, weights, final_norm, keys, values, index, visible, local_visible, ropes, scales):
+    def body(tokens, table, weights, final_norm, keys, values, index, visible, local_visible, ropes, scales):
         # [rows, features] inside: with the length-1 axis in, XLA:TPU lowered the reduce-scatters
         # to all-reduces and slices.
-        x, keys, values = x[:, 0], list(keys), list(values)
+        x = _embedded(tokens, table, config, dtype, vocab_split=table_spec[0] is not None)
+        keys, values = list(keys), list(values)
         for i, (w, lw) in enumerate(weights):
             x, keys[i], values[i] = _layer(
                 x, w, lw, keys[i], values[i], index, local_visible if sliding[i] else visible,
@@ -190,12 +195,12 @@ def decode_layers(x, layers: PartitionedLayers, keys, values, index, visible, lo
     ropes_spec = {k: (by_rows, by_rows) for k in ropes}
     fn = jax.shard_map(
         body, mesh=mesh,
-        in_specs=(residual, specs.layers, specs.final_norm, (cache_spec,) * len(keys), (cache_spec,) * len(values),
+        in_specs=(P(_data(mesh)), table_spec, specs.layers, specs.final_norm, (cache_spec,) * len(keys), (cache_spec,) * len(values),
                   P() if index.ndim == 0 else by_rows, by_rows, by_rows, ropes_spec,
                   P(_data(mesh), None) if has_lora else P()),
         out_specs=(residual, (cache_spec,) * len(keys), (cache_spec,) * len(values)),
         check_vma=False)
-    return fn(x, layers.layers, layers.final_norm, tuple(keys), tuple(values), index, visible, local_visible,
+    return fn(tokens, embed, layers.layers, layers.final_norm, tuple(keys), tuple(values), index, visible, local_visible,
               ropes, scales)
 
 
@@ -220,6 +225,41 @@ def unembed(hidden, layers: PartitionedLayers):
     return logits[..., : layers.vocab_size]
 
 
+def unembed_candidates(hidden, layers: PartitionedLayers, n: int, softcap: float | None = None):
+    """The `n` best logits of each row and their token ids [rows, n], best first (ties: the lower
+    id first), as `sampling_filters.top_candidates` finds them in the whole logits, with the
+    final soft-cap `softcap` applied. Each chip ranks its slice of the vocabulary, an all-to-all
+    brings a row's slices to one chip, which merges them; rows split over every mesh axis."""
+    mesh = layers.mesh
+    rows = hidden.shape[0]
+    if rows % row_multiple(mesh):
+        raise ValueError(f"a partitioned decode step needs rows in multiples of {row_multiple(mesh)} "
+                         f"(data x fsdp x tensor), got {rows}")
+    chips = axis_sizes(mesh)[1] * axis_sizes(mesh)[2]
+    width = layers.unembedding.shape[1] // chips
+    n = min(n, layers.vocab_size)
+
+    def body(hidden, unembedding):
+        whole = jax.lax.all_gather(hidden[:, 0], HIDDEN, axis=1, tiled=True)  # [rows, hidden]
+        logits = layer_math.soft_cap(jnp.einsum("bd,dv->bv", whole, unembedding, preferred_element_type=jnp.float32),
+                                     softcap)
+        first = (jax.lax.axis_index(FSDP) * jax.lax.axis_size(TENSOR) + jax.lax.axis_index(TENSOR)) * width
+        ids = first + jnp.arange(width)
+        logits = jnp.where(ids < layers.vocab_size, logits, -jnp.inf)  # the padding columns
+        values, local = jax.lax.top_k(logits, min(n, width))  # this slice's best, [rows, k]
+        ids = (first + local).astype(jnp.int32)
+        # [rows, k] -> [rows / chips, chips x k]: each row's best of every slice, slices in vocabulary order
+        gather = lambda a: jax.lax.all_to_all(a[:, None], HIDDEN, 0, 1, tiled=True).reshape(-1, chips * a.shape[-1])  # noqa: E731
+        values, ids = gather(values), gather(ids)
+        best, at = jax.lax.top_k(values, n)
+        return best, jnp.take_along_axis(ids, at, axis=-1)
+
+    every_axis = tuple(a for a in (DATA, FSDP, TENSOR) if a in mesh.shape)
+    return jax.shard_map(body, mesh=mesh, in_specs=(P(_data(mesh), None, HIDDEN), P(None, HIDDEN)),
+                         out_specs=(P(every_axis, None), P(every_axis, None)), check_vma=False)(hidden,
+                                                                                                layers.unembedding)
+
+
 # ------------------------------------------------------------------------- on one chip's shard
 def _norm(x, weight, c: ModelConfig, n: int):
     """layer_math.rms_norm over a hidden dimension split over the fsdp x tensor chips."""
@@ -229,6 +269,25 @@ def _norm(x, weight, c: ModelConfig, n: int):
     if c.norm_offset:
         return (x32 * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
     return weight.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def _embedded(tokens, table, c: ModelConfig, dtype, *, vocab_split: bool):
+    """Each row's embedding [rows, hidden/n] in the residual slice. table: this chip's block of the
+    stored embedding, [vocab/tensor (or all of it), hidden/fsdp]. Each chip looks up the rows its
+    block holds (the others' are zeros, summed away by the reduce-scatter)."""
+    if vocab_split:
+        first = jax.lax.axis_index(TENSOR) * table.shape[0]
+        local = tokens - first
+        inside = (local >= 0) & (local < table.shape[0])
+        x = jnp.take(table, jnp.clip(local, 0, table.shape[0] - 1), axis=0).astype(dtype)
+        x = jax.lax.psum_scatter(jnp.where(inside[:, None], x, 0), TENSOR, scatter_dimension=1, tiled=True)
+    else:  # the vocabulary does not split over tensor: every chip holds all of it
+        x = jnp.take(table, tokens, axis=0).astype(dtype)
+        width = x.shape[1] // jax.lax.axis_size(TENSOR)
+        x = jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(TENSOR) * width, width, 1)
+    if c.embed_scale:  # Gemma: sqrt(hidden size), rounded to the compute dtype as HF does
+        x = x * jnp.asarray(c.hidden_size**0.5, dtype)
+    return x
 
 
 def _own_rows(a, nf: int):

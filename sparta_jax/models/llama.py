@@ -267,6 +267,18 @@ class LlamaForCausalLM(nnx.Module):
             return self.cap_logits(decode_partitioned.unembed(hidden, layers)), cache
         return self.logits_from_hidden(hidden), cache
 
+    def extend_candidates(self, input_ids, attention_mask, cache: KVCache, *, n: int, adapter_ids=None, layers=None):
+        """`extend` for a sampler that draws from each row's best logits: ((values, token ids)
+        [batch, n] of the last position's logits, best first, ties to the lower id), updated
+        cache). Hand-partitioned layers rank each chip's slice of the vocabulary where it lies."""
+        layers = self.decode_weights() if layers is None else layers
+        hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache, layers=layers)
+        if isinstance(layers, decode_partitioned.PartitionedLayers):
+            return decode_partitioned.unembed_candidates(hidden[:, -1:], layers, n, self.config.final_softcap), cache
+        logits = self.logits_from_hidden(hidden[:, -1:])[:, -1]
+        values, ids = jax.lax.top_k(logits, min(n, logits.shape[-1]))
+        return (values, ids), cache
+
     def decode_weights(self, *, per_step: bool = False, partitioned: bool = True):
         """The layer weights `extend` reads, prepared once per generate call.
 
@@ -496,7 +508,7 @@ class LlamaForCausalLM(nnx.Module):
                 if length != 1:
                     raise ValueError(f"partitioned decode weights take one token per row, got {length}")
                 hidden, keys, values = decode_partitioned.decode_layers(
-                    x, layers, keys, values, cache.index, visible, local_visible,
+                    input_ids[:, 0], self.embed[...], layers, keys, values, cache.index, visible, local_visible,
                     {"global": ropes["global"], "local": ropes["local"]}, scales, c, self.dtype)
                 return hidden, self._advanced_cache(cache, keys, values, key_mask, attention_mask, length)
             if isinstance(layers, StackedLayers):  # sliced here, in the step (see decode_weights)
