@@ -88,7 +88,8 @@ class PartitionedLayers:
     def specs(self):
         """The PartitionSpec of every array, in the same tree structure."""
         return dataclasses.replace(
-            self, layers=tuple(({n: weight_spec(n) for n in w}, {n: lora_spec(n) for n in lw}) for w, lw in self.layers),
+            self,
+            layers=tuple(({n: weight_spec(n) for n in w}, {n: lora_spec(n) for n in lw}) for w, lw in self.layers),
             final_norm=P(HIDDEN), unembedding=P(None, HIDDEN))
 
 
@@ -163,8 +164,9 @@ def decode_layers(tokens, embed, layers: PartitionedLayers, keys, values, index,
                   scales, config: ModelConfig, dtype):
     """The embedding, the decoder layers and the final norm for one token per row.
 
-    tokens [rows]; embed [vocab, hidden] as the model stores it; keys / values: per layer [rows, kv_heads, slots, head_dim];
-    index: the cache's write slot (scalar or [rows]); visible / local_visible [rows, 1, slots];
+    tokens [rows]; embed [vocab, hidden] as the model stores it; keys / values: per layer
+    [rows, kv_heads, slots, head_dim]; index: the cache's write slot (scalar or [rows]);
+    visible / local_visible [rows, 1, slots];
     ropes {"global", "local"}: (cos, sin) [rows, 1, head_dim]; scales [rows, adapters] or None.
     Returns (final-normed hidden [rows, 1, hidden] split over fsdp x tensor, keys, values).
     """
@@ -195,33 +197,24 @@ def decode_layers(tokens, embed, layers: PartitionedLayers, keys, values, index,
     ropes_spec = {k: (by_rows, by_rows) for k in ropes}
     fn = jax.shard_map(
         body, mesh=mesh,
-        in_specs=(P(_data(mesh)), table_spec, specs.layers, specs.final_norm, (cache_spec,) * len(keys), (cache_spec,) * len(values),
-                  P() if index.ndim == 0 else by_rows, by_rows, by_rows, ropes_spec,
+        in_specs=(P(_data(mesh)), table_spec, specs.layers, specs.final_norm, (cache_spec,) * len(keys),
+                  (cache_spec,) * len(values), P() if index.ndim == 0 else by_rows, by_rows, by_rows, ropes_spec,
                   P(_data(mesh), None) if has_lora else P()),
         out_specs=(residual, (cache_spec,) * len(keys), (cache_spec,) * len(values)),
         check_vma=False)
-    return fn(tokens, embed, layers.layers, layers.final_norm, tuple(keys), tuple(values), index, visible, local_visible,
-              ropes, scales)
+    return fn(tokens, embed, layers.layers, layers.final_norm, tuple(keys), tuple(values), index, visible,
+              local_visible, ropes, scales)
 
 
 def unembed(hidden, layers: PartitionedLayers):
     """Logits [rows, 1, vocab] in float32 of the final-normed hidden states `decode_layers`
     returns, rows split over every mesh axis (each chip holds whole rows)."""
-    mesh = layers.mesh
-    rows = hidden.shape[0]
-    if rows % row_multiple(mesh):
-        raise ValueError(f"a partitioned decode step needs rows in multiples of {row_multiple(mesh)} "
-                         f"(data x fsdp x tensor), got {rows}")
 
     def body(hidden, unembedding):
-        whole = jax.lax.all_gather(hidden[:, 0], HIDDEN, axis=1, tiled=True)  # [rows, hidden]
-        logits = jnp.einsum("bd,dv->bv", whole, unembedding, preferred_element_type=jnp.float32)
         # [rows, vocab / n] -> [rows / n, vocab]: whole rows for the sampler
-        return jax.lax.all_to_all(logits, HIDDEN, 0, 1, tiled=True)[:, None]
+        return jax.lax.all_to_all(_slice_logits(hidden, unembedding), HIDDEN, 0, 1, tiled=True)[:, None]
 
-    every_axis = tuple(a for a in (DATA, FSDP, TENSOR) if a in mesh.shape)
-    logits = jax.shard_map(body, mesh=mesh, in_specs=(P(_data(mesh), None, HIDDEN), P(None, HIDDEN)),
-                           out_specs=P(every_axis, None, None), check_vma=False)(hidden, layers.unembedding)
+    logits = _unembedding_map(body, hidden, layers, out_specs=P(_every_axis(layers.mesh), None, None))
     return logits[..., : layers.vocab_size]
 
 
@@ -230,34 +223,47 @@ def unembed_candidates(hidden, layers: PartitionedLayers, n: int, softcap: float
     id first), as `sampling_filters.top_candidates` finds them in the whole logits, with the
     final soft-cap `softcap` applied. Each chip ranks its slice of the vocabulary, an all-to-all
     brings a row's slices to one chip, which merges them; rows split over every mesh axis."""
-    mesh = layers.mesh
-    rows = hidden.shape[0]
-    if rows % row_multiple(mesh):
-        raise ValueError(f"a partitioned decode step needs rows in multiples of {row_multiple(mesh)} "
-                         f"(data x fsdp x tensor), got {rows}")
-    chips = axis_sizes(mesh)[1] * axis_sizes(mesh)[2]
-    width = layers.unembedding.shape[1] // chips
+    _, nf, nt = axis_sizes(layers.mesh)
+    width = layers.unembedding.shape[1] // (nf * nt)
     n = min(n, layers.vocab_size)
 
     def body(hidden, unembedding):
-        whole = jax.lax.all_gather(hidden[:, 0], HIDDEN, axis=1, tiled=True)  # [rows, hidden]
-        logits = layer_math.soft_cap(jnp.einsum("bd,dv->bv", whole, unembedding, preferred_element_type=jnp.float32),
-                                     softcap)
-        first = (jax.lax.axis_index(FSDP) * jax.lax.axis_size(TENSOR) + jax.lax.axis_index(TENSOR)) * width
-        ids = first + jnp.arange(width)
-        logits = jnp.where(ids < layers.vocab_size, logits, -jnp.inf)  # the padding columns
+        logits = layer_math.soft_cap(_slice_logits(hidden, unembedding), softcap)
+        first = (jax.lax.axis_index(FSDP) * nt + jax.lax.axis_index(TENSOR)) * width
+        logits = jnp.where(first + jnp.arange(width) < layers.vocab_size, logits, -jnp.inf)  # the padding columns
         values, local = jax.lax.top_k(logits, min(n, width))  # this slice's best, [rows, k]
         ids = (first + local).astype(jnp.int32)
-        # [rows, k] -> [rows / chips, chips x k]: each row's best of every slice, slices in vocabulary order
-        gather = lambda a: jax.lax.all_to_all(a[:, None], HIDDEN, 0, 1, tiled=True).reshape(-1, chips * a.shape[-1])  # noqa: E731
+
+        def gather(a):  # [rows, k] -> [rows / n, n x k]: a row's best of every slice, in vocabulary order
+            return jax.lax.all_to_all(a[:, None], HIDDEN, 0, 1, tiled=True).reshape(-1, nf * nt * a.shape[-1])
+
         values, ids = gather(values), gather(ids)
         best, at = jax.lax.top_k(values, n)
         return best, jnp.take_along_axis(ids, at, axis=-1)
 
-    every_axis = tuple(a for a in (DATA, FSDP, TENSOR) if a in mesh.shape)
+    by_rows = P(_every_axis(layers.mesh), None)
+    return _unembedding_map(body, hidden, layers, out_specs=(by_rows, by_rows))
+
+
+def _every_axis(mesh: Mesh) -> tuple[str, ...]:
+    return tuple(a for a in (DATA, FSDP, TENSOR) if a in mesh.shape)
+
+
+def _unembedding_map(body, hidden, layers: PartitionedLayers, out_specs):
+    """body(hidden [rows, 1, hidden/n], unembedding [hidden, vocab/n]) on every chip, whose
+    outputs split whole rows over every mesh axis."""
+    mesh = layers.mesh
+    if hidden.shape[0] % row_multiple(mesh):
+        raise ValueError(f"a partitioned decode step needs rows in multiples of {row_multiple(mesh)} "
+                         f"(data x fsdp x tensor), got {hidden.shape[0]}")
     return jax.shard_map(body, mesh=mesh, in_specs=(P(_data(mesh), None, HIDDEN), P(None, HIDDEN)),
-                         out_specs=(P(every_axis, None), P(every_axis, None)), check_vma=False)(hidden,
-                                                                                                layers.unembedding)
+                         out_specs=out_specs, check_vma=False)(hidden, layers.unembedding)
+
+
+def _slice_logits(hidden, unembedding):
+    """Float32 logits [rows, vocab/n] of every row for this chip's slice of the vocabulary."""
+    whole = jax.lax.all_gather(hidden[:, 0], HIDDEN, axis=1, tiled=True)  # [rows, hidden]
+    return jnp.einsum("bd,dv->bv", whole, unembedding, preferred_element_type=jnp.float32)
 
 
 # ------------------------------------------------------------------------- on one chip's shard
@@ -395,6 +401,6 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
 
 
 def rows_sharding(mesh: Mesh) -> NamedSharding:
-    """How the logits `unembed` returns are split: whole rows over every mesh axis."""
-    return NamedSharding(mesh, P(tuple(a for a in (DATA, FSDP, TENSOR) if a in mesh.shape)))
+    """How `unembed` and `unembed_candidates` split their outputs: whole rows over every mesh axis."""
+    return NamedSharding(mesh, P(_every_axis(mesh)))
 
