@@ -554,8 +554,9 @@ def group_shapes(config, given: Mapping[str, str]) -> dict:
 # ------------------------------------------------------------------------------- roofline
 def _layer_shardings(layers, stacked_shape, mesh):
     """What `decode_weights` returns, sharded as it lays them out: PartitionedLayers by their
-    specs, a StackedLayers as its stacks are (the LoRA ones in their cast dtype), or each per-layer slice like its stack minus the layer
-    axis, the MLP weights in the decode layout (sharding.DECODE_RULES)."""
+    specs, a StackedLayers as its stacks are (the LoRA ones in their cast dtype), or each
+    per-layer slice like its stack minus the layer axis, the MLP weights in the decode layout
+    (sharding.DECODE_RULES)."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 

@@ -269,12 +269,10 @@ def _slice_logits(hidden, unembedding):
 # ------------------------------------------------------------------------- on one chip's shard
 def _norm(x, weight, c: ModelConfig, n: int):
     """layer_math.rms_norm over a hidden dimension split over the fsdp x tensor chips."""
-    x32 = x.astype(jnp.float32)
-    square_sum = jax.lax.psum(jnp.sum(x32 * x32, axis=-1, keepdims=True), HIDDEN)
-    x32 = x32 * jax.lax.rsqrt(square_sum / (x.shape[-1] * n) + c.rms_norm_eps)
-    if c.norm_offset:
-        return (x32 * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
-    return weight.astype(x.dtype) * x32.astype(x.dtype)
+    def mean(squares):
+        return jax.lax.psum(jnp.sum(squares, axis=-1, keepdims=True), HIDDEN) / (x.shape[-1] * n)
+
+    return layer_math.rms_norm(x, weight, c.rms_norm_eps, c.norm_offset, mean=mean)
 
 
 def _embedded(tokens, table, c: ModelConfig, dtype, *, vocab_split: bool):
@@ -327,31 +325,35 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
     q_cols, kv_cols = heads * c.head_dim, kv_heads * c.head_dim
     act = layer_math.activation(c.hidden_act)
 
-    def lora(name, h, out, over, gather_rows=False, own_rows=False, row_scales=None):
-        """Add projection `name`'s adapters: `over` the axes h's input dimension is split over."""
+    # Each row's adapter scale, for all the data replica's rows and for this chip's own (fsdp) block.
+    row_scales = {} if scales is None else {"all": scales, "own": _own_rows(scales, nf)}
+
+    def lora(name, h, out, over, h_rows="all", out_rows="all"):
+        """Add projection `name`'s adapters: `over` the axes h's input dimension is split over;
+        h and out hold all the data replica's rows or this chip's own block of them."""
         if f"{name}_a" not in lw:
             return out
-        row_scales = scales if row_scales is None else row_scales
-        picked = jax.lax.psum(_picked(h, lw[f"{name}_a"], row_scales), over)
-        if gather_rows:
+        picked = jax.lax.psum(_picked(h, lw[f"{name}_a"], row_scales[h_rows]), over)
+        if (h_rows, out_rows) == ("own", "all"):
             picked = jax.lax.all_gather(picked, FSDP, axis=0, tiled=True)
-        if own_rows:
-            picked, row_scales = _own_rows(picked, nf), _own_rows(row_scales, nf)
-        return out + _lora_out(picked, scales if gather_rows else row_scales, lw[f"{name}_b"])
+        elif (h_rows, out_rows) == ("all", "own"):
+            picked = _own_rows(picked, nf)
+        return out + _lora_out(picked, row_scales[out_rows], lw[f"{name}_b"])
 
     # Attention: q, k, v of every row from this chip's input slice, summed over fsdp into its rows.
     h = _norm(x, w["attn_norm"], c, n)
     h_fsdp = jax.lax.all_gather(h, TENSOR, axis=1, tiled=True)  # [R, hidden/nf]
     qkv = h_fsdp @ w["qkv"].astype(dtype)
     qkv = jax.lax.psum_scatter(qkv, FSDP, scatter_dimension=0, tiled=True)  # [R/nf, q + k + v columns]
-    q, k, v = qkv[..., :q_cols], qkv[..., q_cols: q_cols + kv_cols], qkv[..., q_cols + kv_cols:]
+    split = [q_cols, q_cols + kv_cols]
+    q, k, v = jnp.split(qkv, split, axis=-1)
     if scales is not None:
-        q = lora("q_proj", h, q, HIDDEN, own_rows=True)
-        k = lora("k_proj", h, k, HIDDEN, own_rows=True)
-        v = lora("v_proj", h, v, HIDDEN, own_rows=True)
-    if c.qkv_bias:
-        bias = w["qkv_bias"].astype(dtype)
-        q, k, v = q + bias[:q_cols], k + bias[q_cols: q_cols + kv_cols], v + bias[q_cols + kv_cols:]
+        q = lora("q_proj", h, q, HIDDEN, out_rows="own")
+        k = lora("k_proj", h, k, HIDDEN, out_rows="own")
+        v = lora("v_proj", h, v, HIDDEN, out_rows="own")
+    if c.qkv_bias:  # after the adapters, as the model adds it
+        q_bias, k_bias, v_bias = jnp.split(w["qkv_bias"].astype(dtype), split)
+        q, k, v = q + q_bias, k + k_bias, v + v_bias
     rows = q.shape[0]
     q = q.reshape(rows, 1, heads, c.head_dim)  # [rows, length 1, heads, head_dim] for RoPE and attention
     k = k.reshape(rows, 1, kv_heads, c.head_dim)
@@ -372,7 +374,7 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
     o = attn_rows @ w["o_proj"].astype(dtype)  # [R, hidden/nf], partial over tensor
     o = jax.lax.psum_scatter(o, TENSOR, scatter_dimension=1, tiled=True)  # [R, hidden/n]
     if scales is not None:
-        o = lora("o_proj", attn, o, TENSOR, gather_rows=True, row_scales=_own_rows(scales, nf))
+        o = lora("o_proj", attn, o, TENSOR, h_rows="own")
     if c.o_bias:
         o = o + w["o_bias"].astype(dtype)
     if c.post_norms:

@@ -15,9 +15,12 @@ from sparta_jax.models.config import ModelConfig
 MASKED = -1e30
 
 
-def rms_norm(x, weight, eps, offset: bool = False):
+def rms_norm(x, weight, eps, offset: bool = False, mean=None):
+    """RMSNorm over the last axis. `mean` (of the float32 squares, keeping the axis) replaces
+    the plain mean where the axis is split over chips (decode_partitioned)."""
     x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    mean = mean or (lambda squares: jnp.mean(squares, axis=-1, keepdims=True))
+    x32 = x32 * jax.lax.rsqrt(mean(x32 * x32) + eps)
     if offset:  # as HF's Gemma: scale by (1 + w) in float32, then cast back
         return (x32 * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
     # As HF's Llama: normalise in float32, cast back, then scale.

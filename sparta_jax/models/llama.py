@@ -32,6 +32,7 @@ from sparta_jax import sharding as sharding_lib
 from sparta_jax.models import decode_partitioned, layer_math, rope as rope_lib
 from sparta_jax.models.config import ModelConfig
 from sparta_jax.models.lora import NO_ADAPTER, LoraConfig, LoraParam, LoraScaling, lora_delta, row_scales
+from sparta_jax.sampling_filters import top_candidates
 
 # What the backward pass of a training forward recomputes (`remat`): "none" stores every
 # activation; "full" stores each layer's input only and recomputes the layer (memory for one
@@ -275,9 +276,7 @@ class LlamaForCausalLM(nnx.Module):
         hidden, cache = self._forward(input_ids, attention_mask, adapter_ids, cache=cache, layers=layers)
         if isinstance(layers, decode_partitioned.PartitionedLayers):
             return decode_partitioned.unembed_candidates(hidden[:, -1:], layers, n, self.config.final_softcap), cache
-        logits = self.logits_from_hidden(hidden[:, -1:])[:, -1]
-        values, ids = jax.lax.top_k(logits, min(n, logits.shape[-1]))
-        return (values, ids), cache
+        return top_candidates(self.logits_from_hidden(hidden[:, -1:])[:, -1], n), cache
 
     def decode_weights(self, *, per_step: bool = False, partitioned: bool = True):
         """The layer weights `extend` reads, prepared once per generate call.
@@ -509,7 +508,7 @@ class LlamaForCausalLM(nnx.Module):
                     raise ValueError(f"partitioned decode weights take one token per row, got {length}")
                 hidden, keys, values = decode_partitioned.decode_layers(
                     input_ids[:, 0], self.embed[...], layers, keys, values, cache.index, visible, local_visible,
-                    {"global": ropes["global"], "local": ropes["local"]}, scales, c, self.dtype)
+                    ropes, scales, c, self.dtype)
                 return hidden, self._advanced_cache(cache, keys, values, key_mask, attention_mask, length)
             if isinstance(layers, StackedLayers):  # sliced here, in the step (see decode_weights)
                 layers = layers.per_layer()
