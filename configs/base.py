@@ -103,7 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
         slice_layers="per_call",
         # on a mesh: a decode step's collectives written out by hand (sparta_jax/models/
         # decode_partitioned.py) where fsdp x tensor split the model; False: XLA partitions it
-        partition_decode=True))
+        partition_decode=True,
+        # that step's attention and MLP: "xla", or "pallas" (Pallas kernels on TPU, sparta_jax/models/
+        # decode_kernels.py; XLA's ops on other backends), or "interpret" (those kernels interpreted: slow)
+        decode_kernels="xla"))
     c.evaluation = ml_collections.ConfigDict(dict(
         enabled=True, dev=16, test=32, test_all_members=False,  # items per split; test: the best member only
         judge="tribe",  # open-ended ("judged") items: scored by the other members, or by this model folder

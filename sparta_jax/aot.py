@@ -631,7 +631,7 @@ def decode_step_roofline(config, mesh, model_config, chip, *, log=None, gen=None
     graphdef, state = nnx.split(model)
     per_step = sampler.config.slice_layers == "per_step"
     abstract_layers = jax.eval_shape(lambda st: nnx.merge(graphdef, st).decode_weights(
-        per_step=per_step, partitioned=sampler.config.partition_decode), state)
+        per_step=per_step, partitioned=sampler.config.partition_decode, kernels=sampler.config.decode_kernels), state)
     state = shard_abstract(state, mesh)
     gen = gen or config.generation
     rows = sampler._batch_rows(int(gen.batch_size))

@@ -112,6 +112,11 @@ def validate_config(config) -> None:
     if "partition_decode" in config.sampler:
         _check(config, "sampler.partition_decode", lambda v: isinstance(v, bool),
                "must be True (decode steps partitioned by hand where the mesh splits the model) or False")
+    if "decode_kernels" in config.sampler:
+        from sparta_jax.models.decode_partitioned import KERNELS
+
+        _check(config, "sampler.decode_kernels", lambda v: v in KERNELS,
+               "must be 'xla', 'pallas' (Pallas kernels for the partitioned decode step on TPU) or 'interpret'")
     _check(config, "judge.mode", lambda v: v in ("sampled", "logits", "verifier"),
            "must be 'sampled', 'logits' or 'verifier' (a control: the task's answer checker in place of judges)")
     _check(config, "reputation.scheme", lambda v: v in ("normal", "static", "dynamic", "uniform"),

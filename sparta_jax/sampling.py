@@ -59,10 +59,16 @@ class SamplerConfig:
     # On a mesh whose fsdp x tensor chips split the model (models/decode_partitioned.py), a decode
     # step's collectives written out by hand; False leaves the step to XLA's partitioner.
     partition_decode: bool = True
+    # That step's attention and MLP: "xla" (XLA's fusions), "pallas" (the Pallas kernels of
+    # models/decode_kernels.py where the program is compiled for TPU, XLA's ops elsewhere), or
+    # "interpret" (those kernels interpreted on any backend: a slow check of their math).
+    decode_kernels: str = "xla"
 
     def __post_init__(self):
         if self.slice_layers not in SLICE_LAYERS:
             raise ValueError(f"slice_layers {self.slice_layers!r}: one of {', '.join(SLICE_LAYERS)}")
+        if self.decode_kernels not in decode_partitioned.KERNELS:
+            raise ValueError(f"decode_kernels {self.decode_kernels!r}: one of {', '.join(decode_partitioned.KERNELS)}")
 
     @classmethod
     def from_config(cls, sampler_cfg) -> "SamplerConfig":
@@ -72,7 +78,8 @@ class SamplerConfig:
                    refill_rows=int(sampler_cfg.get("refill_rows", cls.refill_rows)),
                    queue_batches=int(sampler_cfg.get("queue_batches", cls.queue_batches)),
                    slice_layers=str(sampler_cfg.get("slice_layers", cls.slice_layers)),
-                   partition_decode=bool(sampler_cfg.get("partition_decode", cls.partition_decode)))
+                   partition_decode=bool(sampler_cfg.get("partition_decode", cls.partition_decode)),
+                   decode_kernels=str(sampler_cfg.get("decode_kernels", cls.decode_kernels)))
 
 
 @dataclasses.dataclass
@@ -384,14 +391,19 @@ class Sampler:
             return sample_tokens(rng, last, temperature, top_k, top_p)
         return sample_candidates(rng, *last, temperature, top_k, top_p)
 
+    def _decode_weights(self, model, partitioned: bool = True):
+        """The layer weights of this call's decode steps (`LlamaForCausalLM.decode_weights`)."""
+        return model.decode_weights(per_step=self.config.slice_layers == "per_step",
+                                    partitioned=partitioned and self.config.partition_decode,
+                                    kernels=self.config.decode_kernels)
+
     def _generate_impl(self, state, ids, mask, p, rng, *, max_new: int, partitioned: bool = True):
         self.trace_count += 1
         model = nnx.merge(self.graphdef, state)
         batch, prompt_len = ids.shape
         logits, cache = model.prefill(ids, mask, prompt_len + max_new, adapter_ids=p["adapter_ids"],
                                       cache_dtype=jnp.dtype(self.config.cache_dtype))
-        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step",
-                                      partitioned=partitioned and self.config.partition_decode)
+        layers = self._decode_weights(model, partitioned)
 
         def sample(step, last):
             return self._draw(jax.random.fold_in(rng, step), last, p["temperature"], p["top_k"], p["top_p"])
@@ -433,8 +445,7 @@ class Sampler:
         queue, prompt_len = ids.shape
         refill = min(self.config.refill_rows, rows)
         cache_dtype = jnp.dtype(self.config.cache_dtype)
-        layers = model.decode_weights(per_step=self.config.slice_layers == "per_step",
-                                      partitioned=self.config.partition_decode)
+        layers = self._decode_weights(model)
 
         def prefill(prompt):  # prompt indices [k] -> (last-position logits [k, vocab], per-row-index cache)
             logits, cache = model.prefill(ids[prompt], mask[prompt], prompt_len + max_new,

@@ -36,12 +36,13 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sparta_jax import sharding as sharding_lib
-from sparta_jax.models import layer_math, rope as rope_lib
+from sparta_jax.models import decode_kernels, layer_math, rope as rope_lib
 from sparta_jax.models.config import ModelConfig
 
 DATA, FSDP, TENSOR = "data", "fsdp", "tensor"
 HIDDEN = (FSDP, TENSOR)  # the residual stream's and the MLP's split
 NORMS = ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm")
+KERNELS = ("xla", "pallas", "interpret")
 
 
 def axis_sizes(mesh: Mesh) -> tuple[int, int, int]:
@@ -84,6 +85,9 @@ class PartitionedLayers:
     unembedding: jax.Array
     vocab_size: int = struct.field(pytree_node=False)
     mesh: Mesh = struct.field(pytree_node=False)
+    # "xla", or the Pallas kernels of `decode_kernels` for attention and the MLP: "pallas" (a mesh of
+    # TPU chips; `prepare` turns it into "xla" on others) or "interpret" (the kernels interpreted).
+    kernels: str = struct.field(pytree_node=False, default="xla")
 
     def specs(self):
         """The PartitionSpec of every array, in the same tree structure."""
@@ -106,6 +110,8 @@ def weight_spec(name: str) -> P:
         return P(None)
     if name == "gate_up":
         return P(None, HIDDEN)
+    if name in ("gate_t", "up_t"):  # the MLP kernel's: transposed, [intermediate, hidden]
+        return P(HIDDEN, None)
     if name == "down_proj":
         return P(HIDDEN, None)
     raise KeyError(f"no partitioned decode layout for weight {name!r}")
@@ -128,10 +134,16 @@ def _by_shard(arrays, ways: int):
     return joined.reshape(*joined.shape[:-2], -1)
 
 
-def prepare(per_layer, final_norm, unembedding, config: ModelConfig, mesh: Mesh, dtype) -> PartitionedLayers:
+def prepare(per_layer, final_norm, unembedding, config: ModelConfig, mesh: Mesh, dtype,
+            kernels: str = "xla") -> PartitionedLayers:
     """The per-call copy of the decode weights in this path's layouts. `per_layer` is
     ((weights, lora), ...) as `StackedLayers.per_layer()` gives them (LoRA in the compute dtype);
-    `unembedding` [hidden, vocab]."""
+    `unembedding` [hidden, vocab]. With `kernels` ("pallas", "interpret"), an MLP without adapters
+    keeps gate and up apart and transposed for `decode_kernels.mlp` ('gate_t', 'up_t')."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+    if kernels == "pallas" and mesh.devices.flat[0].platform != "tpu":
+        kernels = "xla"  # Mosaic kernels lower only for TPU
     _, nf, nt = axis_sizes(mesh)
     n = nf * nt
     layers = []
@@ -141,13 +153,17 @@ def prepare(per_layer, final_norm, unembedding, config: ModelConfig, mesh: Mesh,
         out = {"qkv": _by_shard(qkv, nt)}
         if config.qkv_bias:
             out["qkv_bias"] = _by_shard([w.pop(f"{p}_bias") for p in "qkv"], nt)
-        out["gate_up"] = _by_shard([w.pop("gate_proj"), w.pop("up_proj")], n)
+        gate, up = w.pop("gate_proj"), w.pop("up_proj")
+        if kernels != "xla" and not any(f"{p}_proj_a" in lw for p in ("gate", "up", "down")):
+            out["gate_t"], out["up_t"] = gate.T, up.T
+        else:
+            out["gate_up"] = _by_shard([gate, up], n)
         out.update(w)
         layers.append((out, dict(lw)))
     vocab = unembedding.shape[1]
     padded = -(-vocab // n) * n  # zero columns, sliced off the logits
     unembedding = jnp.pad(unembedding.astype(dtype), ((0, 0), (0, padded - vocab)))
-    built = PartitionedLayers(tuple(layers), final_norm, unembedding, vocab, mesh)
+    built = PartitionedLayers(tuple(layers), final_norm, unembedding, vocab, mesh, kernels)
     return jax.tree.map(lambda a, spec: jax.lax.with_sharding_constraint(a, NamedSharding(mesh, spec)),
                         built, built.specs())
 
@@ -181,17 +197,21 @@ def decode_layers(tokens, embed, layers: PartitionedLayers, keys, values, index,
     table_spec = sharding_lib.spec_for("embed", embed.shape, mesh)
     sliding = tuple(config.is_sliding(i) for i in range(config.num_layers))
     has_lora = scales is not None
+    kernels = layers.kernels
     specs = layers.specs()
 
     def body(tokens, table, weights, final_norm, keys, values, index, visible, local_visible, ropes, scales):
         # [rows, features] inside: with the length-1 axis in, XLA:TPU lowered the reduce-scatters
         # to all-reduces and slices.
         x = _embedded(tokens, table, config, dtype, vocab_split=table_spec[0] is not None)
+        if kernels != "xla":  # the attention kernel's mask, once for every layer
+            visible, local_visible = visible.astype(jnp.int32), local_visible.astype(jnp.int32)
         keys, values = list(keys), list(values)
         for i, (w, lw) in enumerate(weights):
             x, keys[i], values[i] = _layer(
                 x, w, lw, keys[i], values[i], index, local_visible if sliding[i] else visible,
-                ropes["local" if sliding[i] else "global"], scales, config=config, dtype=dtype, nf=nf, nt=nt)
+                ropes["local" if sliding[i] else "global"], scales, config=config, dtype=dtype, nf=nf, nt=nt,
+                kernels=kernels)
         return _norm(x, final_norm, config, nf * nt)[:, None], tuple(keys), tuple(values)
 
     ropes_spec = {k: (by_rows, by_rows) for k in ropes}
@@ -314,7 +334,7 @@ def _lora_out(picked, scales, b):
 
 
 def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: ModelConfig, dtype, nf: int,
-           nt: int):
+           nt: int, kernels: str):
     """One decoder layer on one chip's shards (see the module docstring for the layouts).
 
     x [R, hidden/n] (R: the data replica's rows); k_cache / v_cache [R/nf, kv_heads/nt, slots,
@@ -367,7 +387,7 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
     k_cache = layer_math.write_slots(k_cache, k.transpose(0, 2, 1, 3).astype(k_cache.dtype), index, axis=2)
     v_cache = layer_math.write_slots(v_cache, v.transpose(0, 2, 1, 3).astype(v_cache.dtype), index, axis=2)
     local = dataclasses.replace(c, num_heads=heads, num_kv_heads=kv_heads)
-    attn = layer_math.attention(q, k_cache.astype(dtype), v_cache.astype(dtype), visible, local, heads_major=True)[:, 0]
+    attn = _attention(q[:, 0], k_cache, v_cache, visible, local, dtype, kernels)
 
     # Output projection: every row's heads of this tensor shard, reduce-scattered into the residual slice.
     attn_rows = jax.lax.all_gather(attn, FSDP, axis=0, tiled=True)  # [R, heads/nt x head_dim]
@@ -384,22 +404,40 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
     # MLP: every row against this chip's 1/n of the intermediate dimension.
     h = _norm(x, w["mlp_norm"], c, n)
     h_all = jax.lax.all_gather(h, HIDDEN, axis=1, tiled=True)  # [R, hidden]
-    gate_up = h_all @ w["gate_up"].astype(dtype)
-    width = gate_up.shape[-1] // 2
-    gate, up = gate_up[..., :width], gate_up[..., width:]
-    if scales is not None:
-        gate = lora("gate_proj", h, gate, HIDDEN)
-        up = lora("up_proj", h, up, HIDDEN)
-    inner = act(gate) * up
-    m = inner @ w["down_proj"].astype(dtype)  # [R, hidden], partial over all
+    if "gate_t" in w:  # the MLP kernel's layout (prepare: no adapters here)
+        # Transposed in and out: XLA keeps these activations hidden-major (a layout change, no copy).
+        m = decode_kernels.mlp(h_all.T, w["gate_t"].astype(dtype), w["up_t"].astype(dtype),
+                               w["down_proj"].astype(dtype), act=c.hidden_act, mode=kernels).T
+    else:
+        gate_up = h_all @ w["gate_up"].astype(dtype)
+        width = gate_up.shape[-1] // 2
+        gate, up = gate_up[..., :width], gate_up[..., width:]
+        if scales is not None:
+            gate = lora("gate_proj", h, gate, HIDDEN)
+            up = lora("up_proj", h, up, HIDDEN)
+        inner = act(gate) * up
+        m = inner @ w["down_proj"].astype(dtype)  # [R, hidden], partial over all
     # Two reduce-scatters (fsdp, then tensor): one over both axes compiled to an all-reduce and a slice.
     m = jax.lax.psum_scatter(m, FSDP, scatter_dimension=1, tiled=True)
     m = jax.lax.psum_scatter(m, TENSOR, scatter_dimension=1, tiled=True)
-    if scales is not None:
+    if "down_proj_a" in lw:
         m = lora("down_proj", inner, m, HIDDEN)
     if c.post_norms:
         m = _norm(m, w["post_mlp_norm"], c, n)
     return x + m, k_cache, v_cache
+
+
+def _attention(q, k_cache, v_cache, visible, c: ModelConfig, dtype, kernels: str):
+    """One token per row against its cache: q [rows, heads, head_dim] -> [rows, heads x head_dim]."""
+    rows = q.shape[0]
+
+    if kernels == "xla":
+        return layer_math.attention(q[:, None], k_cache.astype(dtype), v_cache.astype(dtype), visible, c,
+                                    heads_major=True)[:, 0]
+    grouped = q.reshape(rows, c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim)
+    out = decode_kernels.attention(grouped, k_cache, v_cache, visible, scale=c.attention_scale,
+                                   softcap=c.attn_softcap, mode=kernels)
+    return out.reshape(rows, c.num_heads * c.head_dim)
 
 
 def rows_sharding(mesh: Mesh) -> NamedSharding:

@@ -278,7 +278,7 @@ class LlamaForCausalLM(nnx.Module):
             return decode_partitioned.unembed_candidates(hidden[:, -1:], layers, n, self.config.final_softcap), cache
         return top_candidates(self.logits_from_hidden(hidden[:, -1:])[:, -1], n), cache
 
-    def decode_weights(self, *, per_step: bool = False, partitioned: bool = True):
+    def decode_weights(self, *, per_step: bool = False, partitioned: bool = True, kernels: str = "xla"):
         """The layer weights `extend` reads, prepared once per generate call.
 
         LoRA factors are cast to the compute dtype here (a copy a few percent of the weights'
@@ -291,7 +291,8 @@ class LlamaForCausalLM(nnx.Module):
 
         On a mesh whose fsdp x tensor chips can split the layers (`decode_partitioned`), the
         per-call copy is laid out for that module's hand-partitioned step, with the unembedding;
-        `partitioned=False` keeps XLA's partitioning (a vmapped MemberStack needs it).
+        `partitioned=False` keeps XLA's partitioning (a vmapped MemberStack needs it). `kernels`
+        ("xla", "pallas", "interpret") picks that step's attention and MLP (`decode_kernels`).
         """
         weights = self.layers.arrays()
         lora = {n: a.astype(self.dtype) for n, a in self.lora.arrays().items()} if self.lora is not None else {}
@@ -301,7 +302,7 @@ class LlamaForCausalLM(nnx.Module):
         mesh = self.decode_mesh()
         if partitioned and decode_partitioned.partition_problem(self.config, mesh) is None:
             return decode_partitioned.prepare(stacked.per_layer(), self.final_norm[...], self.unembedding(),
-                                              self.config, mesh, self.dtype)
+                                              self.config, mesh, self.dtype, kernels)
         return tuple((self._decode_layout(w), lw) for w, lw in stacked.per_layer())
 
     def decode_mesh(self):

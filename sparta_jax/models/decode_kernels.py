@@ -1,0 +1,172 @@
+"""Pallas TPU kernels for one chip's shard of a hand-partitioned decode step (`decode_partitioned`).
+
+Under XLA's fusions a decode step of 256 rows writes to HBM, and reads back, what a kernel can keep
+in the chip's vector memory (VMEM):
+- attention's scores [rows, heads, slots]: written by the q.k fusion, read by the softmax's sum
+  and again by the product with the values. `attention` reads each row's q, keys, values and mask
+  once and writes its output: one pass over the cache.
+- the MLP's gate and up [rows, intermediate]: written by one matmul fusion, read by the next.
+  `mlp` keeps them in VMEM between the two matmuls: its input, the weights and its output are
+  read or written once.
+
+The math is `layer_math`'s, rounding where it rounds (the scores and probabilities in the compute
+dtype, the softmax in float32, the MLP's activations op by op in the compute dtype), so the tokens
+equal the XLA path's. Each kernel declares the bytes its block specs move (`pl.CostEstimate`):
+XLA's cost analysis counts a kernel as what it declares.
+
+`mode` is "pallas" (Mosaic, TPU only) or "interpret" (the same kernels run by JAX's interpreter on
+any backend: how the tests check them on CPU; slow).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+from sparta_jax.models import layer_math
+
+MODES = ("pallas", "interpret")
+# Bytes of the key block one attention grid step reads: several rows a step, so that the ~0.35 us a
+# step costs stays small against its copy from HBM.
+ATTENTION_BLOCK_BYTES = 1 << 20
+
+
+def _nbytes(*arrays) -> int:
+    return sum(a.size * a.dtype.itemsize for a in arrays)
+
+
+def _check_mode(mode: str):
+    if mode not in MODES:
+        raise ValueError(f"kernel mode must be one of {MODES}, got {mode!r}")
+
+
+# ------------------------------------------------------------------------------------- attention
+def attention(q, keys, values, visible, *, scale: float, softcap: float | None, mode: str):
+    """Grouped-query attention of one new token per row against its cache, as
+    `layer_math.attention(..., heads_major=True)` computes it.
+
+    q [rows, kv_heads, groups, head_dim]; keys / values [rows, kv_heads, slots, head_dim] (the
+    cache, in its own dtype: cast to q's in VMEM); visible [rows, 1, slots] (int32, nonzero where
+    the slot is seen).
+    Returns [rows, kv_heads, groups, head_dim] in q's dtype."""
+    _check_mode(mode)
+    rows, kv_heads, groups, head_dim = q.shape
+    slots = keys.shape[2]
+    per_row = slots * head_dim * keys.dtype.itemsize
+    block = max(d for d in range(1, rows + 1) if rows % d == 0 and (d == 1 or d * per_row <= ATTENTION_BLOCK_BYTES))
+
+    def kernel(q_ref, k_ref, v_ref, mask_ref, out_ref):
+        for r in range(block):  # static: a few rows a step
+            qr = q_ref[r, 0]  # [groups, head_dim]
+            scores = _dot_transposed(qr, k_ref[r, 0].astype(qr.dtype))  # [groups, slots]
+            scores = _round((scores * scale), qr.dtype)
+            if softcap is not None:  # op by op in the compute dtype, as layer_math.soft_cap on it
+                scores = _round(_round(jnp.tanh(_round(scores / softcap, qr.dtype)), qr.dtype) * softcap, qr.dtype)
+            scores = jnp.where(mask_ref[r] != 0, scores, _round(jnp.float32(layer_math.MASKED), qr.dtype))
+            shifted = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+            probs = (shifted / jnp.sum(shifted, axis=-1, keepdims=True)).astype(qr.dtype)
+            out = jnp.dot(probs, v_ref[r, 0].astype(qr.dtype), preferred_element_type=jnp.float32)
+            out_ref[r, 0] = out.astype(out_ref.dtype)
+
+    qspec = pl.BlockSpec((block, 1, groups, head_dim), lambda r, h: (r, h, 0, 0))
+    cache_spec = pl.BlockSpec((block, 1, slots, head_dim), lambda r, h: (r, h, 0, 0))
+    mask_spec = pl.BlockSpec((block, 1, slots), lambda r, h: (r, 0, 0))  # kept across a block's heads
+    out_shape = jax.ShapeDtypeStruct(q.shape, q.dtype)
+    cost = pl.CostEstimate(
+        flops=4 * rows * kv_heads * groups * slots * head_dim,
+        transcendentals=rows * kv_heads * groups * slots * (2 if softcap is not None else 1),
+        bytes_accessed=_nbytes(q, keys, values, visible) + _nbytes(out_shape))
+    return pl.pallas_call(
+        kernel, out_shape=out_shape, grid=(rows // block, kv_heads),
+        in_specs=[qspec, cache_spec, cache_spec, mask_spec], out_specs=qspec,
+        cost_estimate=cost, interpret=mode == "interpret",
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel")),
+    )(q, keys, values, visible)
+
+
+def _round(x, dtype):
+    """x rounded to `dtype` and back to float32: what an op in `dtype` leaves."""
+    return x.astype(dtype).astype(jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------- MLP
+def _block(size: int, preferred: int = 256) -> int:
+    """A block of `size` that Mosaic accepts: a multiple of 128 dividing it, or all of it."""
+    for b in (preferred, 128):
+        if size % b == 0:
+            return b
+    return size
+
+
+def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str):
+    """The MLP of every row, transposed: down^T @ (act(gate^T @ x^T) * (up^T @ x^T)), each matmul
+    accumulated in float32 and rounded to x's dtype as the XLA path's are: [out, rows] (partial
+    sums, where the weights are one chip's slices).
+
+    x_t [hidden, rows]; gate_t / up_t [inner, hidden]; down [inner, out]. Rows minor, as XLA lays
+    out the activations of a decode step (the hidden dimension major: its gathers and
+    reduce-scatters move whole rows of memory), and each weight with its long dimension minor.
+    The grid first runs over blocks of `hidden` (gate and up accumulate in VMEM), then over
+    blocks of `out` (the inner activations stay in VMEM); each weight block is read once."""
+    _check_mode(mode)
+    hidden, rows = x_t.shape
+    inner, out = down.shape
+    in_block, out_block = _block(hidden), _block(out)
+    n_in, n_out = hidden // in_block, out // out_block
+    activation = layer_math.activation(act)
+
+    def kernel(x_ref, gate_ref, up_ref, down_ref, out_ref, gate_acc, up_acc, inner_ref):
+        i = pl.program_id(0)
+
+        @pl.when(i == 0)
+        def _():
+            gate_acc[...] = jnp.zeros_like(gate_acc)
+            up_acc[...] = jnp.zeros_like(up_acc)
+
+        @pl.when(i < n_in)
+        def _():
+            xb = x_ref[...]
+            gate_acc[...] += jnp.dot(gate_ref[...], xb, preferred_element_type=jnp.float32)
+            up_acc[...] += jnp.dot(up_ref[...], xb, preferred_element_type=jnp.float32)
+
+        @pl.when(i == n_in - 1)
+        def _():
+            # gate and up rounded as the matmuls' outputs are; the activation in float32, rounded once
+            dtype = inner_ref.dtype
+            inner_ref[...] = (activation(_round(gate_acc[...], dtype)) * _round(up_acc[...], dtype)).astype(dtype)
+
+        @pl.when(i >= n_in)
+        def _():
+            out_ref[...] = jax.lax.dot_general(down_ref[...], inner_ref[...], (((0,), (0,)), ((), ())),
+                                               preferred_element_type=jnp.float32).astype(out_ref.dtype)
+
+    def contracting(i):  # the hidden block of the first phase; the last one stays (no new copy) after it
+        return jnp.minimum(i, n_in - 1)
+
+    def output(i):  # the out block of the second phase; the first one waits (no copy) before it
+        return jnp.maximum(i - n_in, 0)
+
+    out_shape = jax.ShapeDtypeStruct((out, rows), x_t.dtype)
+    cost = pl.CostEstimate(
+        flops=2 * rows * hidden * 2 * inner + 2 * rows * inner * out,
+        transcendentals=rows * inner,
+        bytes_accessed=_nbytes(x_t, gate_t, up_t, down) + _nbytes(out_shape))
+    return pl.pallas_call(
+        kernel, out_shape=out_shape, grid=(n_in + n_out,),
+        in_specs=[pl.BlockSpec((in_block, rows), lambda i: (contracting(i), 0)),
+                  pl.BlockSpec((inner, in_block), lambda i: (0, contracting(i))),
+                  pl.BlockSpec((inner, in_block), lambda i: (0, contracting(i))),
+                  pl.BlockSpec((inner, out_block), lambda i: (0, output(i)))],
+        out_specs=pl.BlockSpec((out_block, rows), lambda i: (output(i), 0)),
+        scratch_shapes=[pltpu.VMEM((inner, rows), jnp.float32), pltpu.VMEM((inner, rows), jnp.float32),
+                        pltpu.VMEM((inner, rows), x_t.dtype)],
+        cost_estimate=cost, interpret=mode == "interpret",
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("arbitrary",)),
+    )(x_t, gate_t, up_t, down)
+
+
+def _dot_transposed(a, b):
+    """a [m, k] times b [n, k] transposed: [m, n] in float32."""
+    return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
