@@ -170,6 +170,11 @@ def tpu_settings(c: ml_collections.ConfigDict) -> None:
     # sixteenth of the weights per chip, and `aot` puts generate at 3.79 GiB a chip this way
     # against 4.25 GiB with "per_step" (BENCHMARKS.md, "Generate without a copy of the layers").
     c.sampler.slice_layers = "per_call"
+    # The partitioned decode step's attention and MLP as Pallas kernels on TPU (XLA's ops elsewhere):
+    # `aot --roofline` on v4:2x2x4 puts the step at 1.24x its ideal bytes, against 1.37x with XLA's
+    # fusions (BENCHMARKS.md, "Where the decode step's bytes go"). Compiled by Mosaic and checked
+    # interpreted on CPU; not yet run on a TPU: "xla" is the fallback.
+    c.sampler.decode_kernels = "pallas"
     c.checkpoint.max_to_keep = 3
     c.distributed.initialize = True  # TPU pods discover their peers
     c.evaluation.batch_size = c.generation.batch_size  # the answers' batch shape

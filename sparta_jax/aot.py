@@ -699,8 +699,9 @@ def format_traffic(row: dict) -> str:
     gb = lambda x: f"{x / 1e9:.2f} GB"  # noqa: E731
     t = row["traffic"]
     return (f"decode step, bytes by kind of op (operands + results, loops apart): matmul fusions {gb(t['matmul fusions'])}"
-            f" (they read the ideal's {gb(row['ideal_bytes'])} of weights and cache), collectives "
-            f"{gb(t['collectives'])}, other ops {gb(t['other'])}; in-place loops {gb(t['loops'])} of operands")
+            f" and Pallas kernels {gb(t['kernels'])} (they read the ideal's {gb(row['ideal_bytes'])} of weights and "
+            f"cache), collectives {gb(t['collectives'])}, other ops {gb(t['other'])}; in-place loops {gb(t['loops'])} "
+            "of operands")
 
 
 def _layer_extrapolated_cost(mesh, model_config, lower_at, *, what: str, log) -> tuple[float, float]:

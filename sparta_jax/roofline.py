@@ -131,7 +131,7 @@ def _computations(hlo_text: str) -> dict[str, list[tuple[str, str, str, str]]]:
             current = ("ENTRY " if line.startswith("ENTRY") else "") + header.group(1)
             comps[current] = []
             continue
-        if line.startswith("}"):
+        if line.rstrip() == "}":  # (an attribute's text can span lines, one starting "}}")
             current = None
             continue
         m = _INSTRUCTION.match(line)
@@ -182,7 +182,9 @@ _NOT_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"
 def traffic_by_kind(hlo_text: str) -> dict[str, int]:
     """Bytes read and written by each top-level instruction of a compiled program's entry
     computation (operands plus result), summed by kind: fusions with a matmul (weights and cache
-    read there, with the activations in and out), collectives, other fusions and ops, and loops.
+    read there, with the activations in and out), Pallas kernels (Mosaic custom calls: the decode
+    step's attention and MLP with `sampler.decode_kernels="pallas"`), collectives, other fusions
+    and ops, and loops.
 
     A breakdown, not XLA's own count: a fusion that updates a buffer in place (its root a
     dynamic-update-slice) counts only its other operands; a loop that writes rows into a cache
@@ -192,7 +194,7 @@ def traffic_by_kind(hlo_text: str) -> dict[str, int]:
     comps = _computations(hlo_text)
     entry = next(c for c in comps if c.startswith("ENTRY "))
     sizes: dict[str, int] = {}
-    kinds = {"matmul fusions": 0, "collectives": 0, "other": 0, "loops": 0}
+    kinds = {"matmul fusions": 0, "kernels": 0, "collectives": 0, "other": 0, "loops": 0}
     for name, hlo_type, op, rest in comps[entry]:
         sizes[name] = array_bytes(hlo_type)
         if op in _NOT_TRAFFIC:
@@ -217,6 +219,8 @@ def traffic_by_kind(hlo_text: str) -> dict[str, int]:
             kinds["loops"] += moved
         elif op in ("dot", "convolution"):
             kinds["matmul fusions"] += moved
+        elif op == "custom-call" and 'custom_call_target="tpu_custom_call"' in rest:
+            kinds["kernels"] += moved
         else:
             kinds["other"] += moved
     return kinds

@@ -255,7 +255,7 @@ def test_cli_roofline_table_on_fake_devices(tmp_path):
     # v4 topology in BENCHMARKS.md; XLA:CPU's SPMD partitioner adds copies of its own here.)
     decode, train = json.loads((tmp_path / "aot.json").read_text())["roofline"]
     assert decode["program"].startswith("decode step (8 rows, cache ")
-    assert set(decode["traffic"]) == {"matmul fusions", "collectives", "other", "loops"}
+    assert set(decode["traffic"]) == {"matmul fusions", "kernels", "collectives", "other", "loops"}
     assert decode["traffic"]["collectives"] > 0  # 8 fake devices: the step gathers or reduces activations
     for row in (decode, train):
         assert row["seconds"] == pytest.approx(max(row["flops"] / 1e12, row["bytes"] / 100e9))

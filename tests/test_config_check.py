@@ -186,3 +186,11 @@ def test_report_every_is_checked_and_the_last_iteration_reports_unless_none_is_a
         c.report_every = bad
         with pytest.raises(ConfigError, match="config.report_every"):
             validate_config(c)
+
+
+def test_bad_decode_kernels_name_their_key():
+    config = load("tpu_v4")
+    assert config.sampler.decode_kernels == "pallas"  # the TPU configs' (base.py: "xla")
+    config.sampler.decode_kernels = "mosaic"
+    with pytest.raises(ConfigError, match=r"config\.sampler\.decode_kernels = 'mosaic'.*'xla', 'pallas'"):
+        validate_config(config)

@@ -111,21 +111,41 @@ def test_partitioned_decode_equals_one_device(family, mesh_axes, per_row_index, 
     np.testing.assert_allclose(np.asarray(got_best[0]), np.asarray(want_best[0]), rtol=tol, atol=tol)
 
 
-def test_sampler_pads_rows_for_the_partitioned_step_and_samples_as_one_device(tmp_path):
+@pytest.mark.parametrize("kernels,refill_rows", [("xla", 0), ("interpret", 0), ("interpret", 2)])
+def test_sampler_pads_rows_for_the_partitioned_step_and_samples_as_one_device(kernels, refill_rows, tmp_path):
     """Sampled (not greedy) tokens with mixed adapters: 6 prompts take 8 rows on a 2 x 2 x 2 mesh
-    (whole rows of logits on each of the 8 chips), and equal one device's."""
+    (whole rows of logits on each of the 8 chips), and equal one device's; with the Pallas
+    kernels (interpreted: `sampler.decode_kernels` reaches the step), also in refilled rows."""
     save_hf_model("qwen2", tmp_path)
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    one, split = _models(tmp_path, mesh)
-    prompts = [list(range(3, 3 + n)) for n in (4, 9, 6, 11, 5, 7)]
-    kw = dict(adapter_ids=[0, 1, 2, NO_ADAPTER, 0, 1], rng=jax.random.key(3), max_new_tokens=8, stop_ids=[],
-              decode=False, temperature=0.8, top_k=20)
-    sampler = Sampler(split, pad_id=0, mesh=mesh, config=SamplerConfig(cache_dtype="float32"))
+    one, split = _models(tmp_path, mesh, ALL_TARGETS if kernels == "xla" else ATTENTION)
+    copies = 2 if refill_rows else 1  # 12 prompts through 8 rows: 4 wait for rows to end
+    prompts = [list(range(3 + c, 3 + c + n)) for c in range(copies) for n in (4, 9, 6, 11, 5, 7)]
+    kw = dict(adapter_ids=[0, 1, 2, NO_ADAPTER, 0, 1] * copies, rng=jax.random.key(3),
+              max_new_tokens=[8, 3, 8, 5, 8, 2] * copies, stop_ids=[], decode=False, temperature=0.8, top_k=20,
+              **({"rows": 8} if refill_rows else {}))
+    config = SamplerConfig(cache_dtype="float32", decode_kernels=kernels, refill_rows=refill_rows)
+    sampler = Sampler(split, pad_id=0, mesh=mesh, config=config)
     assert sampler._batch_rows(6) == 8
     got = sampler.generate(split, prompts, **kw)
-    want = Sampler(one, pad_id=0, config=SamplerConfig(cache_dtype="float32")).generate(one, prompts, **kw)
+    want = Sampler(one, pad_id=0, config=SamplerConfig(cache_dtype="float32", refill_rows=refill_rows)).generate(
+        one, prompts, **kw)
     np.testing.assert_array_equal(got.tokens, want.tokens)
-    assert len({tuple(t) for t in want.tokens}) == 6
+    assert len({tuple(t) for t in want.tokens}) == 6 * copies
+
+
+def test_pallas_kernels_fall_back_to_xla_off_tpu(tmp_path):
+    """"pallas" names Mosaic kernels, which lower only for TPU: on a CPU mesh the partitioned
+    step keeps XLA's ops and layouts; an unknown name is refused."""
+    save_hf_model("qwen2", tmp_path)
+    _, split = _models(tmp_path, sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}), ATTENTION)
+    layers = split.decode_weights(kernels="pallas")
+    assert layers.kernels == "xla" and all("gate_up" in w and "gate_t" not in w for w, _ in layers.layers)
+    assert split.decode_weights(kernels="interpret").kernels == "interpret"
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        split.decode_weights(kernels="mosaic")
+    with pytest.raises(ValueError, match="decode_kernels 'mosaic'"):
+        SamplerConfig(decode_kernels="mosaic")
 
 
 def test_partition_problem_names_what_does_not_split():

@@ -127,7 +127,7 @@ def test_roofline_rows_by_hand():
 def test_traffic_by_kind_by_hand():
     """`aot --roofline`'s breakdown of a decode step's bytes: each top-level op's operands and
     result, by kind; an in-place update counts its update, an asynchronous copy its buffer once
-    each way, a loop is kept apart."""
+    each way, a loop is kept apart, a Pallas kernel is its own kind."""
     hlo = """HloModule m
 
 %fused_dot (p0: bf16[4,8], p1: bf16[8,16]) -> bf16[4,16] {
@@ -161,6 +161,8 @@ ENTRY %main (x: bf16[4,8], w: bf16[8,16], cache: f32[64,16], row: f32[1,16], i: 
   %tuple.4 = (f32[64,16]) tuple(%while.3)
   %copy-start.6 = (bf16[8,16]{1,0:S(1)}, bf16[8,16]{1,0}, u32[]) copy-start(%w)
   %copy-done.7 = bf16[8,16]{1,0:S(1)} copy-done(%copy-start.6)
+  %kernel.8 = bf16[4,16]{1,0} custom-call(%x, %w), custom_call_target="tpu_custom_call", frontend_attributes={kernel_metadata={"mesh_axes":"[\"fsdp\"]"
+}}, backend_config={"custom_call_config":{}}
   ROOT %fusion.5 = f32[4,16]{1,0} fusion(%all-reduce.2), kind=kLoop, calls=%fused_add
 }
 """
@@ -170,6 +172,9 @@ ENTRY %main (x: bf16[4,8], w: bf16[8,16], cache: f32[64,16], row: f32[1,16], i: 
         # the convert; the row written in place, and its index; w copied (read once, written once)
         "other": 4 * 16 * 2 + 4 * 16 * 4 + 16 * 4 + 4 + 2 * 8 * 16 * 2,
         "loops": 2 * 64 * 16 * 4,  # the cache in and out, as listed (in place, it writes a few rows)
+        # a Pallas kernel: x and w read, its output written (its attributes' text spans two lines,
+        # the second starting "}}": not the end of the computation)
+        "kernels": 4 * 8 * 2 + 8 * 16 * 2 + 4 * 16 * 2,
     }
 
 

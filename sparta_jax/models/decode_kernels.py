@@ -19,6 +19,9 @@ any backend: how the tests check them on CPU; slow).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
@@ -80,7 +83,7 @@ def attention(q, keys, values, visible, *, scale: float, softcap: float | None, 
     return pl.pallas_call(
         kernel, out_shape=out_shape, grid=(rows // block, kv_heads),
         in_specs=[qspec, cache_spec, cache_spec, mask_spec], out_specs=qspec,
-        cost_estimate=cost, interpret=mode == "interpret",
+        cost_estimate=cost, interpret=_interpret(mode),
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel")),
     )(q, keys, values, visible)
 
@@ -99,34 +102,69 @@ def _block(size: int, preferred: int = 256) -> int:
     return size
 
 
-def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str):
+@dataclasses.dataclass(frozen=True)
+class Gather:
+    """Where the MLP kernel's input comes from when it gathers it itself: each chip holds a
+    [hidden / n, rows] slice, chip k of the n over `axes` (major first, sizes `sizes`) slice k;
+    `mesh_axes` are all the axes of the shard_map the kernel runs in (a remote copy names its
+    peer by its coordinate on each)."""
+
+    axes: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mesh_axes: tuple[str, ...]
+
+    @property
+    def chips(self) -> int:
+        return math.prod(self.sizes)
+
+    def index(self):
+        """This chip's place among the n."""
+        me = 0
+        for axis, size in zip(self.axes, self.sizes):
+            me = me * size + jax.lax.axis_index(axis)
+        return me
+
+    def device(self, peer: int):
+        """The mesh coordinates of chip `peer` of the n (the same on the other axes)."""
+        at, rest = {}, peer
+        for axis, size in reversed(list(zip(self.axes, self.sizes))):
+            at[axis], rest = rest % size, rest // size
+        return tuple(at[a] if a in at else jax.lax.axis_index(a) for a in self.mesh_axes)
+
+
+def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str, gather: Gather | None = None):
     """The MLP of every row, transposed: down^T @ (act(gate^T @ x^T) * (up^T @ x^T)), each matmul
     accumulated in float32 and rounded to x's dtype as the XLA path's are: [out, rows] (partial
     sums, where the weights are one chip's slices).
 
-    x_t [hidden, rows]; gate_t / up_t [inner, hidden]; down [inner, out]. Rows minor, as XLA lays
-    out the activations of a decode step (the hidden dimension major: its gathers and
-    reduce-scatters move whole rows of memory), and each weight with its long dimension minor.
-    The grid first runs over blocks of `hidden` (gate and up accumulate in VMEM), then over
-    blocks of `out` (the inner activations stay in VMEM); each weight block is read once."""
+    x_t [hidden, rows], or with `gather` this chip's [hidden / n, rows] slice, which the kernel
+    copies to every chip's VMEM over the interconnect (no gathered copy in HBM); gate_t / up_t
+    [inner, hidden]; down [inner, out]. Rows minor, as XLA lays out a decode step's activations
+    (the hidden dimension major), and each weight with its long dimension minor. The grid first
+    runs over blocks of `hidden` (gate and up accumulate in VMEM), then over blocks of `out` (the
+    inner activations stay in VMEM); each weight block is read once."""
     _check_mode(mode)
-    hidden, rows = x_t.shape
+    part, rows = x_t.shape
+    hidden = part * (gather.chips if gather else 1)
     inner, out = down.shape
     in_block, out_block = _block(hidden), _block(out)
     n_in, n_out = hidden // in_block, out // out_block
     activation = layer_math.activation(act)
 
-    def kernel(x_ref, gate_ref, up_ref, down_ref, out_ref, gate_acc, up_acc, inner_ref):
+    def kernel(x_ref, gate_ref, up_ref, down_ref, out_ref, gate_acc, up_acc, inner_ref, *gathered):
         i = pl.program_id(0)
 
         @pl.when(i == 0)
         def _():
             gate_acc[...] = jnp.zeros_like(gate_acc)
             up_acc[...] = jnp.zeros_like(up_acc)
+            if gather:
+                _gather_input(x_ref, *gathered, gather)
 
         @pl.when(i < n_in)
         def _():
-            xb = x_ref[...]
+            start = pl.multiple_of(i * in_block, in_block)
+            xb = (gathered[0] if gather else x_ref)[pl.ds(start, in_block), :]
             gate_acc[...] += jnp.dot(gate_ref[...], xb, preferred_element_type=jnp.float32)
             up_acc[...] += jnp.dot(up_ref[...], xb, preferred_element_type=jnp.float32)
 
@@ -152,18 +190,49 @@ def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str):
         flops=2 * rows * hidden * 2 * inner + 2 * rows * inner * out,
         transcendentals=rows * inner,
         bytes_accessed=_nbytes(x_t, gate_t, up_t, down) + _nbytes(out_shape))
+    scratch = [pltpu.VMEM((inner, rows), jnp.float32), pltpu.VMEM((inner, rows), jnp.float32),
+               pltpu.VMEM((inner, rows), x_t.dtype)]
+    if gather:  # every chip's slice, and the semaphores of the copies out and in
+        scratch += [pltpu.VMEM((hidden, rows), x_t.dtype), pltpu.SemaphoreType.DMA, pltpu.SemaphoreType.DMA]
     return pl.pallas_call(
         kernel, out_shape=out_shape, grid=(n_in + n_out,),
-        in_specs=[pl.BlockSpec((in_block, rows), lambda i: (contracting(i), 0)),
+        in_specs=[pl.BlockSpec((part, rows), lambda i: (0, 0)),  # read once, kept
                   pl.BlockSpec((inner, in_block), lambda i: (0, contracting(i))),
                   pl.BlockSpec((inner, in_block), lambda i: (0, contracting(i))),
                   pl.BlockSpec((inner, out_block), lambda i: (0, output(i)))],
         out_specs=pl.BlockSpec((out_block, rows), lambda i: (output(i), 0)),
-        scratch_shapes=[pltpu.VMEM((inner, rows), jnp.float32), pltpu.VMEM((inner, rows), jnp.float32),
-                        pltpu.VMEM((inner, rows), x_t.dtype)],
-        cost_estimate=cost, interpret=mode == "interpret",
-        compiler_params=pltpu.CompilerParams(dimension_semantics=("arbitrary",)),
+        scratch_shapes=scratch, cost_estimate=cost, interpret=_interpret(mode),
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("arbitrary",),
+                                             collective_id=0 if gather else None),
     )(x_t, gate_t, up_t, down)
+
+
+def _gather_input(x_ref, x_all, send_sem, recv_sem, gather: Gather):
+    """Copy this chip's slice x_ref into slot `me` of every chip's x_all (itself included), and
+    wait until all n slices have arrived here."""
+    n = gather.chips
+    # Every chip enters this kernel before any writes into its VMEM (a faster chip could otherwise
+    # still be in the previous layer's kernel, whose x_all this one reuses).
+    barrier = pltpu.get_barrier_semaphore()
+    for peer in range(n):
+        pl.semaphore_signal(barrier, 1, device_id=gather.device(peer), device_id_type=pl.DeviceIdType.MESH)
+    pl.semaphore_wait(barrier, n)
+    part = x_ref.shape[0]
+    me = gather.index()
+    slot = x_all.at[pl.ds(pl.multiple_of(me * part, part), part)]
+    copies = [pltpu.make_async_remote_copy(x_ref, slot, send_sem, recv_sem, device_id=gather.device(peer),
+                                           device_id_type=pl.DeviceIdType.MESH) for peer in range(n)]
+    for c in copies:
+        c.start()
+    for c in copies:  # n copies out, and n of the same size in
+        c.wait_send()
+        c.wait_recv()
+
+
+def _interpret(mode: str):
+    """pallas_call's `interpret`: the TPU interpreter (remote copies and semaphores across the
+    devices of a shard_map included) or Mosaic."""
+    return pltpu.InterpretParams(dma_execution_mode="eager") if mode == "interpret" else False
 
 
 def _dot_transposed(a, b):

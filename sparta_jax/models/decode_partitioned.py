@@ -198,6 +198,7 @@ def decode_layers(tokens, embed, layers: PartitionedLayers, keys, values, index,
     sliding = tuple(config.is_sliding(i) for i in range(config.num_layers))
     has_lora = scales is not None
     kernels = layers.kernels
+    gather = decode_kernels.Gather(HIDDEN, (nf, nt), tuple(mesh.axis_names))  # the MLP kernel's input
     specs = layers.specs()
 
     def body(tokens, table, weights, final_norm, keys, values, index, visible, local_visible, ropes, scales):
@@ -211,7 +212,7 @@ def decode_layers(tokens, embed, layers: PartitionedLayers, keys, values, index,
             x, keys[i], values[i] = _layer(
                 x, w, lw, keys[i], values[i], index, local_visible if sliding[i] else visible,
                 ropes["local" if sliding[i] else "global"], scales, config=config, dtype=dtype, nf=nf, nt=nt,
-                kernels=kernels)
+                kernels=kernels, gather=gather)
         return _norm(x, final_norm, config, nf * nt)[:, None], tuple(keys), tuple(values)
 
     ropes_spec = {k: (by_rows, by_rows) for k in ropes}
@@ -334,7 +335,7 @@ def _lora_out(picked, scales, b):
 
 
 def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: ModelConfig, dtype, nf: int,
-           nt: int, kernels: str):
+           nt: int, kernels: str, gather: decode_kernels.Gather):
     """One decoder layer on one chip's shards (see the module docstring for the layouts).
 
     x [R, hidden/n] (R: the data replica's rows); k_cache / v_cache [R/nf, kv_heads/nt, slots,
@@ -403,12 +404,13 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
 
     # MLP: every row against this chip's 1/n of the intermediate dimension.
     h = _norm(x, w["mlp_norm"], c, n)
-    h_all = jax.lax.all_gather(h, HIDDEN, axis=1, tiled=True)  # [R, hidden]
     if "gate_t" in w:  # the MLP kernel's layout (prepare: no adapters here)
-        # Transposed in and out: XLA keeps these activations hidden-major (a layout change, no copy).
-        m = decode_kernels.mlp(h_all.T, w["gate_t"].astype(dtype), w["up_t"].astype(dtype),
-                               w["down_proj"].astype(dtype), act=c.hidden_act, mode=kernels).T
+        # It gathers its input over the interconnect into each chip's VMEM. Transposed in and out:
+        # XLA keeps these activations hidden-major (a layout change, no copy).
+        m = decode_kernels.mlp(h.T, w["gate_t"].astype(dtype), w["up_t"].astype(dtype), w["down_proj"].astype(dtype),
+                               act=c.hidden_act, mode=kernels, gather=gather).T
     else:
+        h_all = jax.lax.all_gather(h, HIDDEN, axis=1, tiled=True)  # [R, hidden]
         gate_up = h_all @ w["gate_up"].astype(dtype)
         width = gate_up.shape[-1] // 2
         gate, up = gate_up[..., :width], gate_up[..., width:]
