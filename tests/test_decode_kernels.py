@@ -52,17 +52,18 @@ def _mlp_reference(x, gate, up, down, act):
     return (layer_math.activation(act)(x @ gate) * (x @ up)) @ down
 
 
-@pytest.mark.parametrize("dtype,act", [(jnp.float32, "silu"), (jnp.bfloat16, "silu"),
-                                       (jnp.bfloat16, "gelu_pytorch_tanh")])
-def test_mlp_kernel_equals_the_xla_mlp(dtype, act):
-    """Two blocks of the hidden dimension (gate and up summed over them in VMEM), three of the
-    output (the inner activations kept between them); rows minor."""
+@pytest.mark.parametrize("dtype,act,chunk", [(jnp.float32, "silu", 32), (jnp.bfloat16, "silu", 96),
+                                             (jnp.bfloat16, "gelu_pytorch_tanh", 48)])
+def test_mlp_kernel_equals_the_xla_mlp(dtype, act, chunk):
+    """Two blocks of the hidden dimension (gate and up summed over them in VMEM) for each chunk
+    of the inner dimension (three, one, two), then three blocks of the output (the inner
+    activations kept between the phases); rows minor."""
     rows, hidden, inner, out = 16, 512, 96, 384
     keys = jax.random.split(jax.random.key(1), 4)
     x = jax.random.normal(keys[0], (rows, hidden), dtype)
     gate, up = ((0.05 * jax.random.normal(k, (hidden, inner))).astype(dtype) for k in keys[1:3])
     down = (0.05 * jax.random.normal(keys[3], (inner, out))).astype(dtype)
-    got = decode_kernels.mlp(x.T, gate.T, up.T, down, act=act, mode="interpret").T
+    got = decode_kernels.mlp(x.T, gate.T, up.T, down, act=act, mode="interpret", inner_chunk=chunk).T
     want = _mlp_reference(x, gate, up, down, act)
     assert got.shape == (rows, out) and got.dtype == dtype
     if dtype == jnp.float32:

@@ -134,6 +134,23 @@ def test_sampler_pads_rows_for_the_partitioned_step_and_samples_as_one_device(ke
     assert len({tuple(t) for t in want.tokens}) == 6 * copies
 
 
+def test_mlp_too_large_for_vmem_runs_xla_ops_on_the_kernel_layout(monkeypatch, tmp_path):
+    """Rows whose MLP kernel would overflow VMEM (`decode_kernels.mlp_vmem_bytes` over the budget;
+    here a budget of nothing) multiply the kernel's transposed gate and up with XLA's ops: the same
+    logits as one device."""
+    from sparta_jax.models import decode_kernels
+
+    monkeypatch.setattr(decode_kernels, "VMEM_BUDGET", 0)
+    monkeypatch.setattr(decode_kernels, "mlp", lambda *a, **k: pytest.fail("the MLP kernel ran"))
+    save_hf_model("qwen2", tmp_path)
+    one, split = _models(tmp_path, sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}), ATTENTION)
+    ids, mask, adapters = _batch(TINY["vocab_size"])
+    want, _, _, _ = _decode(one, ids, mask, adapters, False)
+    got, _, layers, _ = _decode(split, ids, mask, adapters, False, "interpret")
+    assert all("gate_t" in w for w, _ in layers.layers)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-3)
+
+
 def test_pallas_kernels_fall_back_to_xla_off_tpu(tmp_path):
     """"pallas" names Mosaic kernels, which lower only for TPU: on a CPU mesh the partitioned
     step keeps XLA's ops and layouts; an unknown name is refused."""

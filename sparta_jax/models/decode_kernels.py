@@ -132,7 +132,40 @@ class Gather:
         return tuple(at[a] if a in at else jax.lax.axis_index(a) for a in self.mesh_axes)
 
 
-def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str, gather: Gather | None = None):
+# VMEM a kernel may fill: v4's 16 MiB a core (the least of the TPU generations), less room for
+# Mosaic's own scratch. `mlp_fits` says whether the MLP kernel's blocks and scratch fit.
+# (Calibrated on Mosaic's compiles for v4, gathering over 16 chips: Qwen2.5-7B's MLP at 1024 rows
+# used 18.9 MiB where `mlp_vmem_bytes` says 18.1; 768 rows, 14.2 by it, compiled.)
+VMEM_BUDGET = 14 << 20
+# Rows of gate and up (their inner dimension) one first-phase grid step multiplies at most: the
+# float32 sums of a chunk are what the MLP kernel keeps in VMEM, not the whole inner dimension's.
+INNER_CHUNK = 640
+
+
+def _inner_chunk(inner: int, sublanes: int, most: int = INNER_CHUNK) -> int:
+    """The largest divisor of `inner` that is a multiple of `sublanes` and at most `most`, unless
+    that is under a quarter of `most` (many small steps): then all of it."""
+    fits = [c for c in range(sublanes, min(inner, most) + 1, sublanes) if inner % c == 0]
+    return fits[-1] if fits and fits[-1] * 4 >= min(inner, most) else inner
+
+
+def mlp_vmem_bytes(rows: int, part: int, hidden: int, inner: int, out: int, dtype, gather: bool) -> int:
+    """The MLP kernel's VMEM: its scratch (a chunk of gate and up in float32, the inner
+    activations, with `gather` every chip's slice of the input) and its double-buffered blocks."""
+    size = jnp.dtype(dtype).itemsize
+    in_block, out_block, chunk = _block(hidden), _block(out), _inner_chunk(inner, tile_rows(dtype))
+    scratch = 2 * chunk * rows * 4 + inner * rows * size + (hidden * rows * size if gather else 0)
+    blocks = 2 * size * (part * rows + 2 * chunk * in_block + inner * out_block + out_block * rows)
+    return scratch + blocks
+
+
+def tile_rows(dtype) -> int:
+    """Rows of a TPU tile: 8 of 32-bit values, 16 of 16-bit ones (two to a word)."""
+    return 8 * max(1, 4 // jnp.dtype(dtype).itemsize)
+
+
+def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str, gather: Gather | None = None,
+        inner_chunk: int = INNER_CHUNK):
     """The MLP of every row, transposed: down^T @ (act(gate^T @ x^T) * (up^T @ x^T)), each matmul
     accumulated in float32 and rounded to x's dtype as the XLA path's are: [out, rows] (partial
     sums, where the weights are one chip's slices).
@@ -140,65 +173,73 @@ def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str, gather: Gather | None =
     x_t [hidden, rows], or with `gather` this chip's [hidden / n, rows] slice, which the kernel
     copies to every chip's VMEM over the interconnect (no gathered copy in HBM); gate_t / up_t
     [inner, hidden]; down [inner, out]. Rows minor, as XLA lays out a decode step's activations
-    (the hidden dimension major), and each weight with its long dimension minor. The grid first
-    runs over blocks of `hidden` (gate and up accumulate in VMEM), then over blocks of `out` (the
-    inner activations stay in VMEM); each weight block is read once."""
+    (the hidden dimension major), and each weight with its long dimension minor. The grid's first
+    phase runs over chunks of the inner dimension and, within each, over blocks of `hidden` (a
+    chunk's gate and up summed in VMEM, then its activations kept there); the second over blocks
+    of `out`. Each weight block is read once."""
     _check_mode(mode)
     part, rows = x_t.shape
     hidden = part * (gather.chips if gather else 1)
     inner, out = down.shape
     in_block, out_block = _block(hidden), _block(out)
-    n_in, n_out = hidden // in_block, out // out_block
+    chunk = _inner_chunk(inner, tile_rows(x_t.dtype), inner_chunk)
+    n_in, n_chunks, n_out = hidden // in_block, inner // chunk, out // out_block
+    first = n_chunks * n_in  # steps of the first phase
     activation = layer_math.activation(act)
 
     def kernel(x_ref, gate_ref, up_ref, down_ref, out_ref, gate_acc, up_acc, inner_ref, *gathered):
         i = pl.program_id(0)
+        c, k = jax.lax.div(i, n_in), jax.lax.rem(i, n_in)  # (the first phase's chunk and hidden block)
 
-        @pl.when(i == 0)
+        if gather:
+            @pl.when(i == 0)
+            def _():
+                _gather_input(x_ref, *gathered, gather)
+
+        @pl.when((i < first) & (k == 0))
         def _():
             gate_acc[...] = jnp.zeros_like(gate_acc)
             up_acc[...] = jnp.zeros_like(up_acc)
-            if gather:
-                _gather_input(x_ref, *gathered, gather)
 
-        @pl.when(i < n_in)
+        @pl.when(i < first)
         def _():
-            start = pl.multiple_of(i * in_block, in_block)
-            xb = (gathered[0] if gather else x_ref)[pl.ds(start, in_block), :]
+            xb = (gathered[0] if gather else x_ref)[pl.ds(pl.multiple_of(k * in_block, in_block), in_block), :]
             gate_acc[...] += jnp.dot(gate_ref[...], xb, preferred_element_type=jnp.float32)
             up_acc[...] += jnp.dot(up_ref[...], xb, preferred_element_type=jnp.float32)
 
-        @pl.when(i == n_in - 1)
+        @pl.when((i < first) & (k == n_in - 1))
         def _():
             # gate and up rounded as the matmuls' outputs are; the activation in float32, rounded once
             dtype = inner_ref.dtype
-            inner_ref[...] = (activation(_round(gate_acc[...], dtype)) * _round(up_acc[...], dtype)).astype(dtype)
+            inner_ref[pl.ds(pl.multiple_of(c * chunk, chunk), chunk), :] = (
+                activation(_round(gate_acc[...], dtype)) * _round(up_acc[...], dtype)).astype(dtype)
 
-        @pl.when(i >= n_in)
+        @pl.when(i >= first)
         def _():
             out_ref[...] = jax.lax.dot_general(down_ref[...], inner_ref[...], (((0,), (0,)), ((), ())),
                                                preferred_element_type=jnp.float32).astype(out_ref.dtype)
 
-    def contracting(i):  # the hidden block of the first phase; the last one stays (no new copy) after it
-        return jnp.minimum(i, n_in - 1)
+    def chunk_block(i):  # the first phase's (chunk, hidden block); the last one stays (no new copy) after it
+        i = jnp.minimum(i, first - 1)
+        return jax.lax.div(i, n_in), jax.lax.rem(i, n_in)
 
     def output(i):  # the out block of the second phase; the first one waits (no copy) before it
-        return jnp.maximum(i - n_in, 0)
+        return jnp.maximum(i - first, 0)
 
     out_shape = jax.ShapeDtypeStruct((out, rows), x_t.dtype)
     cost = pl.CostEstimate(
         flops=2 * rows * hidden * 2 * inner + 2 * rows * inner * out,
         transcendentals=rows * inner,
         bytes_accessed=_nbytes(x_t, gate_t, up_t, down) + _nbytes(out_shape))
-    scratch = [pltpu.VMEM((inner, rows), jnp.float32), pltpu.VMEM((inner, rows), jnp.float32),
+    scratch = [pltpu.VMEM((chunk, rows), jnp.float32), pltpu.VMEM((chunk, rows), jnp.float32),
                pltpu.VMEM((inner, rows), x_t.dtype)]
     if gather:  # every chip's slice, and the semaphores of the copies out and in
         scratch += [pltpu.VMEM((hidden, rows), x_t.dtype), pltpu.SemaphoreType.DMA, pltpu.SemaphoreType.DMA]
     return pl.pallas_call(
-        kernel, out_shape=out_shape, grid=(n_in + n_out,),
+        kernel, out_shape=out_shape, grid=(first + n_out,),
         in_specs=[pl.BlockSpec((part, rows), lambda i: (0, 0)),  # read once, kept
-                  pl.BlockSpec((inner, in_block), lambda i: (0, contracting(i))),
-                  pl.BlockSpec((inner, in_block), lambda i: (0, contracting(i))),
+                  pl.BlockSpec((chunk, in_block), chunk_block),
+                  pl.BlockSpec((chunk, in_block), chunk_block),
                   pl.BlockSpec((inner, out_block), lambda i: (0, output(i)))],
         out_specs=pl.BlockSpec((out_block, rows), lambda i: (output(i), 0)),
         scratch_shapes=scratch, cost_estimate=cost, interpret=_interpret(mode),

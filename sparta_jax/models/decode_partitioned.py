@@ -405,10 +405,16 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
     # MLP: every row against this chip's 1/n of the intermediate dimension.
     h = _norm(x, w["mlp_norm"], c, n)
     if "gate_t" in w:  # the MLP kernel's layout (prepare: no adapters here)
-        # It gathers its input over the interconnect into each chip's VMEM. Transposed in and out:
-        # XLA keeps these activations hidden-major (a layout change, no copy).
-        m = decode_kernels.mlp(h.T, w["gate_t"].astype(dtype), w["up_t"].astype(dtype), w["down_proj"].astype(dtype),
-                               act=c.hidden_act, mode=kernels, gather=gather).T
+        gate_t, up_t, down = (w[k].astype(dtype) for k in ("gate_t", "up_t", "down_proj"))
+        if decode_kernels.mlp_vmem_bytes(h.shape[0], h.shape[1], c.hidden_size, gate_t.shape[0], down.shape[1], dtype,
+                                         gather=True) <= decode_kernels.VMEM_BUDGET:
+            # It gathers its input over the interconnect into each chip's VMEM. Transposed in and
+            # out: XLA keeps these activations hidden-major (a layout change, no copy).
+            m = decode_kernels.mlp(h.T, gate_t, up_t, down, act=c.hidden_act, mode=kernels, gather=gather).T
+        else:  # too many rows for the kernel's VMEM: XLA's ops on its layout
+            h_all = jax.lax.all_gather(h, HIDDEN, axis=1, tiled=True)
+            project = lambda weight: jnp.einsum("bi,oi->bo", h_all, weight)  # noqa: E731
+            m = (act(project(gate_t)) * project(up_t)) @ down
     else:
         h_all = jax.lax.all_gather(h, HIDDEN, axis=1, tiled=True)  # [R, hidden]
         gate_up = h_all @ w["gate_up"].astype(dtype)
