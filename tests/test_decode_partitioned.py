@@ -134,14 +134,16 @@ def test_sampler_pads_rows_for_the_partitioned_step_and_samples_as_one_device(ke
     assert len({tuple(t) for t in want.tokens}) == 6 * copies
 
 
-def test_mlp_too_large_for_vmem_runs_xla_ops_on_the_kernel_layout(monkeypatch, tmp_path):
-    """Rows whose MLP kernel would overflow VMEM (`decode_kernels.mlp_vmem_bytes` over the budget;
-    here a budget of nothing) multiply the kernel's transposed gate and up with XLA's ops: the same
-    logits as one device."""
+def test_kernels_too_large_for_vmem_give_way_to_xla_ops(monkeypatch, tmp_path):
+    """Rows whose MLP kernel, or a cache whose attention kernel, would overflow VMEM
+    (`decode_kernels.mlp_vmem_bytes`, `attention_vmem_bytes` over the budget; here a budget of
+    nothing) run XLA's ops, the MLP on the kernel's transposed gate and up: the same logits as
+    one device."""
     from sparta_jax.models import decode_kernels
 
     monkeypatch.setattr(decode_kernels, "VMEM_BUDGET", 0)
-    monkeypatch.setattr(decode_kernels, "mlp", lambda *a, **k: pytest.fail("the MLP kernel ran"))
+    for kernel in ("mlp", "attention"):
+        monkeypatch.setattr(decode_kernels, kernel, lambda *a, kernel=kernel, **k: pytest.fail(f"the {kernel} kernel ran"))
     save_hf_model("qwen2", tmp_path)
     one, split = _models(tmp_path, sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}), ATTENTION)
     ids, mask, adapters = _batch(TINY["vocab_size"])

@@ -45,6 +45,13 @@ def _check_mode(mode: str):
 
 
 # ------------------------------------------------------------------------------------- attention
+def attention_vmem_bytes(groups: int, slots: int, head_dim: int, cache_dtype) -> int:
+    """The attention kernel's VMEM at one row a step: its key and value blocks double-buffered,
+    and a head group's float32 scores and probabilities. (It reads a row's whole cache at once: a
+    cache too long for VMEM takes XLA's ops, `decode_partitioned`.)"""
+    return 4 * slots * head_dim * jnp.dtype(cache_dtype).itemsize + 2 * 4 * groups * slots
+
+
 def attention(q, keys, values, visible, *, scale: float, softcap: float | None, mode: str):
     """Grouped-query attention of one new token per row against its cache, as
     `layer_math.attention(..., heads_major=True)` computes it.

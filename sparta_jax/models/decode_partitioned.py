@@ -439,10 +439,12 @@ def _attention(q, k_cache, v_cache, visible, c: ModelConfig, dtype, kernels: str
     """One token per row against its cache: q [rows, heads, head_dim] -> [rows, heads x head_dim]."""
     rows = q.shape[0]
 
-    if kernels == "xla":
-        return layer_math.attention(q[:, None], k_cache.astype(dtype), v_cache.astype(dtype), visible, c,
+    groups, slots = c.num_heads // c.num_kv_heads, k_cache.shape[2]
+    if kernels == "xla" or (decode_kernels.attention_vmem_bytes(groups, slots, c.head_dim, k_cache.dtype)
+                            > decode_kernels.VMEM_BUDGET):
+        return layer_math.attention(q[:, None], k_cache.astype(dtype), v_cache.astype(dtype), visible.astype(bool), c,
                                     heads_major=True)[:, 0]
-    grouped = q.reshape(rows, c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim)
+    grouped = q.reshape(rows, c.num_kv_heads, groups, c.head_dim)
     out = decode_kernels.attention(grouped, k_cache, v_cache, visible, scale=c.attention_scale,
                                    softcap=c.attn_softcap, mode=kernels)
     return out.reshape(rows, c.num_heads * c.head_dim)
