@@ -97,10 +97,23 @@ def test_mlp_kernel_gathers_its_input_over_the_mesh():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _declared_cost(lowered) -> dict:
+    """The cost a lowered program's one Pallas kernel declares (what XLA's cost analysis counts)."""
+    import json
+    import re
+
+    text = lowered.as_text()
+    assert text.count("stablehlo.custom_call @tpu_custom_call") == 1
+    found = re.search(r'\\22cost_estimate\\22: (\{.*?\})', text).group(1)
+    return json.loads(found.replace("\\0A", "").replace("\\22", '"'))
+
+
 def test_kernels_lower_for_tpu_at_the_7b_shapes():
     """Mosaic's lowering (Pallas to the TPU dialect: what a TPU compile takes) at one v4-32 chip's
     shapes of tpu_v4.py's decode step: 64 rows of cache, 7 query heads to a key-value head, 1024
-    slots; the MLP's 1/16 of Qwen2.5-7B's intermediate dimension, gathering over 4 x 4 chips."""
+    slots; the MLP's 1/16 of Qwen2.5-7B's intermediate dimension, gathering over 4 x 4 chips. The
+    HBM bytes each declares are its operands and result once (what `aot --roofline` counts for
+    it), the gathered input's copies to the other 15 chips as interconnect bytes."""
     bf16 = jnp.bfloat16
     spec = jax.ShapeDtypeStruct
     attention = jax.jit(lambda q, k, v, m: decode_kernels.attention(q, k, v, m, scale=128**-0.5, softcap=None,
@@ -108,7 +121,10 @@ def test_kernels_lower_for_tpu_at_the_7b_shapes():
     lowered = attention.trace(spec((64, 1, 7, 128), bf16), spec((64, 1, 1024, 128), bf16),
                               spec((64, 1, 1024, 128), bf16), spec((64, 1, 1024), jnp.int32)).lower(
         lowering_platforms=("tpu",))
-    assert lowered.as_text().count("stablehlo.custom_call @tpu_custom_call") == 1
+    cost = _declared_cost(lowered)
+    cache = 64 * 1024 * 128 * 2
+    assert cost["bytes_accessed"] == 2 * cache + 2 * (64 * 7 * 128 * 2) + 64 * 1024 * 4  # k, v; q, out; mask
+    assert cost["flops"] == 4 * 64 * 7 * 1024 * 128 and cost["remote_bytes_transferred"] == 0
 
     mesh = jax.sharding.AbstractMesh((1, 4, 4), ("data", "fsdp", "tensor"))  # a v4-32's, no devices needed
     gather = decode_kernels.Gather(("fsdp", "tensor"), (4, 4), ("data", "fsdp", "tensor"))
@@ -119,7 +135,10 @@ def test_kernels_lower_for_tpu_at_the_7b_shapes():
     lowered = mlp.trace(spec((3584, 256), bf16, sharding=split), spec((18944, 3584), bf16, sharding=split),
                         spec((18944, 3584), bf16, sharding=split), spec((18944, 3584), bf16, sharding=split)
                         ).lower(lowering_platforms=("tpu",))
-    assert lowered.as_text().count("stablehlo.custom_call @tpu_custom_call") == 1
+    cost = _declared_cost(lowered)
+    weights = 3 * 1184 * 3584 * 2
+    assert cost["bytes_accessed"] == weights + 224 * 256 * 2 + 3584 * 256 * 2  # input slice in, partial sums out
+    assert cost["remote_bytes_transferred"] == 15 * 224 * 256 * 2
 
 
 def test_kernel_modes_are_checked():

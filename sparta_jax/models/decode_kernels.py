@@ -234,10 +234,12 @@ def mlp(x_t, gate_t, up_t, down, *, act: str, mode: str, gather: Gather | None =
         return jnp.maximum(i - first, 0)
 
     out_shape = jax.ShapeDtypeStruct((out, rows), x_t.dtype)
-    cost = pl.CostEstimate(
+    cost = pl.CostEstimate(  # HBM: the input slice, each weight block and the output once
         flops=2 * rows * hidden * 2 * inner + 2 * rows * inner * out,
         transcendentals=rows * inner,
-        bytes_accessed=_nbytes(x_t, gate_t, up_t, down) + _nbytes(out_shape))
+        bytes_accessed=_nbytes(x_t, gate_t, up_t, down) + _nbytes(out_shape),
+        # the interconnect: this chip's slice to each of the others
+        remote_bytes_transferred=(gather.chips - 1) * _nbytes(x_t) if gather else 0)
     scratch = [pltpu.VMEM((chunk, rows), jnp.float32), pltpu.VMEM((chunk, rows), jnp.float32),
                pltpu.VMEM((inner, rows), x_t.dtype)]
     if gather:  # every chip's slice, and the semaphores of the copies out and in
