@@ -18,7 +18,7 @@ class _Heads:  # the fields of a ModelConfig that layer_math.attention reads
         self.attention_scale, self.attn_softcap = head_dim**-0.5, softcap
 
 
-def _attention_inputs(rows=6, kv_heads=2, groups=3, slots=40, head_dim=128, cache_dtype=jnp.bfloat16):
+def _attention_inputs(rows=12, kv_heads=2, groups=3, slots=40, head_dim=128, cache_dtype=jnp.bfloat16):
     keys = jax.random.split(jax.random.key(0), 4)
     q = jax.random.normal(keys[0], (rows, kv_heads, groups, head_dim), jnp.bfloat16)
     k = (3 * jax.random.normal(keys[1], (rows, kv_heads, slots, head_dim))).astype(cache_dtype)
@@ -30,6 +30,8 @@ def _attention_inputs(rows=6, kv_heads=2, groups=3, slots=40, head_dim=128, cach
 
 @pytest.mark.parametrize("softcap,cache_dtype", [(None, jnp.bfloat16), (30.0, jnp.bfloat16), (None, jnp.float32)])
 def test_attention_kernel_equals_layer_math(softcap, cache_dtype):
+    """12 rows in two steps of 6 (a step's rows unrolled in the kernel), two key-value heads of
+    three query heads each."""
     q, k, v, visible = _attention_inputs(cache_dtype=cache_dtype)
     rows, kv_heads, groups, head_dim = q.shape
     got = decode_kernels.attention(q, k, v, visible.astype(jnp.int32), scale=head_dim**-0.5, softcap=softcap,

@@ -6,16 +6,21 @@ in the chip's vector memory (VMEM):
   and again by the product with the values. `attention` reads each row's q, keys, values and mask
   once and writes its output: one pass over the cache.
 - the MLP's gate and up [rows, intermediate]: written by one matmul fusion, read by the next.
-  `mlp` keeps them in VMEM between the two matmuls: its input, the weights and its output are
-  read or written once.
+  `mlp` keeps them in VMEM between the two matmuls; and its input, which the chips hold in
+  slices, it gathers itself: each chip copies its slice into every other chip's VMEM over the
+  interconnect, so the gathered input is neither written to HBM nor read back.
 
 The math is `layer_math`'s, rounding where it rounds (the scores and probabilities in the compute
-dtype, the softmax in float32, the MLP's activations op by op in the compute dtype), so the tokens
-equal the XLA path's. Each kernel declares the bytes its block specs move (`pl.CostEstimate`):
-XLA's cost analysis counts a kernel as what it declares.
+dtype, a float32 softmax; gate and up in the compute dtype, the activation in float32 rounded
+once), so greedy tokens equal the XLA path's. Each kernel declares what its block specs copy from
+and to HBM (`pl.CostEstimate`), which is what XLA's cost analysis counts for it. A kernel whose
+blocks would not fit VMEM (`attention_vmem_bytes`, `mlp_vmem_bytes` over VMEM_BUDGET) is not
+called: the step takes XLA's ops there.
 
-`mode` is "pallas" (Mosaic, TPU only) or "interpret" (the same kernels run by JAX's interpreter on
-any backend: how the tests check them on CPU; slow).
+`mode` is "pallas" (Mosaic, TPU only) or "interpret" (the same kernels run by JAX's TPU interpreter
+on any backend, remote copies across a shard_map's devices included: how the tests check them on
+CPU; slow). On chips with two TensorCores (v4, v5p) the MLP's grid is sequential and runs on one
+of them: to be measured on a device.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ MODES = ("pallas", "interpret")
 # Bytes of the key block one attention grid step reads: several rows a step, so that the ~0.35 us a
 # step costs stays small against its copy from HBM.
 ATTENTION_BLOCK_BYTES = 1 << 20
+ATTENTION_BLOCK_ROWS = 8  # (the rows of a step are unrolled in the kernel)
 
 
 def _nbytes(*arrays) -> int:
@@ -64,7 +70,8 @@ def attention(q, keys, values, visible, *, scale: float, softcap: float | None, 
     rows, kv_heads, groups, head_dim = q.shape
     slots = keys.shape[2]
     per_row = slots * head_dim * keys.dtype.itemsize
-    block = max(d for d in range(1, rows + 1) if rows % d == 0 and (d == 1 or d * per_row <= ATTENTION_BLOCK_BYTES))
+    block = max(d for d in range(1, min(rows, ATTENTION_BLOCK_ROWS) + 1)
+                if rows % d == 0 and (d == 1 or d * per_row <= ATTENTION_BLOCK_BYTES))
 
     def kernel(q_ref, k_ref, v_ref, mask_ref, out_ref):
         for r in range(block):  # static: a few rows a step
