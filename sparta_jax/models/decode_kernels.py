@@ -147,7 +147,7 @@ class Gather:
 
 
 # VMEM a kernel may fill: v4's 16 MiB a core (the least of the TPU generations), less room for
-# Mosaic's own scratch. `mlp_fits` says whether the MLP kernel's blocks and scratch fit.
+# Mosaic's own scratch; `mlp_vmem_bytes` and `attention_vmem_bytes` are checked against it.
 # (Calibrated on Mosaic's compiles for v4, gathering over 16 chips: Qwen2.5-7B's MLP at 1024 rows
 # used 18.9 MiB where `mlp_vmem_bytes` says 18.1; 768 rows, 14.2 by it, compiled.)
 VMEM_BUDGET = 14 << 20

@@ -437,9 +437,7 @@ def _layer(x, w, lw, k_cache, v_cache, index, visible, rope, scales, *, config: 
 
 def _attention(q, k_cache, v_cache, visible, c: ModelConfig, dtype, kernels: str):
     """One token per row against its cache: q [rows, heads, head_dim] -> [rows, heads x head_dim]."""
-    rows = q.shape[0]
-
-    groups, slots = c.num_heads // c.num_kv_heads, k_cache.shape[2]
+    rows, groups, slots = q.shape[0], c.num_heads // c.num_kv_heads, k_cache.shape[2]
     if kernels == "xla" or (decode_kernels.attention_vmem_bytes(groups, slots, c.head_dim, k_cache.dtype)
                             > decode_kernels.VMEM_BUDGET):
         return layer_math.attention(q[:, None], k_cache.astype(dtype), v_cache.astype(dtype), visible.astype(bool), c,
